@@ -1,0 +1,59 @@
+# sessionshift: make demo (the whole rollout on this machine), make test (everything CI runs).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup system-deps demo test unit integration lint bench load clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+system-deps:  ## redis-server and redis-cli from the OS packages, when missing
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  echo "installing redis-server (apt-get)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	fi
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: system-deps $(BIN)/.installed  ## venv with sessionshift and the pinned tools
+
+demo: setup  ## the whole rollout (phase 1 to 5 and a rollback) on local Redis and moto
+	$(BIN)/python tools/demo.py
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+lint: setup  ## ansible-lint (production profile), ansible-doc on every module, ruff
+	$(BIN)/ruff check src tests library module_utils bench
+	@if ls roles/*/tasks/*.yml playbooks/*.yml >/dev/null 2>&1; then $(BIN)/ansible-lint; fi
+	@for module in library/*.py; do \
+	  [ -e "$$module" ] || continue; \
+	  $(BIN)/ansible-doc -M library -t module "$$(basename $$module .py)" >/dev/null || exit 1; \
+	done
+
+test: setup  ## everything CI runs: unit, integration, lint
+	$(BIN)/pytest tests
+	$(MAKE) --no-print-directory lint
+
+bench: setup  ## benchmarks (not tests): ratios measured side by side, see docs/benchmarks.md
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis run

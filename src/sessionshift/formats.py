@@ -1,0 +1,356 @@
+"""Session formats: cachelib FileSystemCache files, the seed's JSON files, Redis values.
+
+The source of the migration is a Flask-Session ``filesystem`` directory, i.e. a
+cachelib ``FileSystemCache``:
+
+* file name = ``hashlib.<md5|sha256>(prefix + sid).hexdigest()`` (md5 before
+  cachelib 0.17, sha256 since); the sid itself is not stored in the file;
+* header = ``struct.pack("I", expiry)`` (cachelib >= 0.7) or a pickled int
+  (cachelib <= 0.6, werkzeug's cache); expiry 0 means "never";
+* payload = a pickle of the session dict.
+
+Nothing in here trusts a file: every pickle goes through :mod:`.safepickle`,
+and every problem becomes a :class:`SessionFileError` that names the file and
+the cause, so a directory scan reports it and carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pickle
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import msgspec
+
+from . import safepickle
+
+HeaderStyle = Literal["struct", "pickle"]
+HashName = Literal["md5", "sha256"]
+SerializerName = Literal["msgpack", "pickle"]
+
+HEADER_STYLES: tuple[HeaderStyle, ...] = ("struct", "pickle")
+HASH_NAMES: tuple[HashName, ...] = ("md5", "sha256")
+SERIALIZERS: tuple[SerializerName, ...] = ("msgpack", "pickle")
+
+DEFAULT_PREFIX = "session:"
+# cachelib's own bookkeeping: the count file (its key is not prefixed) and the
+# temporary files of an in-flight write.
+CACHELIB_COUNT_KEY = "__wz_cache_count"
+CACHELIB_TEMP_SUFFIX = ".__wz_cache"
+SEED_FILE_PREFIX = "sess_"
+
+_HEX = frozenset("0123456789abcdef")
+_HASH_BY_LENGTH: dict[int, HashName] = {32: "md5", 64: "sha256"}
+_COUNT_FILE_NAMES = frozenset(
+    hashlib.new(h, CACHELIB_COUNT_KEY.encode()).hexdigest() for h in HASH_NAMES
+)
+_STRUCT_HEADER = struct.Struct("I")  # native order and size, as cachelib writes it
+# First opcode of a pickled int header: PROTO (protocol 2+) or INT/BININT*/LONG (0/1).
+_PICKLED_INT_OPCODES = frozenset((b"\x80", b"I", b"J", b"K", b"M", b"L"))
+_PICKLE_PROTO = pickle.HIGHEST_PROTOCOL
+# The largest session file we agree to decode; anything bigger is not a session.
+MAX_SESSION_BYTES = 16 * 1024 * 1024
+
+
+class SessionFileError(Exception):
+    """One session file could not be used; names the file and the cause."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class SessionValueError(ValueError):
+    """A Redis value could not be decoded or a session could not be encoded."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileSession:
+    """One session read from a file.
+
+    ``file_name`` is the cachelib name (the hash), which is also what the Redis
+    key is built from. ``sid`` is known only for the seed's ``sess_<sid>`` files.
+    """
+
+    path: str
+    file_name: str
+    expiry: int  # epoch seconds; 0 = never expires
+    data: dict
+    header_style: HeaderStyle
+    hash_name: HashName
+    size: int
+    mtime: float
+    sid: str | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expiry != 0 and self.expiry < (time.time() if now is None else now)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def session_file_name(sid: str, prefix: str = DEFAULT_PREFIX, hash_name: HashName = "sha256") -> str:
+    """The cachelib file name of *sid*: ``hash(prefix + sid)``."""
+    return hashlib.new(hash_name, (prefix + sid).encode("utf-8")).hexdigest()
+
+
+def detect_hash(file_name: str) -> HashName | None:
+    """md5 or sha256 from a cachelib file name's length; None if it is not one."""
+    hash_name = _HASH_BY_LENGTH.get(len(file_name))
+    if hash_name is None or not _HEX.issuperset(file_name):
+        return None
+    return hash_name
+
+
+def classify_name(file_name: str) -> Literal["session", "seed", "cachelib", "foreign"]:
+    """What a directory entry is, from its name alone."""
+    if file_name in _COUNT_FILE_NAMES or file_name.endswith(CACHELIB_TEMP_SUFFIX):
+        return "cachelib"
+    if detect_hash(file_name):
+        return "session"
+    if file_name.startswith(SEED_FILE_PREFIX) and len(file_name) > len(SEED_FILE_PREFIX):
+        return "seed"
+    return "foreign"
+
+
+# --------------------------------------------------------------------------- cachelib files
+
+
+def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, HeaderStyle]:
+    """(expiry, session dict, header style) from the bytes of one cachelib file."""
+    if not raw:
+        raise SessionFileError(path, "empty file")
+    # A pickled-int header starts with the PROTO opcode (0x80) or, for protocol
+    # 0/1 pickles of ints, with an INT/BININT/LONG opcode. A 4-byte struct header
+    # is the expiry itself; 0x80 as its first byte would mean an expiry
+    # congruent to 128 mod 256, so the pickle reading is tried first and the
+    # struct reading is the fallback.
+    errors = []
+    for style in _header_order(raw):
+        try:
+            expiry, payload_offset = _read_header(raw, style)
+            data = safepickle.loads(raw[payload_offset:])
+        except safepickle.UnsafePickleError as exc:
+            raise SessionFileError(path, f"hostile or foreign pickle: {exc}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error,
+                AttributeError, ImportError, IndexError, KeyError, MemoryError,
+                OverflowError, UnicodeDecodeError) as exc:
+            errors.append(f"{style} header: {type(exc).__name__}: {exc}")
+            continue
+        if not isinstance(data, dict):
+            raise SessionFileError(path, f"payload is a {type(data).__name__}, not a session dict")
+        return expiry, data, style
+    if len(raw) < _STRUCT_HEADER.size:
+        raise SessionFileError(path, f"truncated file ({len(raw)} bytes, shorter than the header)")
+    raise SessionFileError(path, "not a cachelib session file (" + "; ".join(errors) + ")")
+
+
+def _header_order(raw: bytes) -> tuple[HeaderStyle, ...]:
+    return ("pickle", "struct") if raw[:1] in _PICKLED_INT_OPCODES else ("struct",)
+
+
+def _read_header(raw: bytes, style: HeaderStyle) -> tuple[int, int]:
+    if style == "struct":
+        if len(raw) < _STRUCT_HEADER.size:
+            raise EOFError("shorter than the 4-byte header")
+        return _STRUCT_HEADER.unpack_from(raw)[0], _STRUCT_HEADER.size
+    stream = io.BytesIO(raw)
+    expiry = safepickle.load(stream)
+    if type(expiry) is not int or expiry < 0:
+        raise ValueError(f"header is {expiry!r}, not an expiry time")
+    return expiry, stream.tell()
+
+
+def encode_cachelib(data: dict, expiry: int, header_style: HeaderStyle = "struct") -> bytes:
+    """The bytes cachelib would write for *data* expiring at *expiry*."""
+    if header_style == "struct":
+        header = _STRUCT_HEADER.pack(expiry)
+    elif header_style == "pickle":
+        header = pickle.dumps(expiry, 1)  # werkzeug/cachelib <= 0.6 used protocol 1
+    else:
+        raise ValueError(f"unknown header style {header_style!r}")
+    return header + pickle.dumps(data, _PICKLE_PROTO)
+
+
+def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
+                      default_lifetime: int = 0) -> FileSession:
+    """Read one session file (cachelib or the seed's ``sess_<sid>`` JSON).
+
+    ``default_lifetime`` gives seed files, which carry no expiry of their own,
+    one of ``mtime + default_lifetime`` (0 = never).
+    """
+    file_name = os.path.basename(path)
+    kind = classify_name(file_name)
+    if kind in ("cachelib", "foreign"):
+        raise SessionFileError(path, f"not a session file ({kind} file name)")
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if stat.st_size > MAX_SESSION_BYTES:
+                raise SessionFileError(path, f"too large for a session ({stat.st_size} bytes)")
+            raw = handle.read()
+    except FileNotFoundError:
+        raise SessionFileError(path, "vanished while reading (deleted or expired by the app)") from None
+    except IsADirectoryError:
+        raise SessionFileError(path, "is a directory") from None
+    except PermissionError:
+        raise SessionFileError(path, "permission denied: run as the app's user or root") from None
+    except OSError as exc:
+        raise SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    if kind == "seed":
+        return _seed_session(path, file_name, raw, stat, prefix, default_lifetime)
+    expiry, data, style = parse_cachelib_bytes(raw, path)
+    return FileSession(path=path, file_name=file_name, expiry=expiry, data=data,
+                       header_style=style, hash_name=detect_hash(file_name),
+                       size=len(raw), mtime=stat.st_mtime)
+
+
+def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileSession:
+    """The seed strategy's ``sess_<sid>`` JSON file; the sid is in the name."""
+    sid = file_name[len(SEED_FILE_PREFIX):]
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SessionFileError(path, f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise SessionFileError(path, f"JSON {type(document).__name__}, not a session object")
+    # Either the session dict itself or {"data": {...}, "expires": <epoch>}.
+    if set(document) == {"data", "expires"} and isinstance(document["data"], dict):
+        data, expiry = document["data"], document["expires"]
+        if type(expiry) is not int or expiry < 0:
+            raise SessionFileError(path, f"'expires' is {expiry!r}, not an epoch time")
+    else:
+        data = document
+        expiry = int(stat.st_mtime) + default_lifetime if default_lifetime else 0
+    return FileSession(path=path, file_name=session_file_name(sid, prefix, "sha256"),
+                       expiry=expiry, data=data, header_style="struct", hash_name="sha256",
+                       size=len(raw), mtime=stat.st_mtime, sid=sid)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """A directory entry that is not a session: cachelib bookkeeping or a foreign file."""
+
+    path: str
+    kind: Literal["cachelib", "foreign"]
+
+
+def iter_session_paths(directory: str) -> Iterator[tuple[str, str]]:
+    """(kind, path) for each regular entry of *directory*, streamed (never listed whole)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    if entry.is_symlink():
+                        yield "foreign", entry.path  # never follow links out of the directory
+                    continue
+            except OSError:
+                continue
+            yield classify_name(entry.name), entry.path
+
+
+def scan_directory(directory: str, *, prefix: str = DEFAULT_PREFIX, default_lifetime: int = 0,
+                   ) -> Iterator[FileSession | SessionFileError | SkippedEntry]:
+    """Every entry of a session directory as a session, an error or a skip.
+
+    Errors are yielded, not raised: one bad file never stops a scan.
+    """
+    for kind, path in iter_session_paths(directory):
+        if kind in ("cachelib", "foreign"):
+            yield SkippedEntry(path, kind)
+            continue
+        try:
+            yield read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
+        except SessionFileError as exc:
+            yield exc
+
+
+def write_session_file(directory: str, file_name: str, data: dict, expiry: int, *,
+                       header_style: HeaderStyle = "struct", mode: int = 0o600,
+                       uid: int | None = None, gid: int | None = None,
+                       mtime: float | None = None) -> str:
+    """Write one cachelib file atomically (temporary file in the same directory + rename).
+
+    The temporary file carries cachelib's own suffix, so a scan that meets it
+    half-written skips it like cachelib does.
+    """
+    payload = encode_cachelib(data, expiry, header_style)
+    fd, tmp = tempfile.mkstemp(suffix=CACHELIB_TEMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            os.fchmod(handle.fileno(), mode)
+            if uid is not None or gid is not None:
+                os.fchown(handle.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        target = os.path.join(directory, file_name)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------- Redis values
+
+_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
+_MSGPACK_DECODER = msgspec.msgpack.Decoder()
+
+
+def encode_value(data: dict, serializer: SerializerName = "msgpack") -> bytes:
+    """A session dict as Flask-Session writes it to Redis (>= 0.7 msgpack, <= 0.6 pickle)."""
+    try:
+        if serializer == "msgpack":
+            return _MSGPACK_ENCODER.encode(data)
+        if serializer == "pickle":
+            return pickle.dumps(data, _PICKLE_PROTO)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, pickle.PicklingError) as exc:
+        raise SessionValueError(f"cannot encode session with {serializer}: {exc}") from None
+    raise ValueError(f"unknown serializer {serializer!r}")
+
+
+def decode_value(raw: bytes, serializer: SerializerName = "msgpack") -> dict:
+    """A Redis value back into the session dict the app would see."""
+    try:
+        if serializer == "msgpack":
+            value = _MSGPACK_DECODER.decode(raw)
+        elif serializer == "pickle":
+            value = safepickle.loads(raw)
+        else:
+            raise ValueError(f"unknown serializer {serializer!r}")
+    except safepickle.UnsafePickleError as exc:
+        raise SessionValueError(f"hostile or foreign pickle in Redis value: {exc}") from None
+    except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, TypeError, struct.error,
+            AttributeError, ImportError, IndexError, KeyError, OverflowError) as exc:
+        raise SessionValueError(f"cannot decode {serializer} value: {exc}") from None
+    if not isinstance(value, dict):
+        raise SessionValueError(f"{serializer} value is a {type(value).__name__}, not a session dict")
+    return value
+
+
+def app_view(data: dict, serializer: SerializerName = "msgpack") -> Any:
+    """*data* as the app reads it back after a trip through *serializer*.
+
+    msgpack is lossy (tuple -> list, set -> list, ...), so two sessions are
+    equal for the app when their app views are equal, not their dicts.
+    """
+    if serializer == "pickle":
+        return data
+    return decode_value(encode_value(data, serializer), serializer)
+
+
+def same_for_app(file_data: dict, redis_raw: bytes, serializer: SerializerName = "msgpack") -> bool:
+    """Whether a file session and a Redis value give the app the same session."""
+    return app_view(file_data, serializer) == decode_value(redis_raw, serializer)

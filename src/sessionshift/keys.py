@@ -1,0 +1,92 @@
+"""Where a session lives in Redis.
+
+The app knows a session's sid but not its file; the tools know the file but
+not the sid. The one name both can compute is cachelib's file name,
+``hash(prefix + sid)``, so from phase 2 to phase 4 every session lives under
+
+    <prefix>h:{<file name>}      the session (msgpack or pickle value, TTL = expiry)
+    <prefix>t:{<file name>}      its tombstone after a logout (short TTL)
+
+The braces are a Redis Cluster hash tag: a session and its tombstone share a
+slot, so one script can touch both. In phase 5 the interface may move a
+session to stock Flask-Session's key ``<prefix><sid>``; its file name is again
+``hash(prefix + sid)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from .formats import DEFAULT_PREFIX, HashName, detect_hash, session_file_name
+
+KeyKind = Literal["hashed", "tombstone", "stock"]
+
+_HASHED_TAG = "h:{"
+_TOMBSTONE_TAG = "t:{"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedKey:
+    kind: KeyKind
+    file_name: str  # the cachelib file name this key's session belongs to
+    sid: str | None = None  # known only for stock keys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Key names under one prefix and cachelib hash method."""
+
+    prefix: str = DEFAULT_PREFIX
+    hash_name: HashName = "sha256"
+
+    def file_name(self, sid: str) -> str:
+        return session_file_name(sid, self.prefix, self.hash_name)
+
+    def session_key(self, file_name: str) -> str:
+        return f"{self.prefix}{_HASHED_TAG}{file_name}}}"
+
+    def tombstone_key(self, file_name: str) -> str:
+        return f"{self.prefix}{_TOMBSTONE_TAG}{file_name}}}"
+
+    def stock_key(self, sid: str) -> str:
+        """Stock Flask-Session's Redis key for *sid*."""
+        return f"{self.prefix}{sid}"
+
+    def session_key_for_sid(self, sid: str) -> str:
+        return self.session_key(self.file_name(sid))
+
+    @property
+    def session_pattern(self) -> str:
+        """SCAN pattern for the hashed session keys."""
+        return f"{_glob_escape(self.prefix)}h:{{*}}"
+
+    @property
+    def all_pattern(self) -> str:
+        """SCAN pattern for every key under the prefix (hashed, tombstones, stock)."""
+        return f"{_glob_escape(self.prefix)}*"
+
+    def parse(self, key: str | bytes) -> ParsedKey | None:
+        """What *key* is, or None if it is not a session key of this layout."""
+        if isinstance(key, bytes):
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if not key.startswith(self.prefix):
+            return None
+        rest = key[len(self.prefix):]
+        for tag, kind in ((_HASHED_TAG, "hashed"), (_TOMBSTONE_TAG, "tombstone")):
+            if rest.startswith(tag) and rest.endswith("}"):
+                file_name = rest[len(tag):-1]
+                if detect_hash(file_name):
+                    return ParsedKey(kind, file_name)
+                return None
+        if not rest or "{" in rest or "}" in rest:
+            return None
+        return ParsedKey("stock", self.file_name(rest), sid=rest)
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters in a literal prefix."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

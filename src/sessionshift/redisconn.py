@@ -1,0 +1,198 @@
+"""One way to connect to Redis / ElastiCache, and errors an operator can act on.
+
+TLS verification is on by default (ElastiCache in-transit encryption uses
+certificates from a public CA; the local stand-in uses a throw-away CA given
+as ``ca_file``). Retries with backoff cover transient faults only (a dropped
+connection, a timeout, a failover in progress); a wrong password or an
+untrusted certificate fails at once with a one-line cause.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import urllib.parse
+from typing import Any
+
+import redis
+import redis.cluster
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    BusyLoadingError,
+    ClusterDownError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+from redis.retry import Retry
+
+RedisClient = redis.Redis | redis.cluster.RedisCluster
+
+# Transient: worth a retry. Authentication errors subclass ConnectionError in
+# redis-py, so they are excluded explicitly (see _Retry).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnError, RedisTimeoutError, BusyLoadingError, ClusterDownError, TryAgainError,
+    ConnectionResetError,
+)
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (AuthenticationError, AuthenticationWrongNumberOfArgsError)
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be used; the message names the endpoint, the cause and a fix."""
+
+    def __init__(self, endpoint: str, cause: str, hint: str = ""):
+        self.endpoint = endpoint
+        self.cause = cause
+        self.hint = hint
+        message = f"Redis at {endpoint}: {cause}"
+        super().__init__(message + (f" ({hint})" if hint else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisSettings:
+    """Everything needed to reach one Redis deployment.
+
+    ``url`` is ``rediss://host:port/db`` for TLS (``redis://`` for plain TCP,
+    which ElastiCache with in-transit encryption refuses). User and password
+    may come in the URL or separately; separate values win.
+    """
+
+    url: str = "rediss://127.0.0.1:6379/0"
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_tls: bool = True
+    cluster: bool = False
+    connect_timeout: float = 5.0
+    socket_timeout: float = 5.0
+    retries: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 2.0
+
+    @property
+    def endpoint(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+
+    @property
+    def tls(self) -> bool:
+        return urllib.parse.urlsplit(self.url).scheme == "rediss"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> RedisSettings:
+        """Settings from a dict (module arguments, a YAML file), ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+class _Retry(Retry):
+    """redis-py's Retry, but never for authentication failures."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, PERMANENT_ERRORS):
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.socket_timeout,
+        "retry": _Retry(ExponentialWithJitterBackoff(cap=settings.backoff_cap,
+                                                     base=settings.backoff_base),
+                        settings.retries, supported_errors=TRANSIENT_ERRORS),
+        "health_check_interval": 30,
+    }
+    if settings.username is not None:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password
+    if settings.tls:
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED if settings.verify_tls else ssl.CERT_NONE
+        kwargs["ssl_check_hostname"] = settings.verify_tls
+        if settings.ca_file:
+            kwargs["ssl_ca_certs"] = settings.ca_file
+        if settings.cert_file:
+            kwargs["ssl_certfile"] = settings.cert_file
+            kwargs["ssl_keyfile"] = settings.key_file
+    return kwargs
+
+
+def client_from_settings(settings: RedisSettings) -> RedisClient:
+    """A client (standalone or cluster) for *settings*; does not connect yet."""
+    kwargs = _connection_kwargs(settings)
+    if settings.cluster:
+        # RedisCluster retries at the cluster level (MOVED, failover); the
+        # per-node connections must not retry on their own as well.
+        retry = kwargs.pop("retry")
+        kwargs.pop("health_check_interval")
+        return redis.cluster.RedisCluster.from_url(settings.url, retry=retry,
+                                                   require_full_coverage=True, **kwargs)
+    return redis.Redis.from_url(settings.url, **kwargs)
+
+
+def connect(settings: RedisSettings, *, check: bool = True) -> RedisClient:
+    """A client for *settings*, pinged once so that bad settings fail here, clearly."""
+    try:
+        client = client_from_settings(settings)
+        if check:
+            client.ping()
+    except Exception as exc:  # classified and re-raised; nothing is swallowed
+        raise explain(exc, settings) from exc
+    return client
+
+
+def explain(exc: BaseException, settings: RedisSettings) -> RedisUnavailable:
+    """Turn a redis-py / ssl / socket error into a one-line cause with a fix."""
+    endpoint = settings.endpoint
+    text = " ".join(str(exc).split())
+    chain = _chain_text(exc)
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in chain or "NOAUTH" in chain:
+        who = f"user '{settings.username}'" if settings.username else "the default user"
+        return RedisUnavailable(endpoint, f"authentication failed for {who}",
+                                "check the password / AUTH token and the ACL user")
+    if "CERTIFICATE_VERIFY_FAILED" in chain or "certificate verify failed" in chain:
+        return RedisUnavailable(endpoint, "TLS certificate not trusted",
+                                "pass the CA that signed the server certificate as ca_file")
+    if "hostname" in chain.lower() and "match" in chain.lower():
+        return RedisUnavailable(endpoint, "TLS certificate does not match the host name",
+                                "connect with the name in the certificate")
+    if "Connection refused" in chain or "ECONNREFUSED" in chain or "Errno 111" in chain:
+        return RedisUnavailable(endpoint, "connection refused",
+                                "is Redis running and is the port open to this host?")
+    if "WRONG_VERSION_NUMBER" in chain or "record layer failure" in chain or (
+            not settings.tls and "Connection reset" in chain):
+        return RedisUnavailable(endpoint, "TLS mismatch between client and server",
+                                "use rediss:// for a TLS-only Redis, redis:// otherwise")
+    if isinstance(exc, RedisTimeoutError) or "Timeout" in chain or "timed out" in chain:
+        return RedisUnavailable(endpoint, "timed out",
+                                "check the network path, security group and that Redis is not paused")
+    if isinstance(exc, ResponseError):
+        return RedisUnavailable(endpoint, f"refused a command: {text}")
+    if isinstance(exc, RedisConnError):
+        return RedisUnavailable(endpoint, f"connection failed: {text}")
+    return RedisUnavailable(endpoint, f"{type(exc).__name__}: {text}")
+
+
+def _chain_text(exc: BaseException) -> str:
+    texts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        texts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return " | ".join(texts)

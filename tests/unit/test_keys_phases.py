@@ -1,0 +1,66 @@
+"""Key layout and the phase model."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionshift import formats
+from sessionshift.keys import KeyLayout
+from sessionshift.phases import SPECS, Phase, TransitionRefused, check_transition
+
+
+def test_hashed_key_and_tombstone_share_a_cluster_slot():
+    from redis.crc import key_slot
+
+    layout = KeyLayout()
+    name = layout.file_name("some-sid")
+    assert name == formats.session_file_name("some-sid")
+    assert layout.session_key(name) == f"session:h:{{{name}}}"
+    assert key_slot(layout.session_key(name).encode()) == key_slot(layout.tombstone_key(name).encode())
+
+
+def test_parse_round_trips_every_kind():
+    layout = KeyLayout(prefix="app:", hash_name="md5")
+    name = layout.file_name("sid9")
+    assert layout.parse(layout.session_key(name)).kind == "hashed"
+    assert layout.parse(layout.tombstone_key(name).encode()).kind == "tombstone"
+    stock = layout.parse(layout.stock_key("sid9"))
+    assert (stock.kind, stock.sid, stock.file_name) == ("stock", "sid9", name)
+    assert layout.parse("other:thing") is None
+    assert layout.parse("app:h:{nothex}") is None
+
+
+def test_scan_pattern_escapes_glob_characters():
+    assert KeyLayout(prefix="a*b:").session_pattern == "a\\*b:h:{*}"
+
+
+def test_phase_parse_accepts_numbers_and_labels():
+    assert Phase.parse(2) is Phase.DUAL_WRITE
+    assert Phase.parse("redis_read") is Phase.REDIS_READ
+    assert Phase.parse("4") is Phase.REDIS_ONLY
+    with pytest.raises(ValueError, match="expected one of"):
+        Phase.parse("sideways")
+
+
+def test_every_phase_has_a_spec_and_adjacent_moves_pass():
+    assert set(SPECS) == set(Phase)
+    for phase in list(Phase)[:-1]:
+        check_transition(phase, Phase(phase + 1))
+    check_transition(Phase.REDIS_READ, Phase.DUAL_WRITE)
+
+
+def test_skipping_is_refused_with_reason_and_fix():
+    with pytest.raises(TransitionRefused) as info:
+        check_transition("file", "redis_read")
+    assert "skips 1 phase" in info.value.reason and "dual_write first" in info.value.fix
+    assert check_transition("file", "redis_read", force=True).target is Phase.REDIS_READ
+
+
+def test_leaving_phase_four_needs_the_export():
+    with pytest.raises(TransitionRefused) as info:
+        check_transition("redis_only", "redis_read")
+    assert "export" in info.value.fix
+    check_transition("redis_only", "redis_read", export_done=True)
+    check_transition("redis", "file", emergency=True, export_done=True)
+    with pytest.raises(TransitionRefused):
+        check_transition("redis", "file", emergency=True)
