@@ -1,0 +1,86 @@
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+"""What every sessionshift module shares: argument specs, the import guard, error shaping.
+
+Modules stay thin: they parse arguments with these specs, call the
+``sessionshift`` package, and shape the result. Anything else belongs in the
+package.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    import sessionshift  # noqa: F401
+    from sessionshift.formats import HASH_NAMES, SERIALIZERS
+    from sessionshift.keys import KeyLayout
+    from sessionshift.redisconn import RedisSettings, RedisUnavailable
+except ImportError:
+    SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
+    HASH_NAMES = ("md5", "sha256")
+    SERIALIZERS = ("msgpack", "pickle")
+else:
+    SESSIONSHIFT_IMPORT_ERROR = None
+
+# The Redis connection, as one dict option `redis` on every module that talks to Redis.
+REDIS_OPTIONS = dict(
+    url=dict(type="str", required=True),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    ca_file=dict(type="path"),
+    cert_file=dict(type="path"),
+    key_file=dict(type="path", no_log=False),
+    verify_tls=dict(type="bool", default=True),
+    cluster=dict(type="bool", default=False),
+    connect_timeout=dict(type="float", default=5.0),
+    socket_timeout=dict(type="float", default=5.0),
+    retries=dict(type="int", default=3),
+)
+
+REDIS_ARG_SPEC = dict(redis=dict(type="dict", required=True, options=REDIS_OPTIONS))
+
+# Where the sessions are and how the app names them.
+SESSION_ARG_SPEC = dict(
+    session_dir=dict(type="path", required=True),
+    key_prefix=dict(type="str", default="session:", no_log=False),
+    hash_method=dict(type="str", default="sha256", choices=list(HASH_NAMES)),
+    serializer=dict(type="str", default="msgpack", choices=list(SERIALIZERS)),
+    state_dir=dict(type="path", default="/var/lib/sessionshift"),
+)
+
+
+def argument_spec(*specs, **extra):
+    """Merge argument spec fragments (later ones win) with module-specific options."""
+    merged = {}
+    for spec in specs:
+        merged.update(spec)
+    merged.update(extra)
+    return merged
+
+
+def require_sessionshift(module):
+    """Fail the module cleanly when the package is not installed on the target host."""
+    if SESSIONSHIFT_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib(
+            "sessionshift", url="https://github.com/sessionshift/sessionshift (the session_app role "
+            "installs it on app hosts)"), exception=SESSIONSHIFT_IMPORT_ERROR)
+
+
+def redis_settings(params):
+    """RedisSettings from the module's `redis` option."""
+    return RedisSettings.from_mapping(dict(params["redis"]))
+
+
+def key_layout(params):
+    return KeyLayout(prefix=params["key_prefix"], hash_name=params["hash_method"])
+
+
+def fail_on_redis(module, exc, **result):
+    """fail_json for a Redis problem: endpoint, cause and fix in one line, no secrets."""
+    if isinstance(exc, RedisUnavailable):
+        module.fail_json(msg=str(exc), endpoint=exc.endpoint, cause=exc.cause, **result)
+    module.fail_json(msg=f"{type(exc).__name__}: {exc}", exception=traceback.format_exc(), **result)

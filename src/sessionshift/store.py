@@ -1,0 +1,142 @@
+"""The session operations on Redis that races depend on, each one atomic.
+
+Every writer goes through here: the Flask interface (app writes, logouts,
+promotions of file sessions), the backfill, the export and the restore. The
+rules of DESIGN.md "Races" live in these few functions:
+
+* the app's own write always wins and clears a tombstone (``app_write``);
+* a logout deletes the session and leaves a short-lived tombstone
+  (``app_delete``);
+* a copy made by a tool or by a read promotion never overwrites an existing key
+  and never revives a tombstoned session (``copy_if_absent``, one Lua script
+  with the session key and its tombstone in one hash slot);
+* ``wait_replicas`` makes a write wait for that many replicas (Redis ``WAIT``),
+  so that a failover right after it does not lose it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+
+import redis.cluster
+
+from .keys import KeyLayout
+from .redisconn import RedisClient
+
+DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
+
+
+class CopyResult(enum.Enum):
+    WRITTEN = "written"
+    EXISTS = "exists"  # a (newer) value is already there: left alone
+    TOMBSTONED = "tombstoned"  # the user logged out: not revived
+    EXPIRED = "expired"  # expiry in the past: nothing written
+
+
+# KEYS[1] = session key, KEYS[2] = tombstone key; ARGV[1] = value, ARGV[2] = EXAT (0 = none)
+_COPY_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'tombstoned' end
+local done
+if ARGV[2] == '0' then
+  done = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  done = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2])
+end
+if done then return 'written' end
+return 'exists'
+"""
+
+
+@dataclasses.dataclass
+class SessionStore:
+    """Session reads and writes for one key layout on one Redis (standalone or cluster)."""
+
+    client: RedisClient
+    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
+    tombstone_ttl: int = DEFAULT_TOMBSTONE_TTL
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 100
+
+    def __post_init__(self) -> None:
+        self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, file_name: str) -> bytes | None:
+        return self.client.get(self.layout.session_key(file_name))
+
+    def expiry_of(self, key: str) -> int:
+        """EXPIRETIME of *key*: epoch seconds, 0 for no expiry, -2 if missing."""
+        value = self.client.expiretime(key)
+        return 0 if value == -1 else value
+
+    # -- the app's writes ----------------------------------------------------------------
+    def app_write(self, file_name: str, value: bytes, expiry: int) -> None:
+        """The app saved the session: its value wins over everything, tombstone cleared."""
+        key, tombstone = self.layout.session_key(file_name), self.layout.tombstone_key(file_name)
+        with self.client.pipeline(transaction=True) as pipe:
+            if expiry:
+                pipe.set(key, value, exat=expiry)
+            else:
+                pipe.set(key, value)
+            pipe.delete(tombstone)
+            pipe.execute()
+        self._wait()
+
+    def app_delete(self, file_name: str) -> None:
+        """The user logged out: delete the session and leave a tombstone for the tools."""
+        key, tombstone = self.layout.session_key(file_name), self.layout.tombstone_key(file_name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.set(tombstone, b"1", ex=self.tombstone_ttl)
+            pipe.execute()
+        self._wait()
+
+    # -- copies (backfill, promotion, restore) ------------------------------------------------
+    def copy_if_absent(self, file_name: str, value: bytes, expiry: int,
+                       now: float | None = None) -> CopyResult:
+        if expiry and expiry <= (time.time() if now is None else now):
+            return CopyResult.EXPIRED
+        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
+        outcome = self._copy_script(keys=keys, args=[value, expiry])
+        return CopyResult(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    def copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
+                            now: float | None = None) -> list[CopyResult]:
+        """``copy_if_absent`` for a batch, pipelined (one round trip per batch)."""
+        now = time.time() if now is None else now
+        results: list[CopyResult | None] = [None] * len(items)
+        # redis-py's cluster pipeline refuses scripts, so a cluster batch is split
+        # per primary and each part pipelined on that node's own connection.
+        batches: dict[str, tuple[object, list[int]]] = {}
+        for index, (file_name, value, expiry) in enumerate(items):
+            if expiry and expiry <= now:
+                results[index] = CopyResult.EXPIRED
+                continue
+            node = self._node_client(self.layout.session_key(file_name))
+            batches.setdefault(id(node), (node, []))[1].append(index)
+        for node, indexes in batches.values():
+            pipe = node.pipeline(transaction=False)
+            for index in indexes:
+                file_name, value, expiry = items[index]
+                keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
+                self._copy_script(keys=keys, args=[value, expiry], client=pipe)
+            for index, outcome in zip(indexes, pipe.execute(), strict=True):
+                results[index] = CopyResult(_text(outcome))
+        return results
+
+    def _node_client(self, key: str):
+        """The client that owns *key*: the client itself, or in cluster mode its primary."""
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            node = self.client.get_node_from_key(key)
+            return node.redis_connection or self.client.get_redis_connection(node)
+        return self.client
+
+    def _wait(self) -> None:
+        if self.wait_replicas:
+            self.client.wait(self.wait_replicas, self.wait_timeout_ms)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
