@@ -110,7 +110,7 @@ class SessionStore:
         # redis-py's cluster pipeline refuses scripts, so a cluster batch is split
         # per primary and each part pipelined on that node's own connection.
         batches: dict[str, tuple[object, list[int]]] = {}
-        for index, (file_name, value, expiry) in enumerate(items):
+        for index, (file_name, _value, expiry) in enumerate(items):
             if expiry and expiry <= now:
                 results[index] = CopyResult.EXPIRED
                 continue
