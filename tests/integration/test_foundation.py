@@ -142,3 +142,17 @@ def test_cluster_mode_connects(cluster_client):
         name = layout.file_name(f"sid{index}")
         assert (cluster_client.keyslot(layout.session_key(name))
                 == cluster_client.keyslot(layout.tombstone_key(name)))
+
+
+def test_dual_write_gate_against_real_redis(redis_server):
+    from sessionshift import gates
+
+    base = {"gate": "dual_write", "alarms_in_alarm": []}
+    good = dict(base, redis={"url": redis_server.settings().url, "username": redis_server.username,
+                             "password": redis_server.password, "ca_file": redis_server.tls.ca_cert})
+    assert gates.evaluate(good, now=None).passed
+    wrong = gates.evaluate(dict(good, redis=dict(good["redis"], password="nope"),
+                                alarms_in_alarm=["EngineCPU-001"]), now=None)
+    assert not wrong.passed
+    assert any("authentication failed" in reason for reason in wrong.reasons)
+    assert any("EngineCPU-001" in reason for reason in wrong.reasons)

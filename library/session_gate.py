@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_gate
+short_description: Check whether the session migration may move into a phase now
+description:
+  - Evaluates one pre-flight gate of the sessionshift rollout on an app host and returns whether it
+    passed and, if not, reasons an operator can act on.
+  - The gates are those of the phase model, plus the maintenance window in which flips may happen.
+  - Read-only; it never changes anything, so it runs the same in check mode.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  gate:
+    description:
+      - C(maintenance_window) checks the local time against O(window_start)-O(window_end) in O(window_timezone).
+      - C(dual_write) checks that Redis answers over TLS with AUTH and that no alarm in O(alarms_in_alarm) fires.
+      - C(redis_read) checks the backfill completed and the last validation met O(threshold).
+      - C(redis_only) checks the fallback-read rate from O(fallback_reads) / O(total_reads).
+      - C(redis) checks that O(session_lifetime) seconds have passed since the host entered redis_only.
+    type: str
+    required: true
+    choices: [maintenance_window, dual_write, redis_read, redis_only, redis]
+  state_dir:
+    description: The host's sessionshift state directory (phase, migration and validation records).
+    type: path
+    default: /var/lib/sessionshift
+  window_start:
+    description: Start of the maintenance window, V(HH:MM) local time.
+    type: str
+    default: "02:00"
+  window_end:
+    description: End of the maintenance window, V(HH:MM) local time; may be earlier than the start (wraps midnight).
+    type: str
+    default: "06:00"
+  window_timezone:
+    description: IANA time zone of the window.
+    type: str
+    default: Asia/Tokyo
+  ignore_window:
+    description: Pass the maintenance window gate outside the window (an explicit operator override).
+    type: bool
+    default: false
+  redis:
+    description:
+      - Redis connection for the C(dual_write) gate; same suboptions as the other sessionshift modules
+        (url, username, password, ca_file, cert_file, key_file, verify_tls, cluster, connect_timeout,
+        socket_timeout, retries).
+    type: dict
+  alarms_in_alarm:
+    description: Names of CloudWatch alarms currently in ALARM (from M(amazon.aws.cloudwatch_metric_alarm_info)).
+    type: list
+    elements: str
+    default: []
+  threshold:
+    description: Minimum validation consistency, in percent of comparable sessions.
+    type: float
+    default: 100.0
+  fallback_reads:
+    description: Reads that fell back to files during the watch window.
+    type: float
+    default: 0
+  total_reads:
+    description: All session reads during the watch window.
+    type: float
+    default: 0
+  max_fallback_rate:
+    description: Highest fallback-read rate (fraction) that still lets phase 4 start.
+    type: float
+    default: 0.001
+  session_lifetime:
+    description: The longest session lifetime in seconds (the app's PERMANENT_SESSION_LIFETIME).
+    type: int
+    default: 2678400
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+"""
+
+EXAMPLES = r"""
+- name: Refuse to flip outside the maintenance window
+  session_gate:
+    gate: maintenance_window
+    ignore_window: "{{ sessionshift_ignore_maintenance_window | bool }}"
+  register: window
+
+- name: Stop with the reasons when the gate is closed
+  ansible.builtin.assert:
+    that: window.passed
+    fail_msg: "{{ window.reasons | join('; ') }}"
+
+- name: Validation must be at 100 % before reads move to Redis
+  session_gate:
+    gate: redis_read
+    state_dir: /var/lib/sessionshift
+    threshold: 100
+  register: gate
+"""
+
+RETURN = r"""
+passed:
+  description: Whether the gate is open.
+  returned: always
+  type: bool
+  sample: false
+reasons:
+  description: Why the gate is closed, each with what to do about it.
+  returned: always
+  type: list
+  elements: str
+  sample: ["validation consistency 99.800% is below the threshold 100.0%; ..."]
+facts:
+  description: The figures the decision was made on.
+  returned: always
+  type: dict
+  sample: {"consistency_percent": 99.8, "threshold": 100.0}
+gate:
+  description: The gate that was checked.
+  returned: always
+  type: str
+  sample: redis_read
+"""
+
+import datetime
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import REDIS_OPTIONS, require_sessionshift
+
+try:
+    from sessionshift.gates import evaluate
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            gate=dict(type="str", required=True,
+                      choices=["maintenance_window", "dual_write", "redis_read", "redis_only", "redis"]),
+            state_dir=dict(type="path", default="/var/lib/sessionshift"),
+            window_start=dict(type="str", default="02:00"),
+            window_end=dict(type="str", default="06:00"),
+            window_timezone=dict(type="str", default="Asia/Tokyo"),
+            ignore_window=dict(type="bool", default=False),
+            redis=dict(type="dict", options=REDIS_OPTIONS),
+            alarms_in_alarm=dict(type="list", elements="str", default=[]),
+            threshold=dict(type="float", default=100.0),
+            fallback_reads=dict(type="float", default=0),
+            total_reads=dict(type="float", default=0),
+            max_fallback_rate=dict(type="float", default=0.001),
+            session_lifetime=dict(type="int", default=2678400),
+        ),
+        required_if=[("gate", "dual_write", ("redis",))],
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    try:
+        result = evaluate(module.params, now=datetime.datetime.now(datetime.UTC))
+    except ValueError as exc:
+        module.fail_json(msg=f"gate {module.params['gate']}: {exc}")
+    module.exit_json(changed=False, gate=module.params["gate"], **result.as_dict())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Pre-flight gates: may the rollout move into a phase now?
+
+Each gate returns a :class:`GateResult` whose ``reasons`` an operator can act
+on. The playbooks call them through the ``session_gate`` module and ``assert``
+on ``passed``; nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import zoneinfo
+from typing import Any
+
+from .phases import SPECS, Phase
+
+
+@dataclasses.dataclass
+class GateResult:
+    name: str
+    passed: bool = True
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.passed = False
+        self.reasons.append(reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_clock(text: str) -> datetime.time:
+    try:
+        return datetime.time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"maintenance window time {text!r} is not HH:MM") from None
+
+
+def maintenance_window(now: datetime.datetime, start: str = "02:00", end: str = "06:00",
+                       timezone: str = "Asia/Tokyo", override: bool = False) -> GateResult:
+    """Flips happen only inside the window (it may wrap midnight) unless overridden."""
+    result = GateResult("maintenance_window")
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {timezone!r} (use an IANA name such as Asia/Tokyo)") from None
+    local = now.astimezone(zone)
+    opens, closes = _parse_clock(start), _parse_clock(end)
+    clock = local.time().replace(tzinfo=None)
+    inside = opens <= clock < closes if opens <= closes else (clock >= opens or clock < closes)
+    result.facts = {"local_time": local.isoformat(timespec="minutes"), "window": f"{start}-{end} {timezone}",
+                    "inside": inside, "override": override}
+    if not inside and not override:
+        result.refuse(f"it is {local:%H:%M} in {timezone}, outside the maintenance window {start}-{end}; "
+                      "wait for the window or pass -e sessionshift_ignore_maintenance_window=true "
+                      "(rollbacks are never held back by the window)")
+    return result
+
+
+def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None,
+                alarms_in_alarm: list[str]) -> GateResult:
+    """Gate into phase 2: Redis reachable over TLS with AUTH, and no alarm firing."""
+    result = GateResult("dual_write")
+    if not ping_ok:
+        result.refuse(f"Redis is not reachable: {error or 'no answer'}")
+    if not tls:
+        result.refuse("the Redis URL is not rediss:// (TLS); ElastiCache requires in-transit encryption")
+    if not authenticated:
+        result.refuse("no AUTH token / ACL user configured for Redis")
+    if alarms_in_alarm:
+        result.refuse("CloudWatch alarms in ALARM: " + ", ".join(sorted(alarms_in_alarm))
+                      + "; resolve them before starting dual writes")
+    return result
+
+
+def validation_passed(migration: dict | None, validation: dict | None,
+                      threshold: float = 100.0) -> GateResult:
+    """Gate into phase 3: the backfill finished and the last validation met the threshold."""
+    result = GateResult("redis_read")
+    if not migration or not migration.get("complete"):
+        result.refuse("the backfill has not completed on this host; run playbooks/phase2.yml "
+                      "(tag backfill) or 'sessionshift migrate'")
+    if not validation:
+        result.refuse("no validation has been recorded on this host; run playbooks/phase2.yml "
+                      "(tag validate) or 'sessionshift validate'")
+        return result
+    consistency = float(validation.get("consistency_percent", 0.0))
+    result.facts = {"consistency_percent": consistency, "threshold": threshold,
+                    "validated_at": validation.get("finished_at")}
+    if consistency < threshold:
+        result.refuse(f"validation consistency {consistency:.3f}% is below the threshold {threshold}%; "
+                      "look at the examples in validation.json, re-run the backfill, then validate again")
+    finished, started = validation.get("finished_at"), (migration or {}).get("finished_at")
+    if finished and started and str(finished) < str(started):
+        result.refuse("the last validation is older than the last backfill; validate again")
+    return result
+
+
+def fallback_quiet(fallback_reads: float, total_reads: float, max_rate: float = 0.001) -> GateResult:
+    """Gate into phase 4: reads that had to fall back to files are near zero."""
+    result = GateResult("redis_only")
+    rate = (fallback_reads / total_reads) if total_reads else 0.0
+    result.facts = {"fallback_reads": fallback_reads, "total_reads": total_reads,
+                    "fallback_rate": rate, "max_rate": max_rate}
+    if rate > max_rate:
+        result.refuse(f"{rate:.4%} of reads fell back to files (limit {max_rate:.4%}); sessions are "
+                      "still missing from Redis: run the backfill again and validate")
+    return result
+
+
+def cutoff_passed(now: datetime.datetime, redis_only_since: datetime.datetime | None,
+                  session_lifetime_seconds: int) -> GateResult:
+    """Gate into phase 5: every legacy file session has outlived its lifetime since phase 4."""
+    result = GateResult("redis")
+    if redis_only_since is None:
+        result.refuse("this host has no record of entering redis_only; run playbooks/phase4.yml first")
+        return result
+    cutoff = redis_only_since + datetime.timedelta(seconds=session_lifetime_seconds)
+    result.facts = {"redis_only_since": redis_only_since.isoformat(), "cutoff": cutoff.isoformat()}
+    if now < cutoff:
+        result.refuse(f"the cutoff {cutoff.isoformat()} (phase 4 start + the longest session lifetime "
+                      f"of {session_lifetime_seconds}s) has not passed; legacy file sessions may still "
+                      "be in use")
+    return result
+
+
+def describe() -> dict[str, str]:
+    """Each phase's gate in words (for status output and the runbook)."""
+    return {phase.label: SPECS[phase].gate for phase in Phase}
+
+
+# --------------------------------------------------------------------------- from a host's state
+
+
+def _entered(phase_record: dict | None, phase: Phase) -> datetime.datetime | None:
+    """When the host last entered *phase*, from the phase file's history."""
+    for entry in reversed((phase_record or {}).get("history") or []):
+        if str(entry.get("to")) in (phase.label, str(int(phase))):
+            when = entry.get("at") or entry.get("when")
+            return datetime.datetime.fromisoformat(str(when)) if when else None
+    return None
+
+
+def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
+    """Run the gate named in *params* (the session_gate module's options) on this host's state."""
+    from . import state
+
+    gate = params["gate"]
+    state_dir = params.get("state_dir") or state.DEFAULT_STATE_DIR
+
+    def record(name: str) -> dict | None:
+        return state.read_json(state.state_path(state_dir, name))
+
+    if gate == "maintenance_window":
+        return maintenance_window(now, params["window_start"], params["window_end"],
+                                  params["window_timezone"], params["ignore_window"])
+    if gate == "dual_write":
+        return _redis_gate(params)
+    if gate == "redis_read":
+        return validation_passed(record(state.MIGRATE_FILE), record(state.VALIDATION_FILE),
+                                 params["threshold"])
+    if gate == "redis_only":
+        return fallback_quiet(params["fallback_reads"], params["total_reads"], params["max_fallback_rate"])
+    if gate == "redis":
+        return cutoff_passed(now, _entered(record(state.PHASE_FILE), Phase.REDIS_ONLY),
+                             params["session_lifetime"])
+    raise ValueError(f"unknown gate {gate!r}")
+
+
+def _redis_gate(params: dict[str, Any]) -> GateResult:
+    from .redisconn import RedisSettings, RedisUnavailable, connect
+
+    settings = RedisSettings.from_mapping(dict(params["redis"]))
+    error = None
+    try:
+        connect(settings).close()
+    except RedisUnavailable as exc:
+        error = str(exc)
+    return redis_ready(ping_ok=error is None, tls=settings.tls,
+                       authenticated=bool(settings.password), error=error,
+                       alarms_in_alarm=list(params.get("alarms_in_alarm") or []))
