@@ -1,0 +1,291 @@
+"""The ``sessionshift`` command: the same engines the Ansible modules call, for a shell.
+
+    sessionshift analyze  --session-dir /var/lib/app/sessions
+    sessionshift migrate  --session-dir ... --redis-url rediss://host:6379/0 --redis-user app \\
+                          --redis-password-file /etc/sessionshift/redis-password
+    sessionshift validate --session-dir ... --redis-url ... --sample-percent 10
+    sessionshift phases --json
+
+Adding a subcommand: write ``cmd_<name>(args) -> int`` and ``register_<name>(subparsers)``
+(reuse ``add_redis_options`` / ``add_session_options`` / ``add_output_options``), then list
+the register function in ``SUBCOMMANDS``. Exit codes: 0 ok, 1 the run completed but its
+check failed (validation below the threshold), 2 an error (bad input, Redis unreachable).
+
+The Redis password never appears on the command line (``ps`` would show it): it comes from
+``--redis-password-file`` or the ``SESSIONSHIFT_REDIS_PASSWORD`` environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .formats import DEFAULT_PREFIX, HASH_NAMES, SERIALIZERS
+from .state import DEFAULT_STATE_DIR
+
+PASSWORD_ENV = "SESSIONSHIFT_REDIS_PASSWORD"  # noqa: S105 - the variable name, not a secret
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the operator must fix; printed as one line, exit code 2."""
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def add_redis_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Redis")
+    group.add_argument("--redis-url", default=os.environ.get("SESSIONSHIFT_REDIS_URL"),
+                       help="rediss://host:port/db (TLS) or redis://...; env SESSIONSHIFT_REDIS_URL")
+    group.add_argument("--redis-user", default=os.environ.get("SESSIONSHIFT_REDIS_USER"),
+                       help="ACL user; env SESSIONSHIFT_REDIS_USER")
+    group.add_argument("--redis-password-file", metavar="PATH",
+                       help=f"file holding the password / AUTH token (else env {PASSWORD_ENV})")
+    group.add_argument("--ca-file", metavar="PATH", help="CA bundle that signed the Redis certificate")
+    group.add_argument("--cluster", action="store_true", help="Redis Cluster (cluster mode enabled)")
+    group.add_argument("--no-verify-tls", dest="verify_tls", action="store_false",
+                       help="do not verify the server certificate (never in production)")
+
+
+def add_session_options(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
+    group = parser.add_argument_group("sessions")
+    group.add_argument("--session-dir", required=True, metavar="PATH",
+                       help="the Flask-Session / cachelib FileSystemCache directory")
+    group.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"default {DEFAULT_PREFIX!r}")
+    group.add_argument("--hash-method", default="sha256", choices=HASH_NAMES,
+                       help="cachelib file name hash: md5 before cachelib 0.17, sha256 since")
+    group.add_argument("--serializer", default="msgpack", choices=SERIALIZERS,
+                       help="Redis value format: msgpack (Flask-Session >= 0.7) or pickle (<= 0.6)")
+    if state:
+        group.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="PATH",
+                           help=f"checkpoints and results (default {DEFAULT_STATE_DIR})")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def read_password(args: argparse.Namespace) -> str | None:
+    path = getattr(args, "redis_password_file", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --redis-password-file {path}: {exc.strerror or exc}") from None
+    return os.environ.get(PASSWORD_ENV) or None
+
+
+def redis_settings_from_args(args: argparse.Namespace):
+    from .redisconn import RedisSettings
+
+    if not args.redis_url:
+        raise CliError("--redis-url (or SESSIONSHIFT_REDIS_URL) is required for this command")
+    return RedisSettings(url=args.redis_url, username=args.redis_user, password=read_password(args),
+                         ca_file=args.ca_file, verify_tls=args.verify_tls, cluster=args.cluster)
+
+
+def connect_from_args(args: argparse.Namespace):
+    from .redisconn import connect
+
+    return connect(redis_settings_from_args(args))
+
+
+def layout_from_args(args: argparse.Namespace):
+    from .keys import KeyLayout
+
+    return KeyLayout(prefix=args.key_prefix, hash_name=args.hash_method)
+
+
+def progress_bar(args: argparse.Namespace):
+    """A progress callback: a terminal line on stderr, or nothing."""
+    from .progress import ProgressBar
+
+    bar = ProgressBar(sys.stderr)
+    if getattr(args, "quiet", False):
+        bar.enabled = False
+    return bar
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None:
+    """The result: JSON on stdout with --json, else the one-paragraph summary."""
+    if getattr(args, "json", False):
+        json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(summary)
+
+
+def _check_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        raise CliError(f"session directory {path} does not exist or is not a directory")
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def cmd_phases(args: argparse.Namespace) -> int:
+    from .phases import SPECS
+
+    rows = [{"number": int(spec.phase), "label": spec.phase.label, "writes_file": spec.writes_file,
+             "writes_redis": spec.writes_redis, "reads": list(spec.reads),
+             "promotes_file_reads": spec.promotes_file_reads, "tombstones": spec.tombstones,
+             "gate": spec.gate, "summary": spec.summary} for spec in SPECS.values()]
+    if args.json:
+        json.dump({"phases": rows}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['number']}  {row['label']:<11} {row['summary']}")
+        print(f"   {'':<11} gate: {row['gate']}")
+    return EXIT_OK
+
+
+def register_phases(subparsers) -> None:
+    parser = subparsers.add_parser("phases", help="the phase table (what each phase reads, writes, needs)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=cmd_phases)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import AnalyzeConfig, analyze, summary
+
+    _check_dir(args.session_dir)
+    client = connect_from_args(args) if args.redis_url else None
+    config = AnalyzeConfig(session_dir=args.session_dir, layout=layout_from_args(args),
+                           serializer=args.serializer, sample_size=args.sample_size,
+                           workers=args.workers)
+    with progress_bar(args) as bar:
+        result = analyze(config, client=client, progress=bar)
+    emit(args, result, summary(result))
+    return EXIT_OK
+
+
+def register_analyze(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="count sessions, sizes, expiries, bad files; estimate the migration time")
+    add_session_options(parser, state=False)
+    add_redis_options(parser)
+    parser.add_argument("--sample-size", type=int, default=500,
+                        help="sessions timed to estimate the migration (default 500)")
+    parser.add_argument("--workers", type=int, default=0, help="the migrate worker count to assume")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_analyze)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import MigrateConfig, migrate, summary
+
+    _check_dir(args.session_dir)
+    config = MigrateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
+                           serializer=args.serializer, state_dir=args.state_dir,
+                           batch_size=args.batch_size, workers=args.workers, dry_run=args.dry_run,
+                           restart=args.restart, retry_seconds=args.retry_seconds)
+    with progress_bar(args) as bar:
+        result = migrate(redis_settings_from_args(args), config, progress=bar)
+    emit(args, result.as_dict(), summary(result))
+    return EXIT_OK
+
+
+def register_migrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "migrate", help="backfill: copy file sessions to Redis where absent (SET NX EXAT, tombstones)")
+    add_session_options(parser)
+    add_redis_options(parser)
+    parser.add_argument("--batch-size", type=int, default=500, help="sessions per pipeline (default 500)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes (default: the CPU count, capped)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="count what would be written; write nothing (no checkpoint either)")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore an unfinished checkpoint and scan every share again")
+    parser.add_argument("--retry-seconds", type=float, default=30.0,
+                        help="how long to keep retrying while Redis is unreachable (default 30)")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_migrate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import ValidateConfig, record, summary, validate
+
+    _check_dir(args.session_dir)
+    config = ValidateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
+                            serializer=args.serializer, sample_percent=args.sample_percent,
+                            threshold=args.threshold, recheck_delay=args.recheck_delay,
+                            max_examples=args.max_examples)
+    client = connect_from_args(args)
+    try:
+        with progress_bar(args) as bar:
+            result = validate(client, config, progress=bar)
+    finally:
+        client.close()
+    if not args.no_record:
+        record(args.state_dir, result)
+    emit(args, result, summary(result))
+    return EXIT_OK if result["passed"] else EXIT_CHECK_FAILED
+
+
+def register_validate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="compare file sessions with Redis as the app reads them; gate phase 3")
+    add_session_options(parser)
+    add_redis_options(parser)
+    parser.add_argument("--sample-percent", type=float, default=100.0,
+                        help="validate this share of the sessions (default 100: all)")
+    parser.add_argument("--threshold", type=float, default=100.0,
+                        help="minimum %% of comparable sessions that must match (default 100)")
+    parser.add_argument("--recheck-delay", type=float, default=2.0,
+                        help="seconds before a difference is re-checked (live traffic heals some)")
+    parser.add_argument("--max-examples", type=int, default=20, help="file names listed per problem")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not write validation.json (the phase-3 gate reads it)")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_validate)
+
+
+# Every subcommand registers itself here, in the order `sessionshift --help` lists them.
+SUBCOMMANDS = [
+    register_analyze,
+    register_migrate,
+    register_validate,
+    register_phases,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sessionshift",
+        description="Move Flask server-side sessions from files to Redis in phases, losing none.")
+    parser.add_argument("--version", action="version", version=f"sessionshift {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .formats import SessionFileError
+    from .redisconn import RedisUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, RedisUnavailable, SessionFileError, ValueError, OSError) as exc:
+        # One line an operator can act on; these errors name the endpoint or path.
+        print(f"sessionshift {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"sessionshift {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
