@@ -133,13 +133,10 @@ def describe() -> dict[str, str]:
 # --------------------------------------------------------------------------- from a host's state
 
 
-def _entered(phase_record: dict | None, phase: Phase) -> datetime.datetime | None:
-    """When the host last entered *phase*, from the phase file's history."""
-    for entry in reversed((phase_record or {}).get("history") or []):
-        if str(entry.get("to")) in (phase.label, str(int(phase))):
-            when = entry.get("at") or entry.get("when")
-            return datetime.datetime.fromisoformat(str(when)) if when else None
-    return None
+def _redis_only_since(phase_record: dict | None) -> datetime.datetime | None:
+    """When files stopped being written on this host (the phase file's ``redis_only_since``)."""
+    when = (phase_record or {}).get("redis_only_since")
+    return datetime.datetime.fromisoformat(str(when)) if when else None
 
 
 def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
@@ -163,7 +160,7 @@ def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
     if gate == "redis_only":
         return fallback_quiet(params["fallback_reads"], params["total_reads"], params["max_fallback_rate"])
     if gate == "redis":
-        return cutoff_passed(now, _entered(record(state.PHASE_FILE), Phase.REDIS_ONLY),
+        return cutoff_passed(now, _redis_only_since(record(state.PHASE_FILE)),
                              params["session_lifetime"])
     raise ValueError(f"unknown gate {gate!r}")
 

@@ -77,7 +77,7 @@ def test_module_reads_the_host_state(tmp_path, capsys):
     assert result["changed"] is False and result["passed"] is False
     assert result["facts"]["consistency_percent"] == 98.0
     state.write_json(state.state_path(str(tmp_path), state.PHASE_FILE), {
-        "phase": "redis_only",
+        "phase": "redis_only", "redis_only_since": "2020-01-01T00:00:00+00:00",
         "history": [{"from": "redis_read", "to": "redis_only", "at": "2020-01-01T00:00:00+00:00"}]})
     result = _run({"gate": "redis", "state_dir": str(tmp_path), "session_lifetime": 3600}, capsys)
     assert result["passed"] is True
