@@ -1,0 +1,478 @@
+"""The backfill: copy every live file session to Redis where it is absent.
+
+One pass reads the files of some shares (see :mod:`.shares`), decodes each with
+the restricted unpickler, re-encodes it as the app's Redis value and copies it
+in pipelined batches through :meth:`SessionStore.copy_many_if_absent`, which
+writes only absent keys (``SET NX EXAT``: the app's newer value wins) and never
+revives a tombstoned (logged-out) session. Expired sessions are not copied;
+corrupt or hostile files are reported with their path and the reason, and never
+deleted.
+
+Reading and decoding files is the bottleneck, so ``workers`` processes (forked)
+each take groups of shares from a queue, with their own Redis connection. A run
+records the shares it has finished in ``<state_dir>/migrate.json`` (atomic
+writes); a run killed at any point (even SIGKILL) and started again skips those
+shares and redoes the rest, which is safe because every write is
+copy-if-absent: nothing already in Redis changes.
+
+Memory is bounded by the batch size: the directory is streamed, never listed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import multiprocessing
+import os
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import state
+from .formats import SerializerName, SessionFileError, SessionValueError, encode_value, read_session_file
+from .keys import KeyLayout
+from .progress import Progress, ProgressCallback
+from .redisconn import (
+    PERMANENT_ERRORS,
+    TRANSIENT_ERRORS,
+    RedisSettings,
+    RedisUnavailable,
+    connect,
+    explain,
+)
+from .shares import SHARES, groups, iter_entries
+from .store import SessionStore
+
+DEFAULT_BATCH_SIZE = 500
+MAX_DEFAULT_WORKERS = 8
+PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
+CHECKPOINT_VERSION = 1
+
+# Outcome counters, in the order reports list them.
+COUNT_NAMES = ("scanned", "written", "would_write", "exists", "tombstoned", "expired",
+               "corrupt", "vanished", "foreign", "skipped")
+
+BeforeWrite = Callable[[list[tuple[str, bytes, int]]], None]
+
+
+class MigrateBusy(RuntimeError):
+    """Another migrate run holds this state directory's lock."""
+
+
+@dataclasses.dataclass
+class MigrateConfig:
+    session_dir: str
+    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
+    serializer: SerializerName = "msgpack"
+    state_dir: str | None = None  # None: no checkpoint (and no resume)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 0  # 0: the CPU count, capped at MAX_DEFAULT_WORKERS
+    dry_run: bool = False  # count what would be written; write nothing, no checkpoint
+    restart: bool = False  # ignore an unfinished checkpoint
+    default_lifetime: int = 0  # for the seed's sess_<sid> files, which carry no expiry
+    retry_seconds: float = 30.0  # keep retrying a batch this long while Redis is unreachable
+    max_examples: int = 50  # corrupt files listed (path + reason); all are counted
+
+    def resolved_workers(self) -> int:
+        if self.workers and self.workers > 0:
+            return self.workers
+        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+    def fingerprint(self, endpoint: str) -> dict[str, Any]:
+        """What makes a checkpoint valid for a rerun: the same files, keys and Redis."""
+        return {"session_dir": os.path.realpath(self.session_dir), "key_prefix": self.layout.prefix,
+                "hash_method": self.layout.hash_name, "serializer": self.serializer,
+                "redis": endpoint, "shares": SHARES}
+
+
+@dataclasses.dataclass
+class MigrateResult:
+    counts: dict[str, int]
+    errors: list[dict[str, str]]  # {"path", "reason"} of corrupt / hostile files, capped
+    shares_done: list[int]  # every share finished, including those of a resumed run
+    shares_skipped: list[int]  # done by an earlier, interrupted run
+    resumed: bool
+    dry_run: bool
+    workers: int
+    batch_size: int
+    elapsed: float
+    checkpoint: str | None
+
+    @property
+    def written(self) -> int:
+        return self.counts["written"]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.shares_done) == SHARES
+
+    def as_dict(self) -> dict[str, Any]:
+        result = dataclasses.asdict(self)
+        result["complete"] = self.complete
+        result["rate_per_second"] = round(self.counts["scanned"] / self.elapsed, 1) if self.elapsed else 0.0
+        return result
+
+
+def summary(result: MigrateResult) -> str:
+    counts = result.counts
+    verb = "would write" if result.dry_run else "wrote"
+    written = counts["would_write"] if result.dry_run else counts["written"]
+    text = (f"migrate: {verb} {written:,} of {counts['scanned']:,} files in {result.elapsed:.1f}s "
+            f"({counts['exists']:,} already in Redis, {counts['tombstoned']:,} logged out, "
+            f"{counts['expired']:,} expired, {counts['corrupt']:,} corrupt, "
+            f"{counts['foreign']:,} foreign files)")
+    if result.resumed:
+        text += f"; resumed, {len(result.shares_skipped)} of {SHARES} shares were already done"
+    for error in result.errors[:10]:
+        text += f"\n  corrupt: {error['path']}: {error['reason']}"
+    return text
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+class _Pass:
+    """Read, decode and copy the files of a group of shares: one scan of the directory."""
+
+    def __init__(self, config: MigrateConfig, store: SessionStore, settings: RedisSettings,
+                 report: Callable[[collections.Counter], None] | None = None,
+                 before_write: BeforeWrite | None = None):
+        self.config = config
+        self.store = store
+        self.settings = settings
+        self.report = report
+        self.before_write = before_write
+
+    def run(self, shares: tuple[int, ...]) -> tuple[collections.Counter, list[dict[str, str]]]:
+        config = self.config
+        counts: collections.Counter = collections.Counter()
+        errors: list[dict[str, str]] = []
+        batch: list[tuple[str, bytes, int]] = []
+        reported = collections.Counter()
+        serializer, batch_size = config.serializer, config.batch_size
+        prefix, lifetime = config.layout.prefix, config.default_lifetime
+        now = time.time()
+        for kind, _name, path in iter_entries(config.session_dir, shares):
+            if kind == "cachelib":
+                counts["skipped"] += 1
+                continue
+            if kind == "foreign":
+                counts["foreign"] += 1
+                continue
+            counts["scanned"] += 1
+            try:
+                session = read_session_file(path, prefix=prefix, default_lifetime=lifetime)
+                if session.expiry and session.expiry <= now:
+                    counts["expired"] += 1
+                    continue
+                value = encode_value(session.data, serializer)
+            except SessionFileError as exc:
+                if exc.reason.startswith("vanished"):
+                    counts["vanished"] += 1  # logged out or expired by the app meanwhile
+                    continue
+                counts["corrupt"] += 1
+                if len(errors) < config.max_examples:
+                    errors.append({"path": path, "reason": exc.reason})
+                continue
+            except SessionValueError as exc:
+                counts["corrupt"] += 1
+                if len(errors) < config.max_examples:
+                    errors.append({"path": path, "reason": str(exc)})
+                continue
+            batch.append((session.file_name, value, session.expiry))
+            if len(batch) >= batch_size:
+                self._flush(batch, counts)
+                batch = []
+                now = time.time()
+                if self.report:
+                    self.report(counts - reported)
+                    reported = counts.copy()
+        if batch:
+            self._flush(batch, counts)
+        if self.report:
+            self.report(counts - reported)
+        return counts, errors
+
+    def _flush(self, batch: list[tuple[str, bytes, int]], counts: collections.Counter) -> None:
+        if self.before_write:
+            self.before_write(batch)
+        if self.config.dry_run:
+            outcomes = self._with_retry(lambda: self._probe(batch))
+        else:
+            outcomes = [r.value for r in self._with_retry(lambda: self.store.copy_many_if_absent(batch))]
+        counts.update(outcomes)
+
+    def _probe(self, batch: list[tuple[str, bytes, int]]) -> list[str]:
+        """What copy_many_if_absent would do, read-only (check mode / --dry-run)."""
+        layout, now = self.store.layout, time.time()
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for file_name, _value, _expiry in batch:
+                pipe.exists(layout.session_key(file_name))
+                pipe.exists(layout.tombstone_key(file_name))
+            answers = pipe.execute()
+        outcomes = []
+        for index, (_file_name, _value, expiry) in enumerate(batch):
+            key_exists, tombstoned = answers[2 * index], answers[2 * index + 1]
+            if expiry and expiry <= now:
+                outcomes.append("expired")
+            elif tombstoned:
+                outcomes.append("tombstoned")
+            elif key_exists:
+                outcomes.append("exists")
+            else:
+                outcomes.append("would_write")
+        return outcomes
+
+    def _with_retry(self, operation: Callable[[], Any]) -> Any:
+        """Run one batch, retrying while Redis is briefly away (restart, failover).
+
+        Re-sending a batch is safe: copies are copy-if-absent.
+        """
+        deadline, delay = None, 0.1
+        while True:
+            try:
+                return operation()
+            except PERMANENT_ERRORS as exc:
+                raise explain(exc, self.settings) from exc
+            except TRANSIENT_ERRORS as exc:
+                deadline = deadline or time.monotonic() + self.config.retry_seconds
+                if time.monotonic() >= deadline:
+                    raise explain(exc, self.settings) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except RedisUnavailable:
+                raise
+            except Exception as exc:  # a refused command (OOM, NOPERM...): classified and re-raised
+                if type(exc).__module__.startswith("redis"):
+                    raise explain(exc, self.settings) from exc
+                raise
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+class _Checkpoint:
+    """``migrate.json``: the shares done, rewritten atomically after each pass."""
+
+    def __init__(self, config: MigrateConfig, endpoint: str):
+        self.path = state.state_path(config.state_dir, state.MIGRATE_FILE) if config.state_dir else None
+        self.fingerprint = config.fingerprint(endpoint)
+        self.record: dict[str, Any] = {}
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        if not self.path:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        lock_path = self.path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MigrateBusy(f"another migrate run holds {lock_path}; wait for it to finish") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def drop_inherited_lock(self) -> None:
+        """In a forked worker: close our copy of the lock, so a rerun after SIGKILL is not blocked."""
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def done_shares(self, restart: bool) -> set[int]:
+        """Shares an unfinished earlier run with the same settings completed."""
+        if not self.path or restart:
+            return set()
+        previous = state.read_json(self.path)
+        if not previous or previous.get("complete") or previous.get("fingerprint") != self.fingerprint:
+            return set()  # a finished or different run: this one scans everything again
+        return {int(share) for share in previous.get("shares_done", []) if 0 <= int(share) < SHARES}
+
+    def save(self, **changes: Any) -> None:
+        if not self.path:
+            return
+        self.record.update(changes, fingerprint=self.fingerprint, version=CHECKPOINT_VERSION,
+                           updated_at=state.utc_now())
+        state.write_json(self.path, self.record)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def migrate(settings: RedisSettings, config: MigrateConfig, *, progress: ProgressCallback | None = None,
+            before_write: BeforeWrite | None = None) -> MigrateResult:
+    """Backfill *config.session_dir* into the Redis of *settings*; see the module docstring.
+
+    ``before_write`` (tests) is called with each batch just before it is written;
+    it needs ``workers=1`` (the batch is in this process).
+    Raises :class:`RedisUnavailable` (endpoint, cause; the checkpoint lets a rerun
+    resume) when Redis stays unreachable for ``retry_seconds``.
+    """
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {config.batch_size}")
+    if not os.path.isdir(config.session_dir):
+        raise ValueError(f"session directory {config.session_dir} does not exist or is not a directory")
+    workers = config.resolved_workers()
+    if before_write and workers != 1:
+        raise ValueError("before_write needs workers=1")
+    checkpoint = _Checkpoint(config, settings.endpoint) if not config.dry_run else _Checkpoint(
+        dataclasses.replace(config, state_dir=None), settings.endpoint)
+    checkpoint.lock()
+    try:
+        return _run(settings, config, workers, checkpoint, progress, before_write)
+    finally:
+        checkpoint.unlock()
+
+
+def _run(settings, config, workers, checkpoint, progress, before_write) -> MigrateResult:
+    started = time.monotonic()
+    skipped = checkpoint.done_shares(config.restart)
+    pending = [share for share in range(SHARES) if share not in skipped]
+    done: set[int] = set(skipped)
+    checkpoint.save(status="running", complete=False, started_at=state.utc_now(), finished_at=None,
+                    shares_done=sorted(done), error=None, pid=os.getpid())
+    totals: collections.Counter = collections.Counter()
+    errors: list[dict[str, str]] = []
+    live: collections.Counter = collections.Counter()
+
+    def on_progress(delta: collections.Counter) -> None:
+        live.update(delta)
+        if progress:
+            shown = {name: live[name] for name in COUNT_NAMES[1:] if live[name]}
+            progress(Progress("migrate", done=live["scanned"], counts=shown,
+                              elapsed=time.monotonic() - started))
+
+    def on_pass(shares: tuple[int, ...], counts: collections.Counter, pass_errors: list) -> None:
+        totals.update(counts)
+        errors.extend(pass_errors[:max(config.max_examples - len(errors), 0)])
+        done.update(shares)
+        checkpoint.save(shares_done=sorted(done))
+
+    work = groups(pending, workers * PASSES_PER_WORKER)
+    workers = min(workers, len(work)) or 1
+    try:
+        if workers == 1:
+            _run_here(settings, config, work, on_progress, on_pass, before_write)
+        else:
+            _run_forked(settings, config, work, workers, checkpoint, on_progress, on_pass)
+    except RedisUnavailable as exc:
+        resume = f"{len(done)} of {SHARES} shares done; run migrate again to resume"
+        if checkpoint.path:
+            resume += f" (checkpoint {checkpoint.path})"
+        checkpoint.save(status="failed", error=str(exc), shares_done=sorted(done))
+        raise RedisUnavailable(exc.endpoint, exc.cause,
+                               "; ".join(filter(None, (exc.hint, resume)))) from exc
+    except BaseException as exc:
+        checkpoint.save(status="failed", error=f"{type(exc).__name__}: {exc}", shares_done=sorted(done))
+        raise
+    counts = {name: totals[name] for name in COUNT_NAMES}
+    elapsed = time.monotonic() - started
+    checkpoint.save(status="complete", complete=True, finished_at=state.utc_now(),
+                    shares_done=sorted(done), counts=counts, errors=errors[:20],
+                    elapsed_seconds=round(elapsed, 3), resumed=bool(skipped))
+    return MigrateResult(counts=counts, errors=errors, shares_done=sorted(done),
+                         shares_skipped=sorted(skipped), resumed=bool(skipped), dry_run=config.dry_run,
+                         workers=workers, batch_size=config.batch_size, elapsed=elapsed,
+                         checkpoint=checkpoint.path)
+
+
+def _run_here(settings, config, work, on_progress, on_pass, before_write) -> None:
+    client = connect(settings)
+    try:
+        one_pass = _Pass(config, SessionStore(client, config.layout), settings, on_progress, before_write)
+        for shares in work:
+            counts, errors = one_pass.run(shares)
+            on_pass(shares, counts, errors)
+    finally:
+        client.close()
+
+
+# Messages from workers: ("progress", delta), ("pass", shares, counts, errors),
+# ("redis", endpoint, cause, hint), ("crash", text), ("exit", worker_index).
+
+
+def _run_forked(settings, config, work, workers, checkpoint, on_progress, on_pass) -> None:
+    # fork, not spawn: the workers need no re-import (and an Ansible module's
+    # __main__ could not be re-imported); they open their own connections.
+    context = multiprocessing.get_context("fork")
+    tasks, results = context.Queue(), context.Queue()
+    for shares in work:
+        tasks.put(shares)
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [context.Process(target=_worker, name=f"sessionshift-migrate-{index}",
+                                 args=(index, os.getpid(), settings, config, checkpoint, tasks, results),
+                                 daemon=True)
+                 for index in range(workers)]
+    for process in processes:
+        process.start()
+    running, failure = workers, None
+    try:
+        while running:
+            try:
+                message = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead and failure is None:
+                    failure = RuntimeError(f"migrate worker {dead[0].name} died with exit code "
+                                           f"{dead[0].exitcode}; rerun to resume")
+                if failure is not None:
+                    break
+                continue
+            kind = message[0]
+            if kind == "progress":
+                on_progress(message[1])
+            elif kind == "pass":
+                on_pass(*message[1:])
+            elif kind == "exit":
+                running -= 1
+            elif kind == "redis" and failure is None:
+                failure = RedisUnavailable(*message[1:])
+            elif kind == "crash" and failure is None:
+                failure = RuntimeError(f"migrate worker failed: {message[1]}")
+            if failure is not None:
+                break  # stop at the first failure; finished passes are already recorded
+    finally:
+        for process in processes:
+            if process.is_alive() and failure is not None:
+                process.terminate()
+        for process in processes:
+            process.join(10)
+        tasks.close()
+        results.close()
+    if failure is not None:
+        raise failure
+
+
+def _worker(index, parent_pid, settings, config, checkpoint, tasks, results) -> None:
+    checkpoint.drop_inherited_lock()
+
+    def report(delta: collections.Counter) -> None:
+        if os.getppid() != parent_pid:
+            os._exit(3)  # the parent was killed (SIGKILL): stop, a rerun redoes this pass
+        results.put(("progress", delta))
+
+    try:
+        client = connect(settings)
+        one_pass = _Pass(config, SessionStore(client, config.layout), settings, report)
+        while (shares := tasks.get()) is not None:
+            counts, errors = one_pass.run(shares)
+            results.put(("pass", shares, counts, errors))
+        client.close()
+    except RedisUnavailable as exc:
+        results.put(("redis", exc.endpoint, exc.cause, exc.hint))
+    except Exception as exc:  # reported to the parent, which fails the run with it
+        results.put(("crash", f"{type(exc).__name__}: {exc}"))
+    finally:
+        results.put(("exit", index))
+        results.close()
+        results.join_thread()
