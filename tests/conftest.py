@@ -91,3 +91,13 @@ def cluster_client(redis_cluster):
         client.flushall(target_nodes=node)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto server (AWS stand-in) over HTTP on a free loopback port for the whole run."""
+    from tests.support.moto_server import MotoServer
+
+    server = MotoServer.start()
+    yield server
+    server.stop()

@@ -23,7 +23,7 @@ REGION = "ap-northeast-1"
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fake credential
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION,
 }
@@ -38,7 +38,9 @@ def free_port() -> int:
 def moto_server_command(port: int) -> list[str]:
     binary = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
     if not binary:
-        raise RuntimeError("moto_server is not installed: run 'make setup' (moto[server] is a dev dependency)")
+        raise RuntimeError(
+            "moto_server is not installed: run 'make setup' (moto[server] is a dev dependency)"
+        )
     return [binary, "-H", "127.0.0.1", "-p", str(port)]
 
 
@@ -54,8 +56,12 @@ class MotoServer:
     @classmethod
     def start(cls, port: int | None = None, timeout: float = 30.0) -> MotoServer:
         port = port or free_port()
-        process = subprocess.Popen(moto_server_command(port), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, env={**os.environ, **FAKE_CREDENTIALS})
+        process = subprocess.Popen(
+            moto_server_command(port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **FAKE_CREDENTIALS},
+        )
         server = cls(port, process)
         try:
             server.wait_ready(timeout)
@@ -83,13 +89,21 @@ class MotoServer:
             pass
 
     def client_kwargs(self) -> dict:
-        return {"endpoint_url": self.endpoint_url, "region_name": REGION,
-                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region_name": REGION,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
 
     def module_args(self) -> dict:
         """The amazon.aws connection options for a module under test."""
-        return {"endpoint_url": self.endpoint_url, "region": REGION,
-                "access_key": "testing", "secret_key": "testing"}
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": REGION,
+            "access_key": "testing",
+            "secret_key": "testing",
+        }
 
     def stop(self) -> None:
         if self.process.poll() is None:
