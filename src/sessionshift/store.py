@@ -173,6 +173,26 @@ class SessionStore:
                 results[index] = CopyResult(_text(outcome))
         return results
 
+    # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
+    def get_stock(self, sid: str) -> bytes | None:
+        return self.client.get(self.layout.stock_key(sid))
+
+    def write_stock(self, sid: str, value: bytes, expiry: int) -> None:
+        """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
+        key = self.layout.stock_key(sid)
+        if expiry:
+            self.client.set(key, value, exat=expiry)
+        else:
+            self.client.set(key, value)
+        self._wait()
+
+    def delete_stock(self, sid: str) -> None:
+        self.client.delete(self.layout.stock_key(sid))
+
+    def drop_hashed(self, file_name: str) -> None:
+        """Remove the hashed key after its session MOVED to the stock key (not a logout: no tombstone)."""
+        self.client.delete(self.layout.session_key(file_name))
+
     def _node_client(self, key: str):
         """The client that owns *key*: the client itself, or in cluster mode its primary."""
         if isinstance(self.client, redis.cluster.RedisCluster):

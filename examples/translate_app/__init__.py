@@ -1,0 +1,1 @@
+"""The demo translation app (the seed load-tests it): Flask + sessionshift under gunicorn."""

@@ -1,0 +1,622 @@
+"""A Flask session interface that follows the host's migration phase.
+
+One line in the app::
+
+    from sessionshift.flask import PhasedSession
+    PhasedSession(app)
+
+It reads Flask-Session 0.8's settings (SESSION_KEY_PREFIX, SESSION_FILE_DIR,
+SESSION_PERMANENT, SESSION_ID_LENGTH, SESSION_USE_SIGNER,
+SESSION_SERIALIZATION_FORMAT, PERMANENT_SESSION_LIFETIME, SESSION_COOKIE_*)
+plus the SESSIONSHIFT_* settings of :class:`InterfaceConfig`, and serves each
+request from the stores its phase names (see ``phases.SPECS`` and DESIGN.md):
+
+1 file         file only, byte for byte what Flask-Session's filesystem backend writes
+2 dual_write   file, then Redis (a failed Redis write is journaled); read the file,
+               with a sampled shadow read of Redis that only counts mismatches
+3 redis_read   file, then Redis; read Redis, else the file (copied to Redis if absent)
+4 redis_only   Redis (emergency file fallback if enabled, else 503); read Redis, else
+               the legacy file (copied). A session written in phase 4 loses its legacy
+               file, so it can never be served from that older copy again
+5 redis        Redis only; optionally moves each session to stock Flask-Session's key
+
+A session is given a new sid only when it is missing from every store its
+phase reads; a Redis ERROR is never taken for a miss (Flask-Session 0.7+ trap).
+
+The phase comes from ``SESSIONSHIFT_STATE_DIR/phase.json`` (stat'ed at most
+once a second), so a flip needs no restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import flask
+from flask.sessions import SessionInterface
+from flask_session.base import ServerSideSession
+from itsdangerous import BadSignature, Signer, want_bytes
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from . import formats, metrics, state
+from .formats import SerializerName
+from .journal import Journal, ReplayResult, read_live_file
+from .keys import KeyLayout
+from .phasefile import PhaseWatcher, read_phase
+from .phases import Phase
+from .redisconn import RedisSettings, client_from_settings
+from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, SessionStore
+
+log = logging.getLogger("sessionshift.flask")
+
+PHASE_HEADER = "X-Session-Phase"
+SOURCE_HEADER = "X-Session-Source"
+
+
+class SessionStoreUnavailable(Exception):
+    """No store this phase allows could serve the session: the request gets a 503."""
+
+
+class _CircuitOpen(RedisConnectionError):
+    """Redis failed moments ago: skip it for a short while instead of waiting on timeouts."""
+
+
+@dataclasses.dataclass
+class InterfaceConfig:
+    session_dir: str
+    state_dir: str = state.DEFAULT_STATE_DIR
+    key_prefix: str = formats.DEFAULT_PREFIX
+    hash_name: formats.HashName = "sha256"
+    serializer: SerializerName = "msgpack"
+    permanent: bool = True
+    sid_length: int = 32
+    use_signer: bool = False
+    file_mode: int = 0o600
+    redis: dict | None = None
+    emergency_file_fallback: bool = False
+    wait_replicas: int = 0
+    move_to_stock_keys: bool = False
+    shadow_read_rate: float = 0.0
+    tombstone_ttl: int = DEFAULT_TOMBSTONE_TTL
+    phase_check_interval: float = 1.0
+    redis_retry_after: float = 1.0  # how long to skip Redis after it failed
+    replay_interval: float = 5.0  # opportunistic journal replay, per process
+    replay_batch: int = 200
+    metrics_path: str | None = "/metrics"
+    # Endpoints that never use the session (health checks, metrics): served even
+    # when the session store is unavailable.
+    sessionless_endpoints: tuple[str, ...] = ("static", "healthz", "sessionshift_metrics")
+
+    @classmethod
+    def from_app(cls, app: flask.Flask) -> InterfaceConfig:
+        c = app.config
+        fmt = c.get("SESSION_SERIALIZATION_FORMAT", "msgpack")
+        if fmt not in formats.SERIALIZERS:
+            raise ValueError(f"SESSION_SERIALIZATION_FORMAT={fmt!r}: sessionshift supports "
+                             f"{', '.join(formats.SERIALIZERS)} (pickle for Flask-Session <= 0.6 values)")
+        hash_name = c.get("SESSIONSHIFT_HASH_METHOD", "sha256")
+        if hash_name not in formats.HASH_NAMES:
+            raise ValueError(f"SESSIONSHIFT_HASH_METHOD={hash_name!r}: use md5 (cachelib < 0.17) "
+                             "or sha256 (cachelib 0.17+)")
+        rate = float(c.get("SESSIONSHIFT_SHADOW_READ_RATE", 0.0))
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
+        return cls(
+            session_dir=c.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(), "flask_session"),
+            state_dir=c.get("SESSIONSHIFT_STATE_DIR", state.DEFAULT_STATE_DIR),
+            key_prefix=c.get("SESSION_KEY_PREFIX", formats.DEFAULT_PREFIX),
+            hash_name=hash_name,
+            serializer=fmt,
+            permanent=bool(c.get("SESSION_PERMANENT", True)),
+            sid_length=int(c.get("SESSION_ID_LENGTH", 32)),
+            use_signer=bool(c.get("SESSION_USE_SIGNER", False)),
+            file_mode=int(c.get("SESSION_FILE_MODE", 0o600)),
+            redis=c.get("SESSIONSHIFT_REDIS"),
+            emergency_file_fallback=bool(c.get("SESSIONSHIFT_EMERGENCY_FILE_FALLBACK", False)),
+            wait_replicas=int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)),
+            move_to_stock_keys=bool(c.get("SESSIONSHIFT_MOVE_TO_STOCK_KEYS", False)),
+            shadow_read_rate=rate,
+            tombstone_ttl=int(c.get("SESSIONSHIFT_TOMBSTONE_TTL", DEFAULT_TOMBSTONE_TTL)),
+            phase_check_interval=float(c.get("SESSIONSHIFT_PHASE_CHECK_INTERVAL", 1.0)),
+            redis_retry_after=float(c.get("SESSIONSHIFT_REDIS_RETRY_AFTER", 1.0)),
+            replay_interval=float(c.get("SESSIONSHIFT_REPLAY_INTERVAL", 5.0)),
+            metrics_path=c.get("SESSIONSHIFT_METRICS_PATH", "/metrics"),
+            sessionless_endpoints=tuple(c.get("SESSIONSHIFT_SESSIONLESS_ENDPOINTS",
+                                              cls.sessionless_endpoints)),
+        )
+
+
+class PhasedSessionData(ServerSideSession):
+    """Flask-Session's server-side session plus where this request found it."""
+
+    def __init__(self, initial=None, sid=None, permanent=None, *, phase=Phase.FILE, source="none"):
+        super().__init__(initial, sid=sid, permanent=permanent)
+        self.phase = phase
+        self.source = source
+        self.unavailable: str | None = None
+
+
+class PhasedSessionInterface(SessionInterface):
+    session_class = PhasedSessionData
+
+    def __init__(self, config: InterfaceConfig, redis_client=None):
+        self.config = config
+        self.layout = KeyLayout(config.key_prefix, config.hash_name)
+        os.makedirs(config.session_dir, exist_ok=True)
+        self.watcher = PhaseWatcher(config.state_dir, config.phase_check_interval,
+                                    on_error=self._phase_file_error)
+        self.journal = Journal(config.state_dir, config.session_dir)
+        self._given_client = redis_client
+        self._stores: dict[int, tuple[SessionStore, SessionStore]] = {}
+        self._down_until = 0.0
+        self._next_replay = 0.0
+        self._replay_lock = threading.Lock()
+
+    @classmethod
+    def from_app(cls, app: flask.Flask) -> PhasedSessionInterface:
+        """The interface for *app*'s config, with its request hooks registered."""
+        interface = cls(InterfaceConfig.from_app(app), redis_client=app.config.get("SESSION_REDIS"))
+        interface.register(app)
+        return interface
+
+    def register(self, app: flask.Flask) -> None:
+        app.before_request(self._refuse_unavailable)
+        if self.config.metrics_path:
+            app.add_url_rule(self.config.metrics_path, "sessionshift_metrics", metrics_view)
+
+    # ------------------------------------------------------------------ Redis plumbing
+    def _store(self, phase: Phase) -> SessionStore:
+        """The store of this process (clients are made after gunicorn forks)."""
+        pid = os.getpid()
+        stores = self._stores.get(pid)
+        if stores is None:
+            if self._given_client is not None:
+                client = self._given_client
+            elif self.config.redis:
+                client = client_from_settings(RedisSettings.from_mapping(self.config.redis))
+            else:
+                raise RedisConnectionError("no Redis configured: set SESSIONSHIFT_REDIS before phase 2")
+            plain = SessionStore(client, self.layout, self.config.tombstone_ttl)
+            waiting = SessionStore(client, self.layout, self.config.tombstone_ttl,
+                                   wait_replicas=self.config.wait_replicas)
+            stores = self._stores[pid] = (plain, waiting)
+        # WAIT for replicas only from phase 4 on, when Redis is the only copy.
+        return stores[1] if phase >= Phase.REDIS_ONLY else stores[0]
+
+    def _redis(self, phase: Phase, op: str, call: Callable[[SessionStore], Any]) -> Any:
+        """Run one store call, timed; a failure opens the circuit for a short while."""
+        if time.monotonic() < self._down_until:
+            raise _CircuitOpen(f"Redis failed less than {self.config.redis_retry_after}s ago")
+        try:
+            with metrics.LATENCY.labels("redis", op).time():
+                return call(self._store(phase))
+        except RedisError:
+            self._down_until = time.monotonic() + self.config.redis_retry_after
+            raise
+
+    def _redis_get(self, phase: Phase, file_name: str) -> bytes | None:
+        return self._redis(phase, "read", lambda store: store.get(file_name))
+
+    # ------------------------------------------------------------------ file plumbing
+    def _file_path(self, file_name: str) -> str:
+        return os.path.join(self.config.session_dir, file_name)
+
+    def _read_file(self, phase: Phase, file_name: str) -> dict | None:
+        """The live file session's dict, or None (missing, expired, or unusable: counted)."""
+        session = self._read_file_session(phase, file_name)
+        return None if session is None else session.data
+
+    def _read_file_session(self, phase: Phase, file_name: str) -> formats.FileSession | None:
+        try:
+            with metrics.LATENCY.labels("file", "read").time():
+                return read_live_file(self._file_path(file_name))
+        except formats.SessionFileError as exc:
+            # Corrupt or hostile (never unpickled unrestricted): treated as absent, like cachelib.
+            metrics.READ_ERRORS.labels(phase.label, "file").inc()
+            log.warning("ignoring session file: %s", exc)
+            return None
+
+    def _write_file(self, phase: Phase, file_name: str, data: dict, expiry: int) -> None:
+        try:
+            with metrics.LATENCY.labels("file", "write").time():
+                formats.write_session_file(self.config.session_dir, file_name, data, expiry,
+                                           mode=self.config.file_mode)
+        except OSError:
+            metrics.WRITE_ERRORS.labels(phase.label, "file", "write").inc()
+            raise
+        metrics.WRITES.labels(phase.label, "file", "write").inc()
+
+    def _remove_file(self, phase: Phase, file_name: str) -> None:
+        try:
+            os.unlink(self._file_path(file_name))
+        except FileNotFoundError:
+            return
+        metrics.WRITES.labels(phase.label, "file", "delete").inc()
+
+    # ------------------------------------------------------------------ journal
+    def _journal(self, phase: Phase, file_name: str, op: str, exc: Exception) -> None:
+        metrics.WRITE_ERRORS.labels(phase.label, "redis", op).inc()
+        self.journal.record(file_name, op, phase.label, f"{type(exc).__name__}: {exc}")
+        metrics.JOURNAL_APPENDS.inc()
+
+    def replay_journal(self, limit: int | None = None, only: str | None = None) -> ReplayResult:
+        phase = self.watcher.current()
+        store = self._store(phase)
+        result = self.journal.replay(store, serializer=self.config.serializer,
+                                     remove_file_after=phase >= Phase.REDIS_ONLY, limit=limit, only=only)
+        _count_replay(result)
+        metrics.JOURNAL_DEPTH.set(result.remaining)
+        if result.redis_error:
+            self._down_until = time.monotonic() + self.config.redis_retry_after
+        return result
+
+    def _replay_pending(self, phase: Phase, file_name: str) -> bool:
+        """Replay this session's journal entry before reading Redis; False if Redis is still away."""
+        if not self.journal.pending(file_name):
+            return True
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            result = self.replay_journal(only=file_name)
+        except RedisError:
+            return False
+        return not self.journal.pending(file_name) and not result.failed
+
+    def _maybe_replay(self) -> None:
+        """After a response: replay a batch of the journal, at most every replay_interval s."""
+        now = time.monotonic()
+        if now < self._next_replay or now < self._down_until or not self._replay_lock.acquire(False):
+            return
+        try:
+            self._next_replay = now + self.config.replay_interval
+            if self.journal.depth():
+                self.replay_journal(limit=self.config.replay_batch)
+            else:
+                metrics.JOURNAL_DEPTH.set(0)
+        except RedisError as exc:
+            log.info("journal replay postponed: %s", exc)
+        finally:
+            self._replay_lock.release()
+
+    # ------------------------------------------------------------------ open
+    def open_session(self, app: flask.Flask, request: flask.Request) -> PhasedSessionData:
+        phase = self.watcher.current()
+        metrics.PHASE.set(int(phase))
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and self.config.use_signer:
+            try:
+                sid = _signer(app).unsign(sid).decode()
+            except BadSignature:
+                sid = None
+        if not sid:
+            return self._new_session(phase)
+        file_name = self.layout.file_name(sid)
+        try:
+            with metrics.LATENCY.labels("session", "open").time():
+                data, source = self._load(phase, sid, file_name)
+        except SessionStoreUnavailable as exc:
+            metrics.UNAVAILABLE.labels(phase.label, "read").inc()
+            session = self.session_class(sid=sid, phase=phase, source="unavailable")
+            session.unavailable = str(exc)
+            return session
+        if data is None:
+            return self._new_session(phase)
+        metrics.READS.labels(phase.label, source).inc()
+        return self.session_class(data, sid=sid, phase=phase, source=source)
+
+    def _new_session(self, phase: Phase) -> PhasedSessionData:
+        metrics.READS.labels(phase.label, "none").inc()
+        return self.session_class(sid=secrets.token_urlsafe(self.config.sid_length),
+                                  permanent=self.config.permanent, phase=phase, source="none")
+
+    def _load(self, phase: Phase, sid: str, file_name: str) -> tuple[dict | None, str]:
+        if phase <= Phase.DUAL_WRITE:
+            data = self._read_file(phase, file_name)
+            if phase == Phase.DUAL_WRITE and data is not None:
+                self._shadow_read(phase, file_name, data)
+            return data, "file"
+        if phase == Phase.REDIS:
+            return self._load_redis_only(phase, sid, file_name)
+        return self._load_redis_first(phase, sid, file_name)
+
+    def _load_redis_first(self, phase: Phase, sid: str, file_name: str) -> tuple[dict | None, str]:
+        """Phases 3 and 4: Redis, else the (legacy) file, copied to Redis if absent."""
+        file_source = "file" if phase == Phase.REDIS_READ else "legacy_file"
+        if not self._replay_pending(phase, file_name):
+            # This host journaled a write Redis has not got yet: the file is newer.
+            return self._redis_failed(phase, file_name, "journal entry not replayed yet")
+        try:
+            raw = self._redis_get(phase, file_name)
+            if raw is None and self.config.move_to_stock_keys:
+                raw = self._move_back_from_stock(phase, sid, file_name)
+        except RedisError as exc:
+            return self._redis_failed(phase, file_name, f"{type(exc).__name__}: {exc}")
+        if raw is not None:
+            data = self._decode(phase, raw)
+            if data is not None:
+                return data, "redis"
+        metrics.FALLBACK_READS.labels(phase.label, "miss").inc()
+        found = self._read_file_session(phase, file_name)
+        if found is None:
+            return None, "none"
+        return self._promote(phase, file_name, found, file_source)
+
+    def _redis_failed(self, phase: Phase, file_name: str, cause: str) -> tuple[dict | None, str]:
+        """Redis could not be read. The file is current in phase 3 and in phase 4 holds only
+        sessions never written in phase 4 (or written in emergency fallback)."""
+        metrics.READ_ERRORS.labels(phase.label, "redis").inc()
+        if phase == Phase.REDIS_READ or (phase == Phase.REDIS_ONLY and self.config.emergency_file_fallback):
+            metrics.FALLBACK_READS.labels(phase.label, "error").inc()
+            data = self._read_file(phase, file_name)
+            if data is not None:
+                return data, "file" if phase == Phase.REDIS_READ else "emergency_file"
+            if phase == Phase.REDIS_READ:
+                return None, "none"  # phase 3 writes every session to its file: truly absent
+        # The session may well exist in Redis: never hand out a new sid for it.
+        raise SessionStoreUnavailable(f"session store unavailable in phase {phase.label}: Redis: {cause}")
+
+    def _promote(self, phase: Phase, file_name: str, found: formats.FileSession,
+                 source: str) -> tuple[dict | None, str]:
+        """Copy a file-only session to Redis without overwriting a newer value or reviving a logout."""
+        data, expiry = found.data, found.expiry
+        try:
+            value = formats.encode_value(data, self.config.serializer)
+            result = self._redis(phase, "promote",
+                                 lambda store: store.copy_if_absent(file_name, value, expiry))
+        except formats.SessionValueError as exc:
+            log.warning("session %s cannot be encoded for Redis: %s", file_name, exc)
+            return data, source
+        except RedisError:
+            metrics.PROMOTIONS.labels(phase.label, "error").inc()
+            return data, source
+        metrics.PROMOTIONS.labels(phase.label, result.value).inc()
+        if result in (CopyResult.TOMBSTONED, CopyResult.EXPIRED):
+            return None, "none"  # logged out (or expired) while the file lingered
+        if result is CopyResult.EXISTS:
+            # Someone (the app on another worker, the backfill) got there first: theirs wins.
+            with contextlib.suppress(RedisError):
+                raw = self._redis_get(phase, file_name)
+                if raw is not None and (newer := self._decode(phase, raw)) is not None:
+                    return newer, "redis"
+        return data, source
+
+    def _move_back_from_stock(self, phase: Phase, sid: str, file_name: str) -> bytes | None:
+        """After a rollback from phase 5: a session moved to the stock key comes back to the hashed key."""
+        def move(store: SessionStore) -> bytes | None:
+            raw = store.get_stock(sid)
+            if raw is None:
+                return None
+            expiry = store.expiry_of(self.layout.stock_key(sid))
+            if expiry == -2:
+                return None
+            store.copy_if_absent(file_name, raw, expiry)
+            store.delete_stock(sid)
+            return store.get(file_name)
+        return self._redis(phase, "read", move)
+
+    def _load_redis_only(self, phase: Phase, sid: str, file_name: str) -> tuple[dict | None, str]:
+        try:
+            if self.config.move_to_stock_keys:
+                raw = self._redis(phase, "read", lambda store: store.get_stock(sid))
+                if raw is not None:
+                    return self._decode(phase, raw), "stock"
+            raw = self._redis_get(phase, file_name)
+        except RedisError as exc:
+            metrics.READ_ERRORS.labels(phase.label, "redis").inc()
+            raise SessionStoreUnavailable(f"session store unavailable in phase {phase.label}: "
+                                          f"Redis: {type(exc).__name__}: {exc}") from None
+        if raw is None:
+            return None, "none"
+        return self._decode(phase, raw), "redis"
+
+    def _decode(self, phase: Phase, raw: bytes) -> dict | None:
+        try:
+            return formats.decode_value(raw, self.config.serializer)
+        except formats.SessionValueError as exc:
+            metrics.READ_ERRORS.labels(phase.label, "redis").inc()
+            log.warning("undecodable session value in Redis: %s", exc)
+            return None
+
+    def _shadow_read(self, phase: Phase, file_name: str, data: dict) -> None:
+        """Phase 2, sampled: does Redis hold what the file holds? Counted, never served."""
+        if not self.config.shadow_read_rate or random.random() >= self.config.shadow_read_rate:  # noqa: S311
+            return
+        try:
+            raw = self._redis_get(phase, file_name)
+            if raw is None:
+                outcome = "missing"
+            else:
+                outcome = "match" if formats.same_for_app(data, raw, self.config.serializer) else "mismatch"
+        except (RedisError, formats.SessionValueError):
+            outcome = "error"
+        metrics.SHADOW_READS.labels(outcome).inc()
+        if outcome == "mismatch":
+            metrics.SHADOW_MISMATCHES.inc()
+
+    # ------------------------------------------------------------------ save
+    def save_session(self, app: flask.Flask, session: PhasedSessionData, response: flask.Response) -> None:
+        response.headers[PHASE_HEADER] = session.phase.label
+        response.headers[SOURCE_HEADER] = session.source
+        try:
+            if session.unavailable is None:
+                self._save(app, session, response)
+        except SessionStoreUnavailable as exc:
+            metrics.UNAVAILABLE.labels(session.phase.label, "write").inc()
+            _replace_response(response, 503, str(exc))
+        except OSError as exc:
+            log.error("session file write failed: %s", exc)
+            _replace_response(response, 500, f"session could not be saved to "
+                              f"{self.config.session_dir}: {exc.strerror or exc}")
+        except formats.SessionValueError as exc:
+            _replace_response(response, 500, f"session could not be encoded: {exc}")
+        metrics.REQUESTS.labels(f"{response.status_code // 100}xx").inc()
+        if session.phase >= Phase.DUAL_WRITE:
+            response.call_on_close(self._maybe_replay)
+
+    def _save(self, app: flask.Flask, session: PhasedSessionData, response: flask.Response) -> None:
+        domain, path, name = self.get_cookie_domain(app), self.get_cookie_path(app), self.get_cookie_name(app)
+        if session.accessed:
+            response.vary.add("Cookie")
+        file_name = self.layout.file_name(session.sid)
+        if not session:
+            if session.modified:
+                self._delete(session.phase, session.sid, file_name)
+                response.delete_cookie(name, domain=domain, path=path)
+                response.vary.add("Cookie")
+            return
+        moving = session.phase == Phase.REDIS and self.config.move_to_stock_keys and session.source == "redis"
+        if not (session.modified or moving or app.config["SESSION_REFRESH_EACH_REQUEST"]):
+            return
+        lifetime = int(_seconds(app.permanent_session_lifetime))
+        expiry = int(time.time()) + lifetime if lifetime else 0
+        self._write(session, file_name, dict(session), expiry)
+        if not self.should_set_cookie(app, session):
+            return
+        value = _signer(app).sign(want_bytes(session.sid)).decode() if self.config.use_signer else session.sid
+        response.set_cookie(name, value, expires=self.get_expiration_time(app, session),
+                            httponly=self.get_cookie_httponly(app), domain=domain, path=path,
+                            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app),
+                            partitioned=self.get_cookie_partitioned(app))
+        response.vary.add("Cookie")
+
+    def _write(self, session: PhasedSessionData, file_name: str, data: dict, expiry: int) -> None:
+        phase = session.phase
+        if phase <= Phase.REDIS_READ:
+            # The file first: it is what phases 1-2 read and what a journal replay copies.
+            self._write_file(phase, file_name, data, expiry)
+            if phase >= Phase.DUAL_WRITE:
+                value = formats.encode_value(data, self.config.serializer)
+                try:
+                    self._redis(phase, "write", lambda store: store.app_write(file_name, value, expiry))
+                    metrics.WRITES.labels(phase.label, "redis", "write").inc()
+                except RedisError as exc:
+                    self._journal(phase, file_name, "write", exc)
+            return
+        value = formats.encode_value(data, self.config.serializer)
+        try:
+            if phase == Phase.REDIS and self.config.move_to_stock_keys:
+                self._redis(phase, "write", lambda store: store.write_stock(session.sid, value, expiry))
+                if session.source == "redis":  # moved: the hashed copy must not linger
+                    self._redis(phase, "write", lambda store: store.drop_hashed(file_name))
+            else:
+                self._redis(phase, "write", lambda store: store.app_write(file_name, value, expiry))
+        except RedisError as exc:
+            metrics.WRITE_ERRORS.labels(phase.label, "redis", "write").inc()
+            if phase == Phase.REDIS_ONLY and self.config.emergency_file_fallback:
+                self._write_file(phase, file_name, data, expiry)
+                self.journal.record(file_name, "write", phase.label, f"{type(exc).__name__}: {exc}")
+                metrics.JOURNAL_APPENDS.inc()
+                metrics.EMERGENCY.labels("write").inc()
+                return
+            raise SessionStoreUnavailable(f"session not saved in phase {phase.label}: Redis: "
+                                          f"{type(exc).__name__}: {exc}") from None
+        metrics.WRITES.labels(phase.label, "redis", "write").inc()
+        if phase == Phase.REDIS_ONLY:
+            # Redis now holds a newer session than the legacy file: never serve that file again.
+            self._remove_file(phase, file_name)
+
+    def _delete(self, phase: Phase, sid: str, file_name: str) -> None:
+        if phase <= Phase.REDIS_READ:
+            self._remove_file(phase, file_name)
+            if phase >= Phase.DUAL_WRITE:
+                try:
+                    self._redis(phase, "delete", lambda store: store.app_delete(file_name))
+                    metrics.WRITES.labels(phase.label, "redis", "delete").inc()
+                except RedisError as exc:
+                    self._journal(phase, file_name, "delete", exc)
+            return
+        try:
+            self._redis(phase, "delete", lambda store: store.app_delete(file_name))
+            if self.config.move_to_stock_keys:
+                self._redis(phase, "delete", lambda store: store.delete_stock(sid))
+        except RedisError as exc:
+            metrics.WRITE_ERRORS.labels(phase.label, "redis", "delete").inc()
+            if phase == Phase.REDIS_ONLY and self.config.emergency_file_fallback:
+                self._remove_file(phase, file_name)
+                self.journal.record(file_name, "delete", phase.label, f"{type(exc).__name__}: {exc}")
+                metrics.JOURNAL_APPENDS.inc()
+                metrics.EMERGENCY.labels("delete").inc()
+                return
+            raise SessionStoreUnavailable(f"logout not saved in phase {phase.label}: Redis: "
+                                          f"{type(exc).__name__}: {exc}") from None
+        metrics.WRITES.labels(phase.label, "redis", "delete").inc()
+        self._remove_file(phase, file_name)
+
+    # ------------------------------------------------------------------ hooks
+    def _refuse_unavailable(self):
+        session = flask.session
+        if getattr(session, "unavailable", None) and \
+                flask.request.endpoint not in self.config.sessionless_endpoints:
+            return flask.Response(f"503 Service Unavailable: {session.unavailable}\n", status=503,
+                                  mimetype="text/plain", headers={"Retry-After": "5"})
+        return None
+
+    def _phase_file_error(self, message: str) -> None:
+        metrics.PHASE_FILE_ERRORS.inc()
+        log.error("phase file unusable, keeping the last known phase: %s", message)
+
+
+class PhasedSession:
+    """``PhasedSession(app)``: install the phased interface (Flask-Session's ``Session(app)`` twin)."""
+
+    def __init__(self, app: flask.Flask | None = None):
+        self.interface: PhasedSessionInterface | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> PhasedSessionInterface:
+        self.interface = PhasedSessionInterface.from_app(app)
+        app.session_interface = self.interface
+        return self.interface
+
+
+def metrics_view() -> flask.Response:
+    body, content_type = metrics.render()
+    return flask.Response(body, content_type=content_type)
+
+
+def replay_journal(state_dir: str, session_dir: str, redis: RedisSettings | dict, *,
+                   key_prefix: str = formats.DEFAULT_PREFIX, hash_name: formats.HashName = "sha256",
+                   serializer: SerializerName = "msgpack", client=None) -> ReplayResult:
+    """Replay a host's journal from a tool or playbook (``sessionshift`` CLI, modules)."""
+    settings = redis if isinstance(redis, RedisSettings) else RedisSettings.from_mapping(redis)
+    store = SessionStore(client or client_from_settings(settings), KeyLayout(key_prefix, hash_name))
+    phase = read_phase(state_dir).phase
+    return Journal(state_dir, session_dir).replay(store, serializer=serializer,
+                                                  remove_file_after=phase >= Phase.REDIS_ONLY)
+
+
+def _count_replay(result: ReplayResult) -> None:
+    for outcome in ("replayed", "deleted", "failed"):
+        if getattr(result, outcome):
+            metrics.JOURNAL_REPLAYS.labels(outcome).inc(getattr(result, outcome))
+
+
+def _signer(app: flask.Flask) -> Signer:
+    if not app.secret_key:
+        raise KeyError("SECRET_KEY must be set when SESSION_USE_SIGNER=True")
+    return Signer(app.secret_key, salt="flask-session", key_derivation="hmac")
+
+
+def _seconds(value: timedelta | int) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _replace_response(response: flask.Response, status: int, message: str) -> None:
+    """Turn a response into a clear error after the view ran (the session could not be saved)."""
+    response.status_code = status
+    response.direct_passthrough = False
+    response.set_data(f"{status} {response.status.split(' ', 1)[-1]}: {message}\n")
+    response.mimetype = "text/plain"
+    if status == 503:
+        response.headers["Retry-After"] = "5"

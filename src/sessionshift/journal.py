@@ -1,0 +1,210 @@
+"""The local journal of Redis writes that failed (``state_dir/journal/``).
+
+One small file per session, named after the session's cachelib file name, so a
+session journaled ten times is replayed once. The entry does not carry the
+value: in the phases that journal (2 and 3, and 4 in emergency file fallback)
+the session FILE is written first and is the newest copy, so a replay reads
+the file as it is now and writes that to Redis (or deletes the Redis key if the
+file is gone: a logout or an expiry). That way a replay can never write an
+older value than the one the app last saved.
+
+Races the replay handles:
+
+* the app saves again while a replay runs: the entry is first renamed to a
+  claim (atomic), so a new failure journals under the original name and is
+  replayed next time; after writing Redis the replay re-stats the file and
+  replays again if the file changed under it;
+* several gunicorn workers replay at once: each claim rename succeeds for one
+  of them only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+
+from redis.exceptions import RedisError
+
+from . import formats, state
+from .formats import SerializerName
+from .store import SessionStore
+
+_CLAIM_SUFFIX = ".replaying"
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    replayed: int = 0
+    deleted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    remaining: int = 0
+    redis_error: bool = False  # stopped early: Redis is still away
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Journal:
+    """Failed Redis writes of one host, keyed by session file name."""
+
+    def __init__(self, state_dir: str, session_dir: str):
+        self.directory = os.path.join(state_dir, state.JOURNAL_DIR)
+        self.session_dir = session_dir
+        os.makedirs(self.directory, exist_ok=True)
+
+    def _path(self, file_name: str) -> str:
+        if formats.detect_hash(file_name) is None:
+            raise ValueError(f"not a session file name: {file_name!r}")
+        return os.path.join(self.directory, file_name)
+
+    def record(self, file_name: str, operation: str, phase: str, error: str) -> None:
+        """Remember that *file_name*'s Redis copy must be brought up to date."""
+        entry = {"op": operation, "phase": phase, "at": state.utc_now(), "error": error[:300]}
+        state.write_json(self._path(file_name), entry, mode=0o600)
+
+    def pending(self, file_name: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, file_name))
+
+    def depth(self) -> int:
+        """Entries waiting (claims of a replay in progress included)."""
+        try:
+            with os.scandir(self.directory) as entries:
+                return sum(1 for entry in entries if not entry.name.startswith("."))
+        except FileNotFoundError:
+            return 0
+
+    def names(self) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.directory)
+                    if not n.startswith(".") and formats.detect_hash(n.removesuffix(_CLAIM_SUFFIX))]
+        except FileNotFoundError:
+            return []
+
+    # -- replay -----------------------------------------------------------------------
+    def replay(self, store: SessionStore, *, serializer: SerializerName = "msgpack",
+               remove_file_after: bool = False, limit: int | None = None,
+               only: str | None = None) -> ReplayResult:
+        """Bring Redis up to date for every journaled session (or only *only*).
+
+        ``remove_file_after`` (phase 4 and later): once Redis holds the session,
+        its file is an emergency copy that must not be served again, so remove it.
+        Stops at the first Redis error (Redis is still away); the
+        remaining entries stay for the next replay.
+        """
+        result = ReplayResult()
+        names = [only] if only else self.names()
+        for name in names[:limit] if limit else names:
+            file_name = name.removesuffix(_CLAIM_SUFFIX)
+            claim = os.path.join(self.directory, f"{file_name}{_CLAIM_SUFFIX}")
+            if not name.endswith(_CLAIM_SUFFIX):
+                try:
+                    os.rename(os.path.join(self.directory, name), claim)
+                except FileNotFoundError:
+                    result.skipped += 1  # another worker claimed it
+                    continue
+            elif time.time() - _mtime(claim) < 60:
+                result.skipped += 1  # a live replay in another worker owns it
+                continue
+            try:
+                outcome = self._replay_one(store, file_name, serializer, remove_file_after)
+            except RedisError as exc:
+                self._unclaim(claim, file_name)
+                result.failed += 1
+                result.redis_error = True
+                result.errors.append(f"{file_name}: {type(exc).__name__}: {exc}")
+                break
+            except formats.SessionFileError as exc:
+                # A corrupt or hostile file: nothing sensible to copy; report it
+                # and drop the entry (the file itself is left for the operator).
+                result.failed += 1
+                result.errors.append(str(exc))
+                os.unlink(claim)
+                continue
+            os.unlink(claim)
+            if outcome == "deleted":
+                result.deleted += 1
+            else:
+                result.replayed += 1
+        result.remaining = self.depth()
+        return result
+
+    def _unclaim(self, claim: str, file_name: str) -> None:
+        # Give the entry back unless a newer failure journaled it again meanwhile.
+        target = os.path.join(self.directory, file_name)
+        if os.path.exists(target):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(claim, target)
+
+    def _replay_one(self, store: SessionStore, file_name: str, serializer: SerializerName,
+                    remove_file_after: bool) -> str:
+        path = os.path.join(self.session_dir, file_name)
+        for _attempt in range(5):
+            before = _signature(path)
+            session = read_live_file(path)
+            if session is None:
+                store.app_delete(file_name)
+                outcome = "deleted"
+            else:
+                store.app_write(file_name, formats.encode_value(session.data, serializer), session.expiry)
+                outcome = "written"
+            if _signature(path) == before:
+                break  # the file did not change while we copied it
+        if remove_file_after and outcome == "written":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return outcome
+
+
+def read_live_file(path: str, now: float | None = None) -> formats.FileSession | None:
+    """A cachelib session file, or None if it is missing or expired.
+
+    Corrupt and hostile files raise :class:`formats.SessionFileError`.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(formats.MAX_SESSION_BYTES + 1)
+            stat = os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise formats.SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > formats.MAX_SESSION_BYTES:
+        raise formats.SessionFileError(path, "too large for a session")
+    expiry, data, style = formats.parse_cachelib_bytes(raw, path)
+    name = os.path.basename(path)
+    session = formats.FileSession(path=path, file_name=name, expiry=expiry, data=data,
+                                  header_style=style, hash_name=formats.detect_hash(name) or "sha256",
+                                  size=len(raw), mtime=stat.st_mtime)
+    return None if session.expired(now) else session
+
+
+def _signature(path: str) -> tuple | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def load_entry(path: str) -> dict | None:
+    """A journal entry's JSON (for status tools); None if it vanished."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
