@@ -1,0 +1,378 @@
+"""The rollback path: Redis sessions back into the app's cachelib session directory.
+
+From phase 4 on the app stops writing files, so before any host goes back to
+phase 3 or lower every session in Redis must be written back as the cachelib
+file the app would have written (``hash(prefix + sid)``, header with the
+Redis expiry, pickled session dict). Rollback playbook, per app host:
+
+1. ``export`` (this module) while the host is still in phase 4 / 5;
+2. flip the phase back to 3 (the app now writes Redis AND file again);
+3. a catch-up ``export``: it rewrites only the sessions that changed between
+   1 and 2, so afterwards no file is older than Redis.
+
+Rules this module keeps:
+
+* one SCAN over ``<prefix>*`` per primary (cluster: every primary), keys
+  filtered by :meth:`KeyLayout.parse`: hashed keys and stock Flask-Session
+  keys are exported, tombstones remove the logged-out session's stale file;
+* values are decoded with the app's serializer (pickle only through the
+  restricted unpickler) and re-encoded as cachelib writes them; a value that
+  cannot be decoded is reported by key name (never its contents) and skipped;
+* a file whose bytes, or whose session as the app reads it, already match
+  Redis is not rewritten, so a second run changes nothing;
+* under live writes a file is never left older than Redis: after a batch is
+  written its keys are read again, and any that changed meanwhile are written
+  again (at most ``max_rounds`` times; the rest are reported as unstable and
+  the catch-up export settles them);
+* files are written atomically with the directory's owner and group and
+  mode 0600 unless told otherwise;
+* the result is recorded in ``state_dir/export.json``: ``session_phase``
+  refuses to leave phase 4/5 for 3 or lower without an export that finished
+  after phase 4 began.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+import redis.cluster
+
+from . import formats, state
+from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
+from .keys import KeyLayout
+from .redisconn import RedisClient
+
+DEFAULT_BATCH = 500
+DEFAULT_MAX_ROUNDS = 5
+LIST_LIMIT = 50  # key names kept in a result's lists (undecodable, unstable)
+
+Progress = Callable[[int], None]  # called with the number of keys just processed
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def primary_clients(client: RedisClient) -> list[redis.Redis]:
+    """One plain client per primary: the client itself, or each cluster primary's."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def scan_batches(client: RedisClient, pattern: str, batch_size: int = DEFAULT_BATCH,
+                 ) -> Iterator[tuple[redis.Redis, list[bytes]]]:
+    """(node, keys) batches of every key matching *pattern* on every primary.
+
+    Streamed: at most one batch is held at a time. SCAN may return a key twice
+    (during a rehash); callers are idempotent per key.
+    """
+    for node in primary_clients(client):
+        batch: list[bytes] = []
+        for key in node.scan_iter(match=pattern, count=batch_size):
+            batch.append(key)
+            if len(batch) >= batch_size:
+                yield node, batch
+                batch = []
+        if batch:
+            yield node, batch
+
+
+def fetch_with_expiry(node: redis.Redis, keys: list[str]) -> list[tuple[bytes | None, int]]:
+    """(value, expiry) per key in one round trip; expiry 0 = none, -2 = missing."""
+    pipe = node.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+        pipe.expiretime(key)
+    replies = pipe.execute()
+    return [(replies[i], 0 if replies[i + 1] == -1 else replies[i + 1])
+            for i in range(0, len(replies), 2)]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class ExportResult:
+    session_dir: str
+    dry_run: bool = False
+    scanned: int = 0  # session and tombstone keys seen
+    written: int = 0  # files created or replaced (would be, in a dry run)
+    unchanged: int = 0  # files that already matched Redis
+    removed: int = 0  # stale files of logged-out (tombstoned) sessions
+    expired: int = 0  # keys whose expiry passed during the run
+    vanished: int = 0  # keys deleted between SCAN and GET
+    rewrites: int = 0  # extra writes because the app changed a session meanwhile
+    undecodable: int = 0
+    unstable: int = 0  # still changing after max_rounds writes
+    undecodable_keys: list[str] = dataclasses.field(default_factory=list)
+    unstable_keys: list[str] = dataclasses.field(default_factory=list)
+    removed_files: list[str] = dataclasses.field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    phase: str | None = None
+
+    @property
+    def keys_exported(self) -> int:
+        """Sessions whose file now matches Redis."""
+        return self.written + self.unchanged
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.removed)
+
+    def as_dict(self) -> dict:
+        result = dataclasses.asdict(self)
+        result["keys_exported"] = self.keys_exported
+        result["changed"] = self.changed
+        return result
+
+
+def _note(names: list[str], name: str) -> None:
+    if len(names) < LIST_LIMIT:
+        names.append(name)
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclasses.dataclass(frozen=True)
+class FileOwner:
+    """Mode, owner and group for the files an export writes."""
+
+    mode: int = 0o600
+    uid: int | None = None  # None: leave as created
+    gid: int | None = None
+
+    @classmethod
+    def of_directory(cls, directory: str, mode: int = 0o600, uid: int | None = None,
+                     gid: int | None = None) -> FileOwner:
+        """The app's ownership: uid/gid from *directory* unless given.
+
+        Ids the kernel would give a new file anyway are dropped, so an export
+        run as the app's own user needs no chown (and no privilege).
+        """
+        info = os.stat(directory)
+        uid = info.st_uid if uid is None else uid
+        gid = info.st_gid if gid is None else gid
+        default_gid = info.st_gid if info.st_mode & stat.S_ISGID else os.getegid()
+        return cls(mode=mode, uid=None if uid == os.geteuid() else uid,
+                   gid=None if gid == default_gid else gid)
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(formats.MAX_SESSION_BYTES + 1)
+    except FileNotFoundError:
+        return None
+
+
+def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,
+                  serializer: SerializerName, path: str) -> bool:
+    """Whether the file already gives the app this session (same bytes, or same app view)."""
+    if existing == formats.encode_cachelib(data, expiry, header_style):
+        return True
+    try:
+        file_expiry, file_data, _style = formats.parse_cachelib_bytes(existing, path)
+        return file_expiry == expiry and formats.app_view(file_data, serializer) == data
+    except (SessionFileError, SessionValueError):
+        return False  # a corrupt or hostile file is simply replaced
+
+
+def _remove(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- the export
+
+
+@dataclasses.dataclass
+class _Job:
+    """One session to bring into its file: the key to read and the file to write."""
+
+    key: str
+    file_name: str
+    tombstoned: bool = False  # found through its tombstone: a missing key means "logged out"
+
+
+class Exporter:
+    """Redis -> cachelib files for one key layout and one session directory."""
+
+    def __init__(self, client: RedisClient, layout: KeyLayout, session_dir: str, *,
+                 serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
+                 owner: FileOwner | None = None, batch_size: int = DEFAULT_BATCH,
+                 max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
+                 progress: Progress | None = None):
+        if not os.path.isdir(session_dir):
+            raise FileNotFoundError(f"session directory {session_dir} does not exist "
+                                    "(create it with the app's owner, or check session_dir)")
+        if header_style not in formats.HEADER_STYLES:
+            raise ValueError(f"unknown header style {header_style!r}; "
+                             f"expected one of {', '.join(formats.HEADER_STYLES)}")
+        self.client = client
+        self.layout = layout
+        self.session_dir = session_dir
+        self.serializer = serializer
+        self.header_style = header_style
+        self.owner = owner or FileOwner.of_directory(session_dir)
+        self.batch_size = batch_size
+        self.max_rounds = max(1, max_rounds)
+        self.dry_run = dry_run
+        self.progress = progress
+        self.result = ExportResult(session_dir, dry_run=dry_run)
+
+    def run(self) -> ExportResult:
+        self.result.started_at = state.utc_now()
+        # One SCAN over the whole prefix finds hashed, stock and tombstone keys
+        # at once; a second SCAN for the hashed pattern would read them twice.
+        for node, keys in scan_batches(self.client, self.layout.all_pattern, self.batch_size):
+            jobs = self._jobs(keys)
+            self.result.scanned += len(jobs)
+            if jobs:
+                self._export(node, jobs)
+            if self.progress is not None:
+                self.progress(len(keys))
+        self.result.finished_at = state.utc_now()
+        return self.result
+
+    def _jobs(self, keys: list[bytes]) -> list[_Job]:
+        jobs = []
+        for raw_key in keys:
+            parsed = self.layout.parse(raw_key)
+            if parsed is None:
+                continue
+            if parsed.kind == "tombstone":
+                # Read the session itself: if it is back (a new login with the
+                # same sid) it is exported, otherwise the stale file goes.
+                jobs.append(_Job(self.layout.session_key(parsed.file_name), parsed.file_name, True))
+            else:
+                jobs.append(_Job(raw_key.decode(), parsed.file_name))
+        return jobs
+
+    def _export(self, node: redis.Redis, jobs: list[_Job]) -> None:
+        for round_number in range(self.max_rounds):
+            written = self._write_round(node, jobs)
+            if self.dry_run or not written:
+                return
+            # The app may have changed a session between our GET and our
+            # rename: read the written keys again and redo those that moved on.
+            jobs = self._changed_since(node, written)
+            if not jobs:
+                return
+            if round_number + 1 < self.max_rounds:
+                self.result.rewrites += len(jobs)
+        self.result.unstable += len(jobs)
+        for job in jobs:
+            _note(self.result.unstable_keys, job.key)
+
+    def _write_round(self, node: redis.Redis, jobs: list[_Job]) -> list[tuple[_Job, bytes | None, int]]:
+        """Bring each job's file in line with Redis; the (job, value, expiry) written."""
+        written = []
+        missing = []
+        now = time.time()
+        for job, (value, expiry) in zip(jobs, fetch_with_expiry(node, [j.key for j in jobs]), strict=True):
+            if value is None or expiry == -2:
+                missing.append(job)
+            elif expiry and expiry <= now:
+                self.result.expired += 1
+            elif self._write(job, value, expiry):
+                written.append((job, value, expiry))
+        if missing:
+            self._handle_missing(node, missing)
+        return written
+
+    def _write(self, job: _Job, value: bytes, expiry: int) -> bool:
+        try:
+            data = formats.decode_value(value, self.serializer)
+        except SessionValueError:
+            self.result.undecodable += 1
+            _note(self.result.undecodable_keys, job.key)  # the name only: values are secrets
+            return False
+        path = os.path.join(self.session_dir, job.file_name)
+        existing = _read_bytes(path)
+        if existing is not None and _same_session(existing, data, expiry, self.header_style,
+                                                  self.serializer, path):
+            self.result.unchanged += 1
+            return False
+        if not self.dry_run:
+            formats.write_session_file(self.session_dir, job.file_name, data, expiry,
+                                       header_style=self.header_style, mode=self.owner.mode,
+                                       uid=self.owner.uid, gid=self.owner.gid)
+        self.result.written += 1
+        return True
+
+    def _handle_missing(self, node: redis.Redis, jobs: list[_Job]) -> None:
+        """Keys gone since SCAN: a logged-out session's stale file is removed."""
+        pipe = node.pipeline(transaction=False)
+        for job in jobs:
+            pipe.exists(self.layout.tombstone_key(job.file_name))
+        for job, tombstoned in zip(jobs, pipe.execute(), strict=True):
+            if not (tombstoned or job.tombstoned):
+                self.result.vanished += 1  # expired or deleted: nothing to write
+                continue
+            path = os.path.join(self.session_dir, job.file_name)
+            present = os.path.lexists(path) if self.dry_run else _remove(path)
+            if present:
+                self.result.removed += 1
+                _note(self.result.removed_files, job.file_name)
+
+    def _changed_since(self, node: redis.Redis, written: list[tuple[_Job, bytes | None, int]]) -> list[_Job]:
+        current = fetch_with_expiry(node, [job.key for job, _value, _expiry in written])
+        changed = []
+        for (job, value, expiry), now_value in zip(written, current, strict=True):
+            if now_value != (value, expiry):
+                self.result.written -= 1  # counted again when it is rewritten
+                changed.append(job)
+        return changed
+
+
+def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
+                    serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
+                    mode: int = 0o600, uid: int | None = None, gid: int | None = None,
+                    state_dir: str | None = None, batch_size: int = DEFAULT_BATCH,
+                    max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
+                    progress: Progress | None = None) -> ExportResult:
+    """Export every session in Redis to *session_dir*; record it in ``state_dir/export.json``."""
+    owner = FileOwner.of_directory(session_dir, mode, uid, gid) if os.path.isdir(session_dir) else None
+    exporter = Exporter(client, layout, session_dir, serializer=serializer, header_style=header_style,
+                        owner=owner, batch_size=batch_size, max_rounds=max_rounds, dry_run=dry_run,
+                        progress=progress)
+    result = exporter.run()
+    if state_dir:
+        result.phase = recorded_phase(state_dir)
+        if not dry_run:
+            record_export(state_dir, result)
+    return result
+
+
+def record_export(state_dir: str, result: ExportResult) -> None:
+    """``export.json``: when the export finished and what it did (session_phase reads it)."""
+    record = result.as_dict()
+    for name in ("undecodable_keys", "unstable_keys", "removed_files", "dry_run", "changed"):
+        record.pop(name)
+    record["complete"] = not (result.undecodable or result.unstable)
+    state.write_json(state.state_path(state_dir, state.EXPORT_FILE), record)
+
+
+def recorded_phase(state_dir: str) -> str | None:
+    """The host's phase label from ``phase.json``, or None if absent or unreadable.
+
+    The phase file belongs to the session_phase module; it is read defensively
+    (only its ``"phase"`` field) because an export must still run on a host
+    whose phase file is damaged.
+    """
+    try:
+        document = state.read_json(state.state_path(state_dir, state.PHASE_FILE))
+    except (ValueError, OSError):
+        return None
+    phase = (document or {}).get("phase")
+    return str(phase) if phase is not None else None
