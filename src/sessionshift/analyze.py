@@ -1,0 +1,162 @@
+"""Analyze a session directory before migrating it: what is there, and how long it will take.
+
+One streamed scan counts sessions, sizes (a fixed histogram, so memory stays
+flat), expired / corrupt / foreign files and the expiry range. The migration
+time is estimated from a measured sample, not a constant: the first
+``sample_size`` sessions are timed while they are read, decoded and re-encoded
+exactly as the backfill does it, and, when a Redis client is given, one
+pipelined round trip of the sample's keys is timed (read-only ``EXISTS``, the
+same shape as the backfill's writes). The estimate divides by the worker count
+the backfill would use.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import time
+from typing import Any
+
+from .formats import SerializerName, SessionFileError, SessionValueError, encode_value, read_session_file
+from .keys import KeyLayout
+from .migrate import MAX_DEFAULT_WORKERS, MigrateConfig
+from .progress import Progress, ProgressCallback
+from .redisconn import RedisClient
+from .shares import iter_entries
+
+# Upper bounds of the size histogram, in bytes; the last bucket is open.
+SIZE_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576)
+
+
+@dataclasses.dataclass
+class AnalyzeConfig:
+    session_dir: str
+    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
+    serializer: SerializerName = "msgpack"
+    sample_size: int = 500
+    workers: int = 0  # the backfill's worker count to assume (0: its default)
+    default_lifetime: int = 0
+
+
+def _bucket_label(index: int) -> str:
+    if index == len(SIZE_BUCKETS):
+        return f">={SIZE_BUCKETS[-1]}"
+    return f"<{SIZE_BUCKETS[index]}"
+
+
+def _iso(epoch: int | None) -> str | None:
+    if not epoch:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+
+
+def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
+            progress: ProgressCallback | None = None) -> dict[str, Any]:
+    started = time.monotonic()
+    now = time.time()
+    counts: collections.Counter = collections.Counter()
+    histogram = [0] * (len(SIZE_BUCKETS) + 1)
+    size_total, size_min, size_max = 0, None, 0
+    oldest = newest = None
+    errors: list[dict[str, str]] = []
+    sample_names: list[str] = []
+    sample_seconds = 0.0
+    for kind, _name, path in iter_entries(config.session_dir):
+        if kind in ("cachelib", "foreign"):
+            counts["skipped" if kind == "cachelib" else "foreign"] += 1
+            continue
+        counts["files"] += 1
+        timed = len(sample_names) < config.sample_size
+        tick = time.perf_counter()
+        try:
+            session = read_session_file(path, prefix=config.layout.prefix,
+                                        default_lifetime=config.default_lifetime)
+            if timed:
+                encode_value(session.data, config.serializer)  # the backfill's work, timed
+        except (SessionFileError, SessionValueError) as exc:
+            reason = exc.reason if isinstance(exc, SessionFileError) else str(exc)
+            counts["vanished" if reason.startswith("vanished") else "corrupt"] += 1
+            if len(errors) < 20 and not reason.startswith("vanished"):
+                errors.append({"path": path, "reason": reason})
+            continue
+        if timed:
+            sample_seconds += time.perf_counter() - tick
+            sample_names.append(session.file_name)
+        size = session.size
+        size_total += size
+        size_min = size if size_min is None else min(size_min, size)
+        size_max = max(size_max, size)
+        histogram[next((i for i, bound in enumerate(SIZE_BUCKETS) if size < bound), len(SIZE_BUCKETS))] += 1
+        if session.expiry == 0:
+            counts["never_expire"] += 1
+        elif session.expiry <= now:
+            counts["expired"] += 1
+            continue
+        else:
+            oldest = session.expiry if oldest is None else min(oldest, session.expiry)
+            newest = session.expiry if newest is None else max(newest, session.expiry)
+        counts["live"] += 1
+        if progress and counts["files"] % 1000 == 0:
+            progress(Progress("analyze", done=counts["files"], counts={"corrupt": counts["corrupt"]},
+                              elapsed=time.monotonic() - started))
+    sessions = counts["files"] - counts["corrupt"] - counts["vanished"]
+    estimate = _estimate(config, client, sample_names, sample_seconds, counts["live"])
+    return {
+        "session_dir": config.session_dir,
+        "files": counts["files"],
+        "sessions": sessions,
+        "live": counts["live"],
+        "expired": counts["expired"],
+        "never_expire": counts["never_expire"],
+        "corrupt": counts["corrupt"],
+        "vanished": counts["vanished"],
+        "foreign": counts["foreign"],
+        "cachelib_internal": counts["skipped"],
+        "size_bytes": {"total": size_total, "min": size_min or 0, "max": size_max,
+                       "mean": round(size_total / sessions, 1) if sessions else 0,
+                       "histogram": {_bucket_label(i): n for i, n in enumerate(histogram)}},
+        "expiry": {"oldest": _iso(oldest), "newest": _iso(newest),
+                   "oldest_epoch": oldest, "newest_epoch": newest},
+        "errors": errors,
+        "estimate": estimate,
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _estimate(config: AnalyzeConfig, client: RedisClient | None, sample_names: list[str],
+              sample_seconds: float, live: int) -> dict[str, Any]:
+    """Seconds the backfill would take, from the timed sample."""
+    workers = MigrateConfig(config.session_dir, workers=config.workers).resolved_workers()
+    workers = min(workers, MAX_DEFAULT_WORKERS)
+    if not sample_names:
+        return {"seconds": 0.0, "sample_sessions": 0, "workers": workers, "redis_measured": False}
+    redis_seconds = 0.0
+    if client is not None:
+        tick = time.perf_counter()
+        with client.pipeline(transaction=False) as pipe:
+            for name in sample_names:
+                pipe.exists(config.layout.session_key(name))
+                pipe.exists(config.layout.tombstone_key(name))
+            pipe.execute()
+        redis_seconds = time.perf_counter() - tick
+    per_session = (sample_seconds + redis_seconds) / len(sample_names)
+    return {
+        "seconds": round(per_session * live / workers, 2),
+        "per_session_ms": round(per_session * 1000, 4),
+        "sample_sessions": len(sample_names),
+        "workers": workers,
+        "redis_measured": client is not None,
+    }
+
+
+def summary(result: dict[str, Any]) -> str:
+    sizes = result["size_bytes"]
+    estimate = result["estimate"]
+    redis_note = "" if estimate.get("redis_measured") else " (files only; pass --redis-url to time Redis too)"
+    return (f"analyze: {result['files']:,} session files: {result['live']:,} live, {result['expired']:,} "
+            f"expired, {result['corrupt']:,} corrupt; {result['foreign']:,} foreign files\n"
+            f"  sizes: mean {sizes['mean']:,} B, min {sizes['min']:,} B, max {sizes['max']:,} B\n"
+            f"  expiries: oldest {result['expiry']['oldest']}, newest {result['expiry']['newest']}\n"
+            f"  estimated migration: {estimate['seconds']:,}s with {estimate['workers']} workers, "
+            f"from {estimate['sample_sessions']} timed sessions{redis_note}")
