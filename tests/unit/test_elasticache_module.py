@@ -1,0 +1,419 @@
+"""elasticache_replication_group's main() against botocore Stubber: the paths moto cannot show.
+
+The stubbed responses follow the ElastiCache API reference shapes (Stubber validates
+both our parameters and the responses against botocore's service model).
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from botocore.stub import ANY, Stubber
+
+from tests.conftest import load_library_module
+
+module = load_library_module("elasticache_replication_group")
+
+TOKEN = "Abcdefgh-12345678!#$%"
+KMS_ARN = "arn:aws:kms:ap-northeast-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+ARN = "arn:aws:elasticache:ap-northeast-1:123456789012:replicationgroup:sessions"
+
+
+def group(status="available", **overrides):
+    described = {
+        "ReplicationGroupId": "sessions",
+        "Description": "sessions",
+        "Status": status,
+        "MemberClusters": ["sessions-001", "sessions-002"],
+        "NodeGroups": [
+            {
+                "NodeGroupId": "0001",
+                "Status": status,
+                "PrimaryEndpoint": {
+                    "Address": "master.sessions.abc123.apne1.cache.amazonaws.com",
+                    "Port": 6379,
+                },
+                "ReaderEndpoint": {
+                    "Address": "replica.sessions.abc123.apne1.cache.amazonaws.com",
+                    "Port": 6379,
+                },
+                "NodeGroupMembers": [
+                    {
+                        "CacheClusterId": "sessions-001",
+                        "CacheNodeId": "0001",
+                        "CurrentRole": "primary",
+                        "PreferredAvailabilityZone": "ap-northeast-1a",
+                    },
+                    {
+                        "CacheClusterId": "sessions-002",
+                        "CacheNodeId": "0001",
+                        "CurrentRole": "replica",
+                        "PreferredAvailabilityZone": "ap-northeast-1c",
+                    },
+                ],
+            }
+        ],
+        "AutomaticFailover": "enabled",
+        "MultiAZ": "enabled",
+        "SnapshotRetentionLimit": 7,
+        "SnapshotWindow": "15:00-16:00",
+        "ClusterEnabled": False,
+        "CacheNodeType": "cache.t4g.small",
+        "AuthTokenEnabled": True,
+        "TransitEncryptionEnabled": True,
+        "TransitEncryptionMode": "required",
+        "AtRestEncryptionEnabled": True,
+        "KmsKeyId": KMS_ARN,
+        "ARN": ARN,
+        "UserGroupIds": [],
+        "LogDeliveryConfigurations": [],
+        "ClusterMode": "disabled",
+        "Engine": "valkey",
+    }
+    described.update(overrides)
+    return {"ReplicationGroups": [{k: v for k, v in described.items() if v is not None}]}
+
+
+MEMBER = {
+    "CacheClusters": [
+        {
+            "CacheClusterId": "sessions-001",
+            "EngineVersion": "8.0.1",
+            "CacheClusterStatus": "available",
+            "CacheParameterGroup": {"CacheParameterGroupName": "sessions", "ParameterApplyStatus": "in-sync"},
+            "SecurityGroups": [{"SecurityGroupId": "sg-1", "Status": "active"}],
+            "PreferredMaintenanceWindow": "sun:17:00-sun:18:00",
+            "CacheSubnetGroupName": "sessions",
+        }
+    ]
+}
+TAGS = {"TagList": [{"Key": "app", "Value": "sessionshift"}]}
+NOT_FOUND = ("ReplicationGroupNotFoundFault", "ReplicationGroup sessions not found.")
+
+
+def args(**overrides):
+    params = dict(
+        replication_group_id="sessions",
+        description="sessions",
+        engine="valkey",
+        engine_version="8.0",
+        node_type="cache.t4g.small",
+        replicas_per_node_group=1,
+        automatic_failover=True,
+        multi_az=True,
+        cache_subnet_group="sessions",
+        security_group_ids=["sg-1"],
+        cache_parameter_group="sessions",
+        maintenance_window="sun:17:00-sun:18:00",
+        snapshot_window="15:00-16:00",
+        snapshot_retention_limit=7,
+        transit_encryption=True,
+        at_rest_encryption=True,
+        kms_key_id=KMS_ARN,
+        auth_token=TOKEN,
+        tags={"app": "sessionshift"},
+        wait_timeout=600,
+        region="ap-northeast-1",
+    )
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Stubbed elasticache and kms clients behind the module's real retry wrapper."""
+    clients = {
+        name: boto3.client(
+            name, region_name="ap-northeast-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        for name in ("elasticache", "kms")
+    }
+    stubs = {name: Stubber(client) for name, client in clients.items()}
+
+    def client(self, service, retry_decorator=None, **extra):
+        return RetryingBotoClientWrapper(clients[service], retry_decorator)
+
+    monkeypatch.setattr(AnsibleAWSModule, "client", client)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # backoff and polling without waiting
+    for stub in stubs.values():
+        stub.activate()
+    yield stubs
+    for stub in stubs.values():
+        stub.assert_no_pending_responses()
+        stub.deactivate()
+
+
+def run(params, capsys, check_mode=False, diff=False):
+    params = dict(params, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    with patch_module_args(params), pytest.raises(SystemExit):
+        module.main()
+    output = capsys.readouterr().out
+    assert TOKEN not in output
+    return json.loads(output)
+
+
+def expect_described(stub, response=None):
+    stub.add_response("describe_replication_groups", response or group(), {"ReplicationGroupId": "sessions"})
+
+
+def expect_full_describe(stub, response=None):
+    expect_described(stub, response)
+    stub.add_response("describe_cache_clusters", MEMBER, {"CacheClusterId": "sessions-001"})
+    stub.add_response("list_tags_for_resource", TAGS, {"ResourceName": ARN})
+
+
+def test_create_checks_references_creates_and_waits(aws, capsys):
+    ec = aws["elasticache"]
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_response(
+        "describe_cache_subnet_groups",
+        {"CacheSubnetGroups": [{"CacheSubnetGroupName": "sessions"}]},
+        {"CacheSubnetGroupName": "sessions"},
+    )
+    aws["kms"].add_response(
+        "describe_key", {"KeyMetadata": {"KeyId": "1234", "Arn": KMS_ARN}}, {"KeyId": KMS_ARN}
+    )
+    ec.add_response(
+        "create_replication_group",
+        {"ReplicationGroup": group("creating")["ReplicationGroups"][0]},
+        {**module.plan_changes(module_desired(), None).steps[0]["params"]},
+    )
+    expect_described(ec, group("creating"))
+    expect_described(ec)
+    expect_described(ec)
+    result = run(args(), capsys)
+    assert result["changed"] and result["action"] == "create"
+    assert result["member_clusters"] == ["sessions-001", "sessions-002"]
+    assert result["primary_endpoint"]["address"].startswith("master.")
+    assert result["reader_endpoint"]["port"] == 6379
+
+
+def module_desired(**overrides):
+    params = {name: None for name in module.PLAN_FIELDS}
+    params.update(
+        engine="redis",
+        cluster_mode="disabled",
+        update_auth_token=False,
+        auth_token_update_strategy="ROTATE",
+        apply_immediately=True,
+        purge_tags=True,
+    )
+    params.update({k: v for k, v in args(**overrides).items() if k in module.PLAN_FIELDS})
+    return params
+
+
+def test_throttling_is_retried_with_backoff_then_succeeds(aws, capsys):
+    ec = aws["elasticache"]
+    ec.add_client_error("describe_replication_groups", "Throttling", "Rate exceeded", http_status_code=400)
+    ec.add_client_error("describe_replication_groups", "Throttling", "Rate exceeded", http_status_code=400)
+    expect_described(ec)
+    ec.add_response("describe_cache_clusters", MEMBER, {"CacheClusterId": "sessions-001"})
+    ec.add_client_error("list_tags_for_resource", "Throttling", "Rate exceeded", http_status_code=400)
+    ec.add_response("list_tags_for_resource", TAGS, {"ResourceName": ARN})
+    result = run(args(), capsys)
+    assert result["changed"] is False and result["action"] == "none" and result["unverified"] == []
+
+
+def test_throttling_that_never_ends_fails_with_the_request_context(aws, capsys, monkeypatch):
+    monkeypatch.setattr(module, "RETRY", module.AWSRetry.jittered_backoff(retries=3))
+    ec = aws["elasticache"]
+    for _ in range(3):
+        ec.add_client_error(
+            "describe_replication_groups", "Throttling", "Rate exceeded", http_status_code=400
+        )
+    result = run(args(), capsys)
+    assert result["failed"] and "cannot describe replication group sessions" in result["msg"]
+    assert result["error"]["code"] == "Throttling" and "boto3_version" in result
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"auth_token": "too-short"}, "16-128 characters"),
+        ({"auth_token": "with space 0123456789"}, "space"),
+        ({"multi_az": True, "automatic_failover": False}, "multi_az: true needs automatic_failover"),
+        ({"transit_encryption": False}, "auth_token needs transit_encryption"),
+    ],
+)
+def test_bad_input_fails_before_any_aws_call(aws, capsys, overrides, message):
+    result = run(args(**overrides), capsys)  # no stubbed response: any call would raise
+    assert result["failed"] and message in result["msg"]
+
+
+def test_missing_subnet_group_fails_before_create(aws, capsys):
+    ec = aws["elasticache"]
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_client_error(
+        "describe_cache_subnet_groups", "CacheSubnetGroupNotFoundFault", "not found", http_status_code=404
+    )
+    result = run(args(), capsys)
+    assert result["failed"] and "subnet group sessions does not exist" in result["msg"]
+    assert "nothing was created" in result["msg"]
+
+
+def test_missing_kms_key_fails_before_create(aws, capsys):
+    ec = aws["elasticache"]
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_response(
+        "describe_cache_subnet_groups", {"CacheSubnetGroups": []}, {"CacheSubnetGroupName": "sessions"}
+    )
+    aws["kms"].add_client_error("describe_key", "NotFoundException", "Key not found", http_status_code=400)
+    result = run(args(), capsys)
+    assert result["failed"] and f"KMS key {KMS_ARN} does not exist" in result["msg"]
+
+
+def test_a_group_that_fails_after_creation_is_reported_as_existing(aws, capsys):
+    ec = aws["elasticache"]
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_response(
+        "describe_cache_subnet_groups", {"CacheSubnetGroups": []}, {"CacheSubnetGroupName": "sessions"}
+    )
+    aws["kms"].add_response("describe_key", {"KeyMetadata": {"KeyId": "1234"}}, {"KeyId": KMS_ARN})
+    ec.add_response(
+        "create_replication_group", {"ReplicationGroup": group("creating")["ReplicationGroups"][0]}, None
+    )
+    expect_described(ec, group("create-failed"))
+    result = run(args(), capsys)
+    assert result["failed"] and "is create-failed" in result["msg"] and "it exists" in result["msg"]
+
+
+def test_check_mode_reports_the_tls_steps_without_calling_modify(aws, capsys):
+    ec = aws["elasticache"]
+    expect_full_describe(
+        ec, group(TransitEncryptionEnabled=False, TransitEncryptionMode=None, AuthTokenEnabled=False)
+    )
+    result = run(args(), capsys, check_mode=True, diff=True)
+    assert result["changed"] and result["action"] == "modify"
+    assert [step["params"].get("TransitEncryptionMode") for step in result["steps"]] == [
+        "preferred",
+        "required",
+        None,
+    ]
+    assert "AuthToken" not in result["steps"][2]["params"]
+    assert result["diff"]["after"]["transit_encryption"] == "required"
+    assert result["diff"]["before"]["auth_token_enabled"] is False
+
+
+def test_tls_then_auth_are_applied_in_order_waiting_between_steps(aws, capsys):
+    ec = aws["elasticache"]
+    expect_full_describe(
+        ec, group(TransitEncryptionEnabled=False, TransitEncryptionMode=None, AuthTokenEnabled=False)
+    )
+    base = {"ReplicationGroupId": "sessions", "ApplyImmediately": True}
+    for params in (
+        {"TransitEncryptionEnabled": True, "TransitEncryptionMode": "preferred"},
+        {"TransitEncryptionMode": "required"},
+        {"AuthToken": TOKEN, "AuthTokenUpdateStrategy": "ROTATE"},
+    ):
+        expect_described(ec, group("modifying"))  # the previous step is still running: poll
+        expect_described(ec)
+        ec.add_response(
+            "modify_replication_group",
+            {"ReplicationGroup": group("modifying")["ReplicationGroups"][0]},
+            {**base, **params},
+        )
+    expect_described(ec)  # wait after the last step
+    expect_described(ec)  # the final state
+    result = run(args(), capsys)
+    assert result["changed"] and len(result["steps"]) == 3
+
+
+def test_a_change_that_needs_a_new_group_is_refused_with_the_reason(aws, capsys):
+    expect_full_describe(aws["elasticache"])
+    result = run(args(port=6380), capsys)
+    assert result["failed"] and "cannot be changed in place" in result["msg"]
+    assert "port" in result["msg"] and "allow_replacement" in result["msg"]
+
+
+def test_allowed_replacement_deletes_waits_until_gone_and_creates(aws, capsys):
+    ec = aws["elasticache"]
+    expect_full_describe(ec)
+    ec.add_response(
+        "describe_cache_subnet_groups", {"CacheSubnetGroups": []}, {"CacheSubnetGroupName": "sessions"}
+    )
+    aws["kms"].add_response("describe_key", {"KeyMetadata": {"KeyId": "1234"}}, {"KeyId": KMS_ARN})
+    ec.add_response(
+        "delete_replication_group",
+        {"ReplicationGroup": group("deleting")["ReplicationGroups"][0]},
+        {"ReplicationGroupId": "sessions"},
+    )
+    expect_described(ec, group("deleting"))
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_response(
+        "create_replication_group", {"ReplicationGroup": group("creating")["ReplicationGroups"][0]}, None
+    )
+    expect_described(ec)
+    expect_described(ec)
+    result = run(args(port=6380, allow_replacement=True), capsys)
+    assert result["changed"] and result["action"] == "replace"
+    assert [step["operation"] for step in result["steps"]] == [
+        "delete_replication_group",
+        "create_replication_group",
+    ]
+
+
+def test_delete_waits_until_the_group_is_gone(aws, capsys):
+    ec = aws["elasticache"]
+    expect_described(ec)
+    ec.add_response(
+        "delete_replication_group",
+        {"ReplicationGroup": group("deleting")["ReplicationGroups"][0]},
+        {"ReplicationGroupId": "sessions"},
+    )
+    expect_described(ec, group("deleting"))
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    result = run({"replication_group_id": "sessions", "state": "absent", "region": "ap-northeast-1"}, capsys)
+    assert result["changed"] and result["action"] == "delete" and result["replication_group"] == {}
+
+
+def test_a_group_already_deleting_counts_as_absent(aws, capsys):
+    expect_described(aws["elasticache"], group("deleting"))
+    result = run(
+        {"replication_group_id": "sessions", "state": "absent", "wait": False, "region": "ap-northeast-1"},
+        capsys,
+    )
+    assert result["changed"] is False
+
+
+def test_a_timeout_says_the_group_exists(aws, capsys, monkeypatch):
+    ec = aws["elasticache"]
+    expect_full_describe(ec, group(SnapshotRetentionLimit=1))
+    expect_described(ec)
+    ec.add_response(
+        "modify_replication_group",
+        {"ReplicationGroup": group("modifying")["ReplicationGroups"][0]},
+        {"ReplicationGroupId": "sessions", "ApplyImmediately": True, "SnapshotRetentionLimit": 7},
+    )
+    clock = iter(range(0, 10_000, 400))
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    for _ in range(2):  # polls at t=400 and t=800; at t=1200 the 600 s budget is spent
+        expect_described(ec, group("modifying"))
+    result = run(args(), capsys)
+    assert result["failed"] and "still modifying after 600s" in result["msg"] and "it exists" in result["msg"]
+
+
+def test_modify_errors_say_which_steps_were_done(aws, capsys):
+    ec = aws["elasticache"]
+    expect_full_describe(ec, group(TransitEncryptionMode="preferred", SnapshotRetentionLimit=1))
+    expect_described(ec)
+    ec.add_response(
+        "modify_replication_group",
+        {"ReplicationGroup": group("modifying")["ReplicationGroups"][0]},
+        ANY_PARAMS,
+    )
+    expect_described(ec)
+    ec.add_client_error(
+        "modify_replication_group", "InvalidReplicationGroupState", "not available", http_status_code=400
+    )
+    result = run(args(), capsys)
+    assert result["failed"] and "the group exists; steps done: ['change settings in place" in result["msg"]
+    assert result["error"]["code"] == "InvalidReplicationGroupState"
+
+
+ANY_PARAMS = {"ReplicationGroupId": ANY, "ApplyImmediately": ANY, "SnapshotRetentionLimit": ANY}
