@@ -1,0 +1,140 @@
+"""Run an engine as a subprocess and measure its wall time and memory, workers included.
+
+Two memory figures, both over the whole process tree (the command and every
+worker it forks):
+
+* ``peak_rss_max_process_mb``: exact, from ``wait4``'s rusage: the largest peak
+  RSS (``ru_maxrss``) of the command and of each descendant it waited for.
+* ``peak_rss_tree_sum_mb``: sampled every 20 ms from ``/proc/<pid>/status``:
+  the largest *sum* of ``VmRSS`` over the tree at one instant. RSS counts
+  shared pages (the interpreter, copy-on-write pages after fork) once per
+  process, so this sum over-states the real footprint: it is the pessimistic
+  figure.
+
+Per-process ``VmHWM`` as last sampled is kept too, to see which process peaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import threading
+import time
+
+
+@dataclasses.dataclass
+class Measured:
+    command: list[str]
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_max_process_mb: float
+    peak_rss_tree_sum_mb: float
+    processes_seen: int
+    hwm_by_pid_mb: dict[int, float]
+
+    def memory_dict(self) -> dict:
+        return {"peak_rss_max_process_mb": round(self.peak_rss_max_process_mb, 1),
+                "peak_rss_tree_sum_mb": round(self.peak_rss_tree_sum_mb, 1),
+                "processes_seen": self.processes_seen}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """*root* and all its live descendants."""
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(_children(pid))
+    return tree
+
+
+def status_kb(pid: int, fields: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[str, int]:
+    """Memory fields (kB) of /proc/<pid>/status; empty if the process is gone."""
+    values: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                name, _, rest = line.partition(":")
+                if name in fields:
+                    values[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return values
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, root: int, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.root = root
+        self.interval = interval
+        self.stop = threading.Event()
+        self.peak_sum_kb = 0
+        self.hwm_kb: dict[int, int] = {}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            total = 0
+            for pid in process_tree(self.root):
+                values = status_kb(pid)
+                total += values.get("VmRSS", 0)
+                if "VmHWM" in values:
+                    self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), values["VmHWM"])
+            self.peak_sum_kb = max(self.peak_sum_kb, total)
+            self.stop.wait(self.interval)
+
+
+def run_measured(command: list[str], *, env: dict | None = None, timeout: float = 3600,
+                 cwd: str | None = None) -> Measured:
+    """Run *command* to completion; its wall time, output and peak memory (see module doc)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, cwd=cwd)
+    sampler = _Sampler(process.pid)
+    sampler.start()
+    # Read output in threads so a chatty process never blocks on a full pipe.
+    out: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda: out.append(process.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: err.append(process.stderr.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            process.kill()
+            pid, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.005)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    sampler.stop.set()
+    sampler.join()
+    for reader in readers:
+        reader.join()
+    return Measured(command=command, seconds=seconds, returncode=process.returncode,
+                    stdout="".join(out), stderr="".join(err),
+                    peak_rss_max_process_mb=usage.ru_maxrss / 1024,
+                    peak_rss_tree_sum_mb=sampler.peak_sum_kb / 1024,
+                    processes_seen=len(sampler.hwm_kb),
+                    hwm_by_pid_mb={pid: kb / 1024 for pid, kb in sampler.hwm_kb.items()})
