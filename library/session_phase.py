@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_phase
+short_description: Set or read an app host's session migration phase
+description:
+  - Writes the host's phase file (O(state_dir)/phase.json) that the sessionshift Flask interface watches;
+    every gunicorn worker picks the new phase up within two seconds, without a restart.
+  - The file is replaced atomically (temporary file and rename) and keeps the last 20 moves
+    (from, to, when, by whom).
+  - Refuses a move that skips a phase unless O(force), and refuses going back from phase 4 or 5 to 3 or
+    lower unless a Redis to file export finished after the host entered phase 4
+    (O(state_dir)/export.json); the failure gives the reason and the command that fixes it.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  state_dir:
+    description: The host's sessionshift state directory.
+    type: path
+    default: /var/lib/sessionshift
+  phase:
+    description:
+      - The phase to set, by label or number; required with O(state=present).
+      - V(file)=1, V(dual_write)=2, V(redis_read)=3, V(redis_only)=4, V(redis)=5.
+    type: str
+    choices: [file, dual_write, redis_read, redis_only, redis, "1", "2", "3", "4", "5"]
+  state:
+    description: V(present) sets the phase; V(query) only reads it.
+    type: str
+    choices: [present, query]
+    default: present
+  force:
+    description: Allow a move that skips phases (only when every host is drained).
+    type: bool
+    default: false
+  emergency:
+    description: An emergency rollback straight to V(file) (still needs the export when leaving phase 4 or 5).
+    type: bool
+    default: false
+  changed_by:
+    description: Who made the move, for the history; defaults to the remote user.
+    type: str
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+notes:
+  - Requires the sessionshift package on the target host.
+"""
+
+EXAMPLES = r"""
+- name: Start dual writes on this host
+  session_phase:
+    phase: dual_write
+    changed_by: "{{ lookup('ansible.builtin.env', 'USER') }}"
+
+- name: Read the phase
+  session_phase:
+    state: query
+  register: current
+
+- name: Roll back from redis_only after the export
+  session_phase:
+    phase: redis_read
+"""
+
+RETURN = r"""
+phase:
+  description: The host's phase after the task (its label).
+  returned: always
+  type: str
+  sample: dual_write
+number:
+  description: The phase number (1-5).
+  returned: always
+  type: int
+  sample: 2
+previous_phase:
+  description: The phase before the task.
+  returned: always
+  type: str
+  sample: file
+history:
+  description: The last moves, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"from": "file", "to": "dual_write", "at": "2026-01-05T02:00:00+00:00", "by": "ops",
+            "forced": false, "emergency": false}]
+redis_only_since:
+  description: When the host last entered phase 4 or 5 from 3 or lower (null otherwise).
+  returned: always
+  type: str
+reason:
+  description: Why a move was refused.
+  returned: failure
+  type: str
+fix:
+  description: What to run so that the move is allowed.
+  returned: failure
+  type: str
+"""
+
+import getpass
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import require_sessionshift
+
+try:
+    from sessionshift.phasefile import phase_path, read_phase, set_phase
+    from sessionshift.phases import Phase, TransitionRefused
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def _result(record, previous):
+    return dict(phase=record.phase.label, number=int(record.phase), previous_phase=previous.phase.label,
+                history=list(record.history), redis_only_since=record.redis_only_since)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state_dir=dict(type="path", default="/var/lib/sessionshift"),
+            phase=dict(type="str", choices=["file", "dual_write", "redis_read", "redis_only", "redis",
+                                            "1", "2", "3", "4", "5"]),
+            state=dict(type="str", choices=["present", "query"], default="present"),
+            force=dict(type="bool", default=False),
+            emergency=dict(type="bool", default=False),
+            changed_by=dict(type="str"),
+        ),
+        required_if=[("state", "present", ["phase"])],
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    try:
+        if params["state"] == "query":
+            record = read_phase(params["state_dir"])
+            module.exit_json(changed=False, **_result(record, record))
+        change = set_phase(params["state_dir"], Phase.parse(params["phase"]),
+                           by=params["changed_by"] or _remote_user(), force=params["force"],
+                           emergency=params["emergency"], check_only=module.check_mode)
+    except TransitionRefused as exc:
+        module.fail_json(msg=str(exc), reason=exc.reason, fix=exc.fix, phase=exc.current.label,
+                         changed=False)
+    except (ValueError, OSError) as exc:
+        module.fail_json(msg=f"phase file in {params['state_dir']}: {exc}", changed=False)
+    result = _result(change.after, change.before)
+    if module._diff:
+        result["diff"] = dict(
+            before=json.dumps(change.before.as_json(), indent=2, sort_keys=True) + "\n",
+            after=json.dumps(change.after.as_json(), indent=2, sort_keys=True) + "\n",
+            before_header=phase_path(params["state_dir"]), after_header=phase_path(params["state_dir"]))
+    module.exit_json(changed=change.changed, **result)
+
+
+def _remote_user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()
