@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_migrate
+short_description: Backfill file sessions into Redis without overwriting or reviving anything
+description:
+  - Streams a Flask-Session / cachelib C(FileSystemCache) directory into Redis (standalone or cluster),
+    pipelined, with several worker processes.
+  - Writes a session only where its key is absent (the app's newer value wins), never revives a session the
+    user logged out of (its tombstone is respected), skips expired sessions and sets each key's expiry to the
+    file's own (C(EXAT)).
+  - Records finished shares of the directory in O(state_dir)C(/migrate.json), so a run that was killed or lost
+    Redis resumes where it stopped when started again; rerunning is always safe.
+  - Corrupt or hostile files are reported with their path and the reason; they are never executed or deleted.
+  - In check mode nothing is written (no key, no checkpoint); the module reports how many keys would be written.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  redis:
+    description:
+      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
+        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
+        C(socket_timeout), C(retries).
+    type: dict
+    required: true
+  session_dir:
+    description: The session directory (Flask C(SESSION_FILE_DIR)).
+    type: path
+    required: true
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX).
+    type: str
+    default: "session:"
+  hash_method:
+    description: How cachelib names files; V(md5) before cachelib 0.17, V(sha256) since.
+    type: str
+    default: sha256
+    choices: [md5, sha256]
+  serializer:
+    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
+    type: str
+    default: msgpack
+    choices: [msgpack, pickle]
+  state_dir:
+    description: Where the checkpoint C(migrate.json) is kept.
+    type: path
+    default: /var/lib/sessionshift
+  batch_size:
+    description: Sessions per pipelined round trip.
+    type: int
+    default: 500
+  workers:
+    description: Worker processes reading and decoding files; V(0) uses the CPU count (at most 8).
+    type: int
+    default: 0
+  restart:
+    description: Ignore an unfinished checkpoint and scan every share again (safe, only slower).
+    type: bool
+    default: false
+  retry_seconds:
+    description: How long a batch is retried while Redis is unreachable (a restart, a failover) before failing.
+    type: float
+    default: 30.0
+  default_lifetime:
+    description: Lifetime in seconds given to the seed's C(sess_<sid>) JSON files, which carry no expiry; V(0) = none.
+    type: int
+    default: 0
+  max_examples:
+    description: Corrupt files listed in RV(errors); all of them are counted.
+    type: int
+    default: 50
+attributes:
+  check_mode:
+    support: full
+    details: Reads the files and asks Redis which keys exist; writes no key and no checkpoint.
+  diff_mode:
+    support: none
+notes:
+  - Works under C(async)/C(poll); long runs should use it.
+  - RV(changed) is true when at least one key was written (would be, in check mode).
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+"""
+
+EXAMPLES = r"""
+- name: Backfill this host's sessions into ElastiCache
+  session_migrate:
+    redis:
+      url: "rediss://{{ sessionshift_redis_host }}:6379/0"
+      username: "{{ sessionshift_redis_user }}"
+      password: "{{ sessionshift_redis_password }}"
+    session_dir: /var/lib/app/sessions
+    batch_size: 1000
+  async: 3600
+  poll: 15
+  register: backfill
+
+- name: How many sessions would be copied (writes nothing)
+  session_migrate:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /var/lib/app/sessions
+  check_mode: true
+  register: preview
+"""
+
+RETURN = r"""
+written:
+  description: Keys written to Redis by this run (0 in check mode).
+  returned: always
+  type: int
+  sample: 184220
+would_write:
+  description: In check mode, keys that would be written.
+  returned: always
+  type: int
+  sample: 0
+counts:
+  description:
+    - Every outcome; C(scanned) files read, C(exists) already in Redis (left alone), C(tombstoned) logged out
+      (not revived), C(expired), C(corrupt), C(vanished) (deleted while scanning), C(foreign) (not session
+      files), C(skipped) (cachelib's own files).
+  returned: always
+  type: dict
+  sample: {scanned: 200000, written: 184220, would_write: 0, exists: 15000, tombstoned: 12, expired: 760,
+           corrupt: 8, vanished: 0, foreign: 1, skipped: 1}
+errors:
+  description: Corrupt or hostile files (capped at O(max_examples)), with the reason; none were deleted.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /var/lib/app/sessions/0a1b..., reason: "hostile or foreign pickle: refused to load global 'os.system'"}]
+resumed:
+  description: Whether an interrupted run's finished shares were skipped.
+  returned: always
+  type: bool
+shares_skipped:
+  description: Shares (of 16) done by the interrupted run this one resumed.
+  returned: always
+  type: list
+  elements: int
+complete:
+  description: Whether every share of the directory has been processed.
+  returned: always
+  type: bool
+elapsed:
+  description: Seconds the run took.
+  returned: always
+  type: float
+checkpoint:
+  description: Path of the checkpoint file (null in check mode).
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import (
+    REDIS_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    argument_spec,
+    fail_on_redis,
+    key_layout,
+    redis_settings,
+    require_sessionshift,
+)
+
+try:
+    from sessionshift.migrate import MigrateBusy, MigrateConfig, migrate, summary
+    from sessionshift.redisconn import RedisUnavailable
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
+            batch_size=dict(type="int", default=500),
+            workers=dict(type="int", default=0),
+            restart=dict(type="bool", default=False),
+            retry_seconds=dict(type="float", default=30.0),
+            default_lifetime=dict(type="int", default=0),
+            max_examples=dict(type="int", default=50),
+        ),
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    config = MigrateConfig(
+        session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        state_dir=params["state_dir"], batch_size=params["batch_size"], workers=params["workers"],
+        dry_run=module.check_mode, restart=params["restart"], retry_seconds=params["retry_seconds"],
+        default_lifetime=params["default_lifetime"], max_examples=params["max_examples"])
+    try:
+        result = migrate(redis_settings(params), config)
+    except RedisUnavailable as exc:
+        fail_on_redis(module, exc, changed=False)
+    except (MigrateBusy, ValueError, OSError) as exc:
+        module.fail_json(msg=f"session_migrate: {exc}", changed=False)
+    counts = result.counts
+    module.exit_json(
+        changed=(counts["would_write"] if module.check_mode else counts["written"]) > 0,
+        written=counts["written"], would_write=counts["would_write"], counts=counts,
+        errors=result.errors, resumed=result.resumed, shares_skipped=result.shares_skipped,
+        complete=result.complete, elapsed=round(result.elapsed, 3), checkpoint=result.checkpoint,
+        workers=result.workers, msg=summary(result).splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

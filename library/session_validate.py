@@ -1,0 +1,194 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_validate
+short_description: Check that Redis gives the app the same sessions as the session files
+description:
+  - Compares every live file session (or a stable O(sample_percent) sample) with its Redis value as the app
+    would read it (msgpack is lossy, so both sides go through the app's serializer).
+  - Differences seen under live traffic are re-checked after O(recheck_delay) seconds; only those that persist
+    count.
+  - Fails when the consistency of comparable sessions (consistent, missing in Redis or different; expired,
+    corrupt and logged-out leftovers are not comparable) is below O(threshold).
+  - Writes the result to O(state_dir)C(/validation.json), which the phase-3 gate reads, unless in check mode.
+  - Reports session FILE NAMES only, never session contents.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  redis:
+    description:
+      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
+        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
+        C(socket_timeout), C(retries).
+    type: dict
+    required: true
+  session_dir:
+    description: The session directory (Flask C(SESSION_FILE_DIR)).
+    type: path
+    required: true
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX).
+    type: str
+    default: "session:"
+  hash_method:
+    description: How cachelib names files; V(md5) before cachelib 0.17, V(sha256) since.
+    type: str
+    default: sha256
+    choices: [md5, sha256]
+  serializer:
+    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
+    type: str
+    default: msgpack
+    choices: [msgpack, pickle]
+  state_dir:
+    description: Where C(validation.json) is written.
+    type: path
+    default: /var/lib/sessionshift
+  sample_percent:
+    description: Validate this percentage of the sessions (a stable sample chosen by file name); V(100) = all.
+    type: float
+    default: 100.0
+  threshold:
+    description: Minimum percentage of comparable sessions that must be consistent; below it the task fails.
+    type: float
+    default: 100.0
+  recheck_delay:
+    description: Seconds to wait before re-checking each difference (live traffic heals transient ones).
+    type: float
+    default: 2.0
+  max_examples:
+    description: File names listed per kind of problem.
+    type: int
+    default: 20
+attributes:
+  check_mode:
+    support: full
+    details: The comparison is read-only and runs in check mode too; only C(validation.json) is not written.
+  diff_mode:
+    support: none
+notes:
+  - RV(changed) is always false; the module never modifies sessions. C(validation.json) is a record, not a change.
+  - Works under C(async)/C(poll).
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+"""
+
+EXAMPLES = r"""
+- name: Validate the backfill before reads move to Redis
+  session_validate:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /var/lib/app/sessions
+    threshold: 100
+  async: 3600
+  poll: 15
+
+- name: Spot-check 5 % of a very large fleet without failing the play
+  session_validate:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /var/lib/app/sessions
+    sample_percent: 5
+    threshold: 0
+  register: spot
+"""
+
+RETURN = r"""
+passed:
+  description: Whether consistency reached O(threshold).
+  returned: always
+  type: bool
+consistency_percent:
+  description: Consistent sessions as a percentage of comparable ones (100 when there are none).
+  returned: always
+  type: float
+  sample: 99.9985
+comparable:
+  description: Sessions that could be compared (consistent + missing + different).
+  returned: always
+  type: int
+counts:
+  description:
+    - C(checked) files, C(consistent), C(missing) in Redis, C(different), C(expired), C(corrupt),
+      C(tombstoned) (logged out, the file is a leftover), C(vanished), C(healed) (differences gone on re-check),
+      C(unverified) (too many differences to re-check), C(foreign), C(skipped).
+  returned: always
+  type: dict
+examples:
+  description: File names (never contents) of missing and different sessions, and corrupt files with the reason.
+  returned: always
+  type: dict
+  sample: {missing: [3f2a...], different: [], corrupt: [{file: 9c1d..., reason: empty file}]}
+recorded:
+  description: Path of the C(validation.json) written, or null in check mode.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import (
+    REDIS_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    argument_spec,
+    fail_on_redis,
+    key_layout,
+    redis_settings,
+    require_sessionshift,
+)
+
+try:
+    from sessionshift.redisconn import RedisUnavailable, connect, explain
+    from sessionshift.validate import ValidateConfig, record, validate
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
+            sample_percent=dict(type="float", default=100.0),
+            threshold=dict(type="float", default=100.0),
+            recheck_delay=dict(type="float", default=2.0),
+            max_examples=dict(type="int", default=20),
+        ),
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    config = ValidateConfig(
+        session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        sample_percent=params["sample_percent"], threshold=params["threshold"],
+        recheck_delay=params["recheck_delay"], max_examples=params["max_examples"])
+    settings = redis_settings(params)
+    try:
+        config.check()
+        client = connect(settings)
+        try:
+            result = validate(client, config)
+        finally:
+            client.close()
+    except RedisUnavailable as exc:
+        fail_on_redis(module, exc, changed=False)
+    except (ValueError, OSError) as exc:
+        module.fail_json(msg=f"session_validate: {exc}", changed=False)
+    except Exception as exc:  # a Redis error mid-run: named with its endpoint, then reported
+        if not type(exc).__module__.startswith("redis"):
+            raise
+        fail_on_redis(module, explain(exc, settings), changed=False)
+    recorded = None if module.check_mode else record(params["state_dir"], result)
+    output = dict(changed=False, passed=result["passed"], consistency_percent=result["consistency_percent"],
+                  comparable=result["comparable"], counts=result["counts"], examples=result["examples"],
+                  threshold=result["threshold"], sample_percent=result["sample_percent"],
+                  recorded=recorded, msg=result["message"])
+    if not result["passed"]:
+        module.fail_json(**output)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()
