@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 import redis.cluster
+from redis.exceptions import ResponseError
 
 from . import formats, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
@@ -82,13 +83,25 @@ def scan_batches(client: RedisClient, pattern: str, batch_size: int = DEFAULT_BA
             yield node, batch
 
 
-def fetch_with_expiry(node: redis.Redis, keys: list[str]) -> list[tuple[bytes | None, int]]:
-    """(value, expiry) per key in one round trip; expiry 0 = none, -2 = missing."""
+def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = False,
+                      ) -> list[tuple[bytes | ResponseError | None, int]]:
+    """(value, expiry) per key in one round trip; expiry 0 = none, -2 = missing.
+
+    The expiry is EXPIRETIME (epoch seconds) or, with *millis*, PEXPIRETIME.
+    A key that is not a string (someone else's hash under our prefix) gives
+    its WRONGTYPE error as the value instead of failing the whole batch.
+    """
     pipe = node.pipeline(transaction=False)
     for key in keys:
         pipe.get(key)
-        pipe.expiretime(key)
-    replies = pipe.execute()
+        if millis:
+            pipe.pexpiretime(key)
+        else:
+            pipe.expiretime(key)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            raise reply  # a connection problem, not one key's
     return [(replies[i], 0 if replies[i + 1] == -1 else replies[i + 1])
             for i in range(0, len(replies), 2)]
 
@@ -282,6 +295,8 @@ class Exporter:
         for job, (value, expiry) in zip(jobs, fetch_with_expiry(node, [j.key for j in jobs]), strict=True):
             if value is None or expiry == -2:
                 missing.append(job)
+            elif isinstance(value, ResponseError):
+                self._undecodable(job)
             elif expiry and expiry <= now:
                 self.result.expired += 1
             elif self._write(job, value, expiry):
@@ -294,8 +309,7 @@ class Exporter:
         try:
             data = formats.decode_value(value, self.serializer)
         except SessionValueError:
-            self.result.undecodable += 1
-            _note(self.result.undecodable_keys, job.key)  # the name only: values are secrets
+            self._undecodable(job)
             return False
         path = os.path.join(self.session_dir, job.file_name)
         existing = _read_bytes(path)
@@ -309,6 +323,10 @@ class Exporter:
                                        uid=self.owner.uid, gid=self.owner.gid)
         self.result.written += 1
         return True
+
+    def _undecodable(self, job: _Job) -> None:
+        self.result.undecodable += 1
+        _note(self.result.undecodable_keys, job.key)  # the name only: values are secrets
 
     def _handle_missing(self, node: redis.Redis, jobs: list[_Job]) -> None:
         """Keys gone since SCAN: a logged-out session's stale file is removed."""

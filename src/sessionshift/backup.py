@@ -1,0 +1,335 @@
+"""Backup and restore of every session key in Redis, in one compressed file.
+
+The emergency rollback keeps a copy of Redis before it flips the fleet back to
+files, and an operator can put it back (``restore``) if the rollback itself
+was the mistake. The file is gzip, written atomically with mode 0600 (it holds
+live sessions), as two gzip members read back as one stream::
+
+    {"format": "sessionshift-backup", "version": 1, "created_at": ..., "source": ...,
+     "key_prefix": ..., "hash_method": ..., "counts": {"hashed": n, "tombstone": n,
+     "stock": n}, "keys": n, "payload_sha256": ...}                <- line 1: the manifest
+    {"k": "<key>", "t": "hashed", "v": "<base64 value>", "x": <PEXPIRETIME ms, 0 = none>}
+    ...                                                            <- one line per key
+
+``payload_sha256`` is the SHA-256 of every byte after the manifest line (the
+uncompressed JSON lines), so ``zcat backup.gz | head -1`` shows what a backup
+holds and a restore can prove the payload intact before it writes anything.
+``source`` is the endpoint (``rediss://host:port``), never a credential.
+
+Restore never overwrites: sessions go through the store's copy-if-absent
+script (a key written since the backup wins, a tombstone keeps a logged-out
+session out), stock keys and tombstones use ``SET NX`` with their absolute
+expiry (``PXAT``), and entries whose expiry has passed are skipped. Running it
+twice writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from . import state
+from .export import DEFAULT_BATCH, Progress, fetch_with_expiry, scan_batches
+from .keys import KeyLayout
+from .redisconn import RedisClient
+from .store import CopyResult, SessionStore
+
+FORMAT_NAME = "sessionshift-backup"
+FORMAT_VERSION = 1
+KINDS = ("hashed", "tombstone", "stock")
+
+
+class BackupError(Exception):
+    """A backup file that cannot be used; nothing was restored from it."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"backup {path}: {reason}; nothing was restored "
+                         "(use another backup, or make a new one with 'sessionshift backup')")
+
+
+# --------------------------------------------------------------------------- backup
+
+
+@dataclasses.dataclass
+class BackupResult:
+    path: str
+    manifest: dict[str, Any]
+    created: bool  # False: a backup already existed at path and was kept (or a dry run)
+
+
+def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: str = "",
+                  batch_size: int = DEFAULT_BATCH, overwrite: bool = False, dry_run: bool = False,
+                  progress: Progress | None = None) -> BackupResult:
+    """Back up every session key under *layout* to *dest* (atomically, mode 0600).
+
+    An existing valid backup at *dest* is kept unless *overwrite* (so that a
+    playbook re-run does not replace the backup taken before the rollback).
+    A dry run counts the keys and writes nothing.
+    """
+    if os.path.exists(dest) and not overwrite:
+        return BackupResult(dest, read_manifest(dest), created=False)
+    if dry_run:
+        counts = dict.fromkeys(KINDS, 0)
+        for _node, keys in scan_batches(client, layout.all_pattern, batch_size):
+            for key in keys:
+                parsed = layout.parse(key)
+                if parsed is not None:
+                    counts[parsed.kind] += 1
+        return BackupResult(dest, _manifest(layout, source, counts, ""), created=False)
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"backup directory {directory} does not exist")
+    payload_fd, payload_tmp = tempfile.mkstemp(prefix=".payload.", suffix=".tmp", dir=directory)
+    final_fd, final_tmp = tempfile.mkstemp(prefix=".backup.", suffix=".tmp", dir=directory)
+    try:
+        digest = hashlib.sha256()
+        counts = dict.fromkeys(KINDS, 0)
+        with os.fdopen(payload_fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as payload:
+            for line, kind in _backup_lines(client, layout, batch_size, progress):
+                digest.update(line)
+                payload.write(line)
+                counts[kind] += 1
+        manifest = _manifest(layout, source, counts, digest.hexdigest())
+        with os.fdopen(final_fd, "wb") as out:
+            with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as head:
+                head.write(json.dumps(manifest, sort_keys=True).encode() + b"\n")
+            with open(payload_tmp, "rb") as payload_in:
+                shutil.copyfileobj(payload_in, out)  # a second gzip member: read as one stream
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(final_tmp, 0o600)
+        os.replace(final_tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(final_tmp)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(payload_tmp)
+    return BackupResult(dest, manifest, created=True)
+
+
+def _manifest(layout: KeyLayout, source: str, counts: dict[str, int], sha256: str) -> dict[str, Any]:
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_at": state.utc_now(),
+            "source": source, "key_prefix": layout.prefix, "hash_method": layout.hash_name,
+            "counts": counts, "keys": sum(counts.values()), "payload_sha256": sha256}
+
+
+def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
+                  progress: Progress | None) -> Iterator[tuple[bytes, str]]:
+    for node, keys in scan_batches(client, layout.all_pattern, batch_size):
+        parsed = [(key.decode(), kind.kind) for key in keys if (kind := layout.parse(key))]
+        fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True)
+        for (key, kind), (value, expiry) in zip(parsed, fetched, strict=True):
+            if not isinstance(value, bytes) or expiry == -2:
+                continue  # gone since SCAN, or not a string: not a session
+            entry = {"k": key, "t": kind, "v": base64.b64encode(value).decode("ascii"), "x": expiry}
+            yield json.dumps(entry, separators=(",", ":")).encode() + b"\n", kind
+        if progress is not None:
+            progress(len(keys))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_manifest(path: str) -> dict[str, Any]:
+    """The manifest (first line) of a backup; BackupError if it is not one."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            return _parse_manifest(path, stream.readline())
+    except FileNotFoundError:
+        raise BackupError(path, "no such file") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BackupError(path, f"not a readable gzip file ({exc})") from None
+
+
+def _parse_manifest(path: str, line: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise BackupError(path, f"not a {FORMAT_NAME} file (its first line is not the manifest)")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BackupError(path, f"format version {manifest.get('version')!r}; this sessionshift "
+                          f"reads version {FORMAT_VERSION}")
+    return manifest
+
+
+def verify_backup(path: str) -> dict[str, Any]:
+    """Read the whole backup, check its checksum, key count and every entry; returns the manifest.
+
+    A restore calls this first, so a damaged backup is refused before one key is written.
+    """
+    digest, lines = hashlib.sha256(), 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            manifest = _parse_manifest(path, stream.readline())
+            layout = _layout(path, manifest)
+            for number, line in enumerate(stream, start=2):
+                digest.update(line)
+                key, kind, _value, _expiry = _parse_entry(path, number, line)
+                parsed = layout.parse(key)
+                if parsed is None or parsed.kind != kind:
+                    raise BackupError(path, f"line {number}: not a {kind} key of prefix {layout.prefix!r}")
+                lines += 1
+    except FileNotFoundError:
+        raise BackupError(path, "no such file") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BackupError(path, f"corrupt or truncated ({exc})") from None
+    if digest.hexdigest() != manifest.get("payload_sha256"):
+        raise BackupError(path, "checksum mismatch: the payload is not what was backed up")
+    if lines != manifest.get("keys"):
+        raise BackupError(path, f"{lines} entries, the manifest says {manifest.get('keys')}")
+    return manifest
+
+
+def _layout(path: str, manifest: dict[str, Any]) -> KeyLayout:
+    prefix, hash_name = manifest.get("key_prefix"), manifest.get("hash_method")
+    if not isinstance(prefix, str) or hash_name not in ("md5", "sha256"):
+        raise BackupError(path, "the manifest names no key prefix / hash method")
+    return KeyLayout(prefix=prefix, hash_name=hash_name)
+
+
+def _parse_entry(path: str, number: int, line: bytes) -> tuple[str, str, bytes, int]:
+    """(key, kind, value, pexpiretime) of one payload line."""
+    try:
+        entry = json.loads(line)
+        key, kind, expiry = entry["k"], entry["t"], int(entry["x"])
+        value = base64.b64decode(entry["v"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise BackupError(path, f"line {number}: bad entry ({type(exc).__name__})") from None
+    if kind not in KINDS or not isinstance(key, str):
+        raise BackupError(path, f"line {number}: not a session entry")
+    return key, kind, value, expiry
+
+
+def _entries(path: str) -> Iterator[tuple[str, str, bytes, int]]:
+    """The entries of a backup that verify_backup has accepted."""
+    with gzip.open(path, "rb") as stream:
+        stream.readline()
+        for number, line in enumerate(stream, start=2):
+            yield _parse_entry(path, number, line)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    path: str
+    dry_run: bool = False
+    restored: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    kept_existing: int = 0  # a key written since the backup: left alone
+    kept_logged_out: int = 0  # a tombstone keeps the session out
+    expired: int = 0
+    manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def restored_total(self) -> int:
+        return sum(self.restored.values())
+
+    @property
+    def changed(self) -> bool:
+        return self.restored_total > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        result = dataclasses.asdict(self)
+        result.update(restored_total=self.restored_total, changed=self.changed)
+        return result
+
+
+def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_BATCH,
+                   dry_run: bool = False, progress: Progress | None = None) -> RestoreResult:
+    """Put a backup back without overwriting anything newer; verifies the checksum first."""
+    manifest = verify_backup(src)
+    store = SessionStore(client, _layout(src, manifest))
+    result = RestoreResult(src, dry_run=dry_run, manifest=manifest)
+    batch: list[tuple[str, str, bytes, int]] = []
+    for entry in _entries(src):
+        batch.append(entry)
+        if len(batch) >= batch_size:
+            _restore_batch(store, batch, result, dry_run)
+            if progress is not None:
+                progress(len(batch))
+            batch = []
+    if batch:
+        _restore_batch(store, batch, result, dry_run)
+        if progress is not None:
+            progress(len(batch))
+    return result
+
+
+def _restore_batch(store: SessionStore, batch: list[tuple[str, str, bytes, int]],
+                   result: RestoreResult, dry_run: bool) -> None:
+    now_ms = int(time.time() * 1000)
+    live = []
+    for entry in batch:
+        if entry[3] and entry[3] <= now_ms:
+            result.expired += 1
+        else:
+            live.append(entry)
+    sessions = [entry for entry in live if entry[1] == "hashed"]
+    others = [entry for entry in live if entry[1] != "hashed"]
+    if dry_run:
+        _count_would_restore(store, live, result)
+        return
+    if sessions:
+        items = [(store.layout.parse(key).file_name, value, -(-expiry // 1000))  # round up to seconds
+                 for key, _kind, value, expiry in sessions]
+        for (_key, kind, _value, _expiry), outcome in zip(sessions, store.copy_many_if_absent(items),
+                                                          strict=True):
+            _count(result, kind, outcome)
+    if others:
+        pipe = store.client.pipeline(transaction=False)
+        for key, _kind, value, expiry in others:
+            if expiry:
+                pipe.set(key, value, nx=True, pxat=expiry)
+            else:
+                pipe.set(key, value, nx=True)
+        for (_key, kind, _value, _expiry), done in zip(others, pipe.execute(), strict=True):
+            _count(result, kind, CopyResult.WRITTEN if done else CopyResult.EXISTS)
+
+
+def _count(result: RestoreResult, kind: str, outcome: CopyResult) -> None:
+    if outcome is CopyResult.WRITTEN:
+        result.restored[kind] += 1
+    elif outcome is CopyResult.EXISTS:
+        result.kept_existing += 1
+    elif outcome is CopyResult.TOMBSTONED:
+        result.kept_logged_out += 1
+    else:
+        result.expired += 1
+
+
+def _count_would_restore(store: SessionStore, live: list[tuple[str, str, bytes, int]],
+                         result: RestoreResult) -> None:
+    """What a restore would do, from EXISTS alone (a dry run writes nothing)."""
+    pipe = store.client.pipeline(transaction=False)
+    for key, kind, _value, _expiry in live:
+        pipe.exists(key)
+        pipe.exists(store.layout.tombstone_key(store.layout.parse(key).file_name)
+                    if kind == "hashed" else key)
+    replies = pipe.execute()
+    for index, (_key, kind, _value, _expiry) in enumerate(live):
+        exists, tombstoned = replies[2 * index], replies[2 * index + 1]
+        if exists:
+            _count(result, kind, CopyResult.EXISTS)
+        elif kind == "hashed" and tombstoned:
+            _count(result, kind, CopyResult.TOMBSTONED)
+        else:
+            _count(result, kind, CopyResult.WRITTEN)
