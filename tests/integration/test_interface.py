@@ -1,0 +1,343 @@
+"""The phased session interface in-process (Flask test client) against a real redis-server.
+
+Each test drives the demo app through phases by rewriting the phase file, the
+way the session_phase module does; the interface re-reads it on the next
+request (check interval 0 here). The same behaviour under real gunicorn
+workers is in test_gunicorn_app.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+
+import pytest
+from flask import Flask
+from flask_session import Session as StockSession
+
+from examples.translate_app.app import create_app
+from sessionshift import formats, metrics, phasefile, state
+from sessionshift.export import export_sessions
+from sessionshift.journal import Journal
+from sessionshift.keys import KeyLayout
+from sessionshift.phases import Phase
+from sessionshift.store import CopyResult, SessionStore
+
+pytestmark = pytest.mark.integration
+
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def env(tmp_path, redis_server, redis_client):
+    return Env(tmp_path, redis_server, redis_client)
+
+
+class Env:
+    def __init__(self, tmp_path, redis_server, redis_client):
+        self.tmp_path = tmp_path
+        self.server = redis_server
+        self.redis = redis_client
+        self.session_dir = str(tmp_path / "sessions")
+        self.state_dir = str(tmp_path / "state")
+        self.layout = KeyLayout()
+        self.store = SessionStore(redis_client, self.layout)
+
+    def app(self, **extra) -> Flask:
+        settings = self.server.settings(socket_timeout=0.3, connect_timeout=0.3, retries=0)
+        config = {
+            "SECRET_KEY": "k", "TESTING": True,
+            "SESSION_FILE_DIR": self.session_dir, "SESSIONSHIFT_STATE_DIR": self.state_dir,
+            "SESSIONSHIFT_REDIS": dataclasses.asdict(settings),
+            "SESSIONSHIFT_PHASE_CHECK_INTERVAL": 0, "SESSIONSHIFT_REDIS_RETRY_AFTER": 0,
+            **extra,
+        }
+        return create_app(config)
+
+    def phase(self, target: str) -> None:
+        current = phasefile.read_phase(self.state_dir).phase
+        if current >= Phase.REDIS_ONLY and Phase.parse(target) <= Phase.REDIS_READ:
+            result = export_sessions(self.redis, self.layout, self.session_dir, state_dir=self.state_dir)
+            assert result.undecodable == 0 and result.unstable == 0
+        phasefile.set_phase(self.state_dir, target, by="test", force=True)
+
+    def file_name(self, client) -> str:
+        return self.layout.file_name(client.get_cookie("session").value)
+
+    def file_path(self, client) -> str:
+        return os.path.join(self.session_dir, self.file_name(client))
+
+
+def login(client, user="alice"):
+    response = client.post("/login", data={"username": user, "password": "pw"}, headers=JSON)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def translate(client, text):
+    response = client.post("/translate", data={"input_text": text}, headers=JSON)
+    assert response.status_code == 200, response.text
+    return response.json
+
+
+def view(client):
+    return client.get("/", headers=JSON)
+
+
+def test_phase_1_files_are_exactly_flask_sessions_filesystem_backend(env):
+    stock = Flask("stock")
+    stock.config.update(SECRET_KEY="k", SESSION_TYPE="filesystem", SESSION_FILE_DIR=env.session_dir)
+    with pytest.warns(DeprecationWarning):
+        StockSession(stock)
+
+    @stock.route("/stock")
+    def stock_view():
+        from flask import session
+        session.setdefault("seen", []).append("stock")
+        session.modified = True
+        return {"seen": session["seen"], "user": session.get("user")}
+
+    ours = env.app().test_client()
+    login(ours)
+    theirs = stock.test_client()
+    theirs.set_cookie("session", ours.get_cookie("session").value)
+    assert theirs.get("/stock").json == {"seen": ["stock"], "user": "alice"}  # stock reads our file
+    ours.set_cookie("session", theirs.get_cookie("session").value)
+    assert view(ours).json["user"] == "alice"  # and we read theirs, same sid
+    stored = formats.read_session_file(env.file_path(ours))
+    assert stored.header_style == "struct" and stored.data["seen"] == ["stock"]
+    assert stored.expiry == pytest.approx(time.time() + 86400, abs=5)
+    assert env.redis.dbsize() == 0  # phase 1 never touches Redis
+
+
+def test_a_user_keeps_the_session_through_every_flip_and_rollback(env):
+    app = env.app()
+    active, idle = app.test_client(), app.test_client()
+    login(active, "active")
+    login(idle, "idle")  # created in phase 1, untouched until phase 4
+    writes = 1
+    for phase in ("dual_write", "redis_read", "redis_only", "redis", "redis_only", "redis_read",
+                  "dual_write", "file"):
+        env.phase(phase)
+        if phase == "redis_only" and idle is not None:
+            response = view(idle)
+            assert response.headers["X-Session-Source"] == "legacy_file"
+            assert response.json["user"] == "idle"
+            assert view(idle).headers["X-Session-Source"] == "redis"  # promoted
+            idle = None
+        writes += 1
+        result = translate(active, f"in {phase}")
+        assert result["writes"] == writes and result["history"][-1]["input"] == f"in {phase}"
+        response = view(active)
+        assert response.headers["X-Session-Phase"] == phase
+        assert response.json["user"] == "active" and response.json["writes"] == writes
+
+
+def test_redis_miss_in_phase_3_checks_the_file_and_promotes_it(env):
+    client = env.app().test_client()
+    login(client)
+    sid = client.get_cookie("session").value
+    env.phase("dual_write")
+    env.phase("redis_read")
+    assert env.store.get(env.file_name(client)) is None  # never written to Redis
+    response = view(client)
+    assert response.json["user"] == "alice" and response.headers["X-Session-Source"] == "file"
+    assert client.get_cookie("session").value == sid  # no new sid on a Redis miss
+    assert formats.decode_value(env.store.get(env.file_name(client)))["user"] == "alice"
+
+
+def test_a_session_only_the_backfill_copied_is_found_in_redis(env):
+    client = env.app().test_client()
+    login(client)
+    name = env.file_name(client)
+    stored = formats.read_session_file(env.file_path(client))
+    env.phase("dual_write")
+    # The backfill copies it; the user is idle until phase 3, then 4.
+    copied = env.store.copy_if_absent(name, formats.encode_value(stored.data), stored.expiry)
+    assert copied is CopyResult.WRITTEN
+    env.phase("redis_read")
+    response = view(client)
+    assert response.headers["X-Session-Source"] == "redis" and response.json["user"] == "alice"
+    env.phase("redis_only")
+    os.unlink(env.file_path(client))  # prove phase 4 serves it from Redis alone
+    assert view(client).json["user"] == "alice"
+
+
+@pytest.mark.parametrize("phase", ["dual_write", "redis_read"])
+def test_logout_during_a_backfill_stays_logged_out(env, phase):
+    client = env.app().test_client()
+    login(client)
+    sid, name = client.get_cookie("session").value, env.file_name(client)
+    stored = formats.read_session_file(env.file_path(client))  # what the backfill read
+    env.phase("dual_write")
+    if phase == "redis_read":
+        env.phase("redis_read")
+    client.get("/logout", headers=JSON)
+    # The backfill's copy lands after the logout: the tombstone refuses it.
+    assert env.store.copy_if_absent(name, formats.encode_value(stored.data),
+                                    stored.expiry) is CopyResult.TOMBSTONED
+    assert env.store.get(name) is None and not os.path.exists(os.path.join(env.session_dir, name))
+    client.set_cookie("session", sid)  # an old cookie replayed
+    assert view(client).json["logged_in"] is False
+
+
+def test_phase_4_write_retires_the_legacy_file_so_it_is_never_served_again(env):
+    client = env.app().test_client()
+    login(client)
+    sid = client.get_cookie("session").value
+    for phase in ("dual_write", "redis_read", "redis_only"):
+        env.phase(phase)
+    translate(client, "phase 4 write")
+    assert not os.path.exists(env.file_path(client))
+    env.redis.delete(env.layout.session_key(env.file_name(client)))  # eviction / lost failover write
+    client.set_cookie("session", sid)
+    assert view(client).json["logged_in"] is False  # not revived from an older file
+
+
+def test_redis_error_is_not_a_miss(env):
+    app = env.app()
+    client = app.test_client()
+    login(client)
+    sid = client.get_cookie("session").value
+    for phase in ("dual_write", "redis_read", "redis_only"):
+        env.phase(phase)
+    translate(client, "only in redis")  # the legacy file is gone now
+    env.server.pause()
+    try:
+        response = view(client)
+        assert response.status_code == 503
+        assert "session store unavailable in phase redis_only" in response.text
+        assert client.get("/healthz").status_code == 200
+    finally:
+        env.server.resume()
+    assert client.get_cookie("session").value == sid
+    assert view(client).json["history"][-1]["input"] == "only in redis"
+
+
+def test_phase_4_without_emergency_fallback_refuses_writes_clearly(env):
+    client = env.app().test_client()
+    for phase in ("dual_write", "redis_read", "redis_only"):
+        env.phase(phase)
+    env.server.pause()
+    try:
+        response = client.post("/login", data={"username": "u", "password": "p"}, headers=JSON)
+    finally:
+        env.server.resume()
+    assert response.status_code == 503
+    assert "session not saved in phase redis_only: Redis" in response.text
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_phase_4_emergency_fallback_serves_and_replays(env):
+    client = env.app(SESSIONSHIFT_EMERGENCY_FILE_FALLBACK=True).test_client()
+    for phase in ("dual_write", "redis_read", "redis_only"):
+        env.phase(phase)
+    env.server.pause()
+    try:
+        login(client, "during-outage")
+        assert translate(client, "outage")["writes"] == 2
+        assert view(client).headers["X-Session-Source"] == "emergency_file"
+    finally:
+        env.server.resume()
+    name = env.file_name(client)
+    assert Journal(env.state_dir, env.session_dir).pending(name)
+    # The next read replays the journal entry first, so Redis is not older than the file.
+    response = view(client)
+    assert response.json["writes"] == 2 and response.headers["X-Session-Source"] == "redis"
+    assert not os.path.exists(os.path.join(env.session_dir, name))  # emergency copy retired
+    assert formats.decode_value(env.store.get(name))["writes"] == 2
+
+
+@pytest.mark.parametrize("phase", ["dual_write", "redis_read"])
+def test_redis_outage_in_phases_2_and_3_is_journaled_and_replayed(env, phase):
+    app = env.app(SESSIONSHIFT_REPLAY_INTERVAL=0)
+    client = app.test_client()
+    login(client)
+    env.phase("dual_write")
+    if phase == "redis_read":
+        env.phase("redis_read")
+    env.server.pause()
+    try:
+        for i in range(3):
+            assert translate(client, f"outage {i}")["writes"] == 2 + i
+        assert view(client).status_code == 200
+    finally:
+        env.server.resume()
+    name = env.file_name(client)
+    journal = Journal(env.state_dir, env.session_dir)
+    assert journal.pending(name)
+    result = app.session_interface.replay_journal()
+    assert result.replayed == 1 and result.remaining == 0
+    stored = formats.read_session_file(os.path.join(env.session_dir, name))
+    assert formats.same_for_app(stored.data, env.store.get(name))
+    assert view(client).json["writes"] == 4
+
+
+def test_phase_5_moves_sessions_to_stock_keys_and_back_on_rollback(env):
+    client = env.app(SESSIONSHIFT_MOVE_TO_STOCK_KEYS=True).test_client()
+    login(client)
+    sid = client.get_cookie("session").value
+    for phase in ("dual_write", "redis_read", "redis_only", "redis"):
+        env.phase(phase)
+        translate(client, phase)
+    assert view(client).headers["X-Session-Source"] == "stock"  # moved by the first phase-5 request
+    stock = env.redis.get(env.layout.stock_key(sid))
+    assert formats.decode_value(stock)["user"] == "alice"
+    assert env.store.get(env.file_name(client)) is None  # moved, not copied
+    env.phase("redis_only")
+    assert view(client).json["user"] == "alice"
+    assert env.redis.get(env.layout.stock_key(sid)) is None and env.store.get(env.file_name(client))
+
+
+def test_phase_2_shadow_reads_count_mismatches_and_serve_the_file(env):
+    client = env.app(SESSIONSHIFT_SHADOW_READ_RATE=1.0).test_client()
+    login(client)
+    env.phase("dual_write")
+    translate(client, "both")
+    before = metrics.SHADOW_MISMATCHES._value.get()
+    env.store.app_write(env.file_name(client), formats.encode_value({"user": "mallory"}), 0)
+    assert view(client).json["user"] == "alice"
+    assert metrics.SHADOW_MISMATCHES._value.get() == before + 1
+
+
+def test_corrupt_phase_file_keeps_the_last_phase(env):
+    client = env.app().test_client()
+    env.phase("dual_write")
+    login(client)
+    before = metrics.PHASE_FILE_ERRORS._value.get()
+    with open(os.path.join(env.state_dir, state.PHASE_FILE), "w") as handle:
+        handle.write("{broken")
+    response = view(client)
+    assert response.status_code == 200 and response.headers["X-Session-Phase"] == "dual_write"
+    assert metrics.PHASE_FILE_ERRORS._value.get() == before + 1
+
+
+def test_a_hostile_session_file_is_never_unpickled(env, tmp_path):
+    client = env.app().test_client()
+    login(client)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(env.file_path(client), "wb") as handle:
+        handle.write(formats.encode_cachelib({}, 0)[:4] + pickle.dumps(Exploit()))
+    assert view(client).json["logged_in"] is False
+    assert not marker.exists()
+
+
+def test_pickle_serializer_and_signed_cookies(env):
+    client = env.app(SESSION_SERIALIZATION_FORMAT="pickle", SESSION_USE_SIGNER=True).test_client()
+    login(client)
+    signed = client.get_cookie("session").value
+    assert "." in signed
+    sid = signed.rsplit(".", 1)[0]
+    env.phase("dual_write")
+    translate(client, "pickled")
+    raw = env.store.get(env.layout.file_name(sid))
+    assert formats.decode_value(raw, "pickle")["writes"] == 2
+    client.set_cookie("session", sid + ".forged")
+    assert view(client).json["logged_in"] is False
