@@ -26,6 +26,8 @@ from sessionshift.keys import KeyLayout
 
 from .redisenv import BenchRedis
 
+DEFAULT_LAYOUT = KeyLayout()
+
 
 @dataclasses.dataclass
 class Timed:
@@ -67,7 +69,7 @@ def set_nx_exat(key: str, value: bytes, expiry: int) -> bytes:
     return resp_command("SET", key, value, "NX")
 
 
-def write_set_commands(directory: str, path: str, layout: KeyLayout = KeyLayout(),
+def write_set_commands(directory: str, path: str, layout: KeyLayout = DEFAULT_LAYOUT,
                        serializer: formats.SerializerName = "msgpack") -> int:
     """The floor's input: one SET NX EXAT per session of *directory*, into *path*. Not timed."""
     count = 0
@@ -81,7 +83,7 @@ def write_set_commands(directory: str, path: str, layout: KeyLayout = KeyLayout(
     return count
 
 
-def write_get_commands(directory: str, path: str, layout: KeyLayout = KeyLayout()) -> int:
+def write_get_commands(directory: str, path: str, layout: KeyLayout = DEFAULT_LAYOUT) -> int:
     """Validation's Redis side: one GET per session of *directory*, into *path*. Not timed."""
     count = 0
     with open(path, "wb") as out:
@@ -164,7 +166,7 @@ def redis_scan(redis: BenchRedis, pattern: str, out_path: str) -> Timed:
 # --------------------------------------------------------------------------- the seed's loop
 
 
-def seed_loop(redis: BenchRedis, directory: str, layout: KeyLayout = KeyLayout(),
+def seed_loop(redis: BenchRedis, directory: str, layout: KeyLayout = DEFAULT_LAYOUT,
               serializer: formats.SerializerName = "msgpack") -> Timed:
     """The strategy document's backfill: per file read, decode, encode, SET, EXPIRE; no pipelining."""
     client = redis.client()

@@ -34,6 +34,12 @@ class Measured:
     peak_rss_tree_sum_mb: float
     processes_seen: int
     hwm_by_pid_mb: dict[int, float]
+    cmdline_by_pid: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    def peak_hwm_matching(self, text: str) -> float:
+        """The largest sampled VmHWM (MB) among processes whose command line contains *text*."""
+        return max((mb for pid, mb in self.hwm_by_pid_mb.items()
+                    if text in self.cmdline_by_pid.get(pid, "")), default=0.0)
 
     def memory_dict(self) -> dict:
         return {"peak_rss_max_process_mb": round(self.peak_rss_max_process_mb, 1),
@@ -80,6 +86,14 @@ def status_kb(pid: int, fields: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[st
     return values
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
 class _Sampler(threading.Thread):
     def __init__(self, root: int, interval: float = 0.02):
         super().__init__(daemon=True)
@@ -88,6 +102,7 @@ class _Sampler(threading.Thread):
         self.stop = threading.Event()
         self.peak_sum_kb = 0
         self.hwm_kb: dict[int, int] = {}
+        self.cmdlines: dict[int, str] = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -97,6 +112,8 @@ class _Sampler(threading.Thread):
                 total += values.get("VmRSS", 0)
                 if "VmHWM" in values:
                     self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), values["VmHWM"])
+                if pid not in self.cmdlines:
+                    self.cmdlines[pid] = _cmdline(pid)
             self.peak_sum_kb = max(self.peak_sum_kb, total)
             self.stop.wait(self.interval)
 
@@ -137,4 +154,5 @@ def run_measured(command: list[str], *, env: dict | None = None, timeout: float 
                     peak_rss_max_process_mb=usage.ru_maxrss / 1024,
                     peak_rss_tree_sum_mb=sampler.peak_sum_kb / 1024,
                     processes_seen=len(sampler.hwm_kb),
-                    hwm_by_pid_mb={pid: kb / 1024 for pid, kb in sampler.hwm_kb.items()})
+                    hwm_by_pid_mb={pid: kb / 1024 for pid, kb in sampler.hwm_kb.items()},
+                    cmdline_by_pid=dict(sampler.cmdlines))

@@ -1,0 +1,160 @@
+"""Issue 3's throughput figures: migrate, validate and export against their baselines, one run.
+
+Contenders take turns in rounds (floor, engine, floor, engine, ...) on the
+same corpus and the same Redis, flushed before every contender that writes;
+the median of the rounds is reported. The seed's loop is slow (two round
+trips per session), so it runs once. Files are read once before timing, so
+every contender reads from the page cache (the corpus fits in memory).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+
+from . import baselines, engine_runs
+from .baselines import Timed
+from .redisenv import BenchRedis
+from .report import ratio, speedup, target_row
+
+TARGETS = {
+    "migrate_vs_seed_loop_speedup": 15.0,  # at least
+    "migrate_vs_floor": 1.0,  # at most
+    "validate_vs_floor": 1.3,
+    "export_vs_floor": 1.5,
+}
+
+
+def _median(runs: list[Timed]) -> Timed:
+    ordered = sorted(runs, key=lambda run: run.seconds)
+    middle = ordered[len(ordered) // 2]
+    return Timed(middle.name, statistics.median(run.seconds for run in runs), middle.count,
+                 {**middle.detail, "rounds": [round(run.seconds, 4) for run in runs]})
+
+
+def _commands_file(directory: str, kind: str, writer) -> tuple[str, int]:
+    """The RESP commands for *directory*, generated once per corpus (not timed)."""
+    path = f"{directory}.{kind}.resp"
+    stamp = os.path.getmtime(directory + ".json")
+    count_path = path + ".count"
+    if os.path.exists(path) and os.path.getmtime(path) > stamp and os.path.exists(count_path):
+        with open(count_path) as handle:
+            return path, int(handle.read())
+    count = writer(directory, path + ".partial")
+    os.replace(path + ".partial", path)
+    with open(count_path, "w") as handle:
+        handle.write(str(count))
+    return path, count
+
+
+def _expect(what: str, got: int | None, expected: int) -> None:
+    if got != expected:
+        raise RuntimeError(f"{what}: expected {expected:,} sessions, got {got}")
+
+
+def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, rounds: int = 3,
+        suites: tuple[str, ...] = ("migrate", "validate", "export"), log=print) -> dict:
+    """Every contender of the selected suites; returns their results and the ratio rows."""
+    log(f"throughput: {sessions:,} sessions, {rounds} round(s), warming the page cache")
+    baselines.read_files(directory)
+    set_file, set_count = _commands_file(directory, "set", baselines.write_set_commands)
+    get_file, get_count = _commands_file(directory, "get", baselines.write_get_commands)
+    _expect("SET commands", set_count, sessions)
+    results: dict = {"sessions": sessions, "rounds": rounds}
+    rows: list[dict] = []
+    reads: list[Timed] = []
+
+    def timed_read() -> Timed:
+        done = baselines.read_files(directory)
+        _expect("read files", done.count, sessions)
+        reads.append(done)
+        return done
+
+    if "migrate" in suites:
+        pipes, engines = [], []
+        for index in range(rounds):
+            timed_read()
+            redis.flush()
+            pipes.append(baselines.redis_pipe(redis, set_file, set_count, "redis-cli --pipe SET NX EXAT"))
+            _expect("redis-cli --pipe", redis.dbsize(), sessions)
+            redis.flush()
+            timed, _measured, outcome = engine_runs.run_migrate(redis, directory)
+            _expect("migrate written", outcome["counts"]["written"], sessions)
+            engines.append(timed)
+            log(f"  round {index + 1}: read {reads[-1].seconds:.2f}s + pipe {pipes[-1].seconds:.2f}s, "
+                f"migrate {timed.seconds:.2f}s")
+        redis.flush()
+        seed = baselines.seed_loop(redis, directory)
+        _expect("seed loop", redis.dbsize(), sessions)
+        log(f"  seed loop {seed.seconds:.2f}s")
+        read, pipe, migrate = _median(reads), _median(pipes), _median(engines)
+        floor = baselines.floor(read, pipe, "floor: read files + redis-cli --pipe SET")
+        results["migrate"] = {"floor": floor.as_dict(), "read_files": read.as_dict(),
+                              "redis_pipe_set": pipe.as_dict(), "seed_loop": seed.as_dict(),
+                              "migrate": migrate.as_dict(),
+                              "speedup_vs_seed_loop": speedup(migrate.seconds, seed.seconds),
+                              "ratio_vs_floor": ratio(migrate.seconds, floor.seconds),
+                              "engine_only_ratio_vs_floor": ratio(migrate.detail["engine_elapsed"],
+                                                                  floor.seconds)}
+        rows.append(target_row("migrate", "speed-up vs seed loop", speedup(migrate.seconds, seed.seconds),
+                               TARGETS["migrate_vs_seed_loop_speedup"], "min"))
+        rows.append(target_row("migrate", "time / floor", ratio(migrate.seconds, floor.seconds),
+                               TARGETS["migrate_vs_floor"]))
+
+    if "validate" in suites:
+        redis.flush()
+        _timed, _measured, outcome = engine_runs.run_migrate(redis, directory)  # the state to validate
+        _expect("migrate before validate", outcome["counts"]["written"], sessions)
+        gets, engines, validate_reads = [], [], []
+        for index in range(rounds):
+            validate_reads.append(timed_read())
+            gets.append(baselines.redis_pipe(redis, get_file, get_count, "redis-cli --pipe GET"))
+            timed, _measured, outcome = engine_runs.run_validate(redis, directory)
+            _expect("validate consistent", outcome["counts"]["consistent"], sessions)
+            engines.append(timed)
+            log(f"  round {index + 1}: read {validate_reads[-1].seconds:.2f}s + GET pipe "
+                f"{gets[-1].seconds:.2f}s, validate {timed.seconds:.2f}s")
+        read = _median(validate_reads)
+        get_floor = baselines.floor(read, _median(gets), "floor: read files + redis-cli --pipe GET")
+        set_floor = (results.get("migrate", {}).get("floor", {}).get("seconds"))
+        validate = _median(engines)
+        results["validate"] = {"get_floor": get_floor.as_dict(), "validate": validate.as_dict(),
+                               "ratio_vs_get_floor": ratio(validate.seconds, get_floor.seconds)}
+        if set_floor:
+            results["validate"]["ratio_vs_floor"] = ratio(validate.seconds, set_floor)
+            rows.append(target_row("validate", "time / floor (SET)", ratio(validate.seconds, set_floor),
+                                   TARGETS["validate_vs_floor"]))
+        rows.append(target_row("validate", "time / floor (GET)", ratio(validate.seconds, get_floor.seconds),
+                               TARGETS["validate_vs_floor"]))
+
+    if "export" in suites:
+        if redis.dbsize() != sessions:
+            redis.flush()
+            baselines.redis_pipe(redis, set_file, set_count)
+        files = baselines.load_files(directory)
+        writes, scans, engines = [], [], []
+        for index in range(rounds):
+            target = os.path.join(scratch, f"export-floor-{index}")
+            writes.append(baselines.write_files(target, files))
+            scans.append(baselines.redis_scan(redis, "session:h:{*}", os.path.join(scratch, "keys.txt")))
+            _expect("redis-cli --scan", scans[-1].count, sessions)
+            shutil.rmtree(target)
+            target = os.path.join(scratch, f"export-engine-{index}")
+            timed, _measured, outcome = engine_runs.run_export(redis, target)
+            _expect("export written", outcome.get("written"), sessions)
+            engines.append(timed)
+            shutil.rmtree(target)
+            log(f"  round {index + 1}: write {writes[-1].seconds:.2f}s + scan {scans[-1].seconds:.2f}s, "
+                f"export {timed.seconds:.2f}s")
+        del files
+        export_floor = baselines.floor(_median(writes), _median(scans),
+                                       "floor: write files (plain Python) + redis-cli --scan")
+        export = _median(engines)
+        results["export"] = {"floor": export_floor.as_dict(), "export": export.as_dict(),
+                             "ratio_vs_floor": ratio(export.seconds, export_floor.seconds)}
+        rows.append(target_row("export", "time / floor", ratio(export.seconds, export_floor.seconds),
+                               TARGETS["export_vs_floor"]))
+    results["finished_at"] = time.time()
+    return {"results": results, "rows": rows}
