@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -41,8 +42,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import state
-from .export import DEFAULT_BATCH, Progress, fetch_with_expiry, scan_batches
+from .export import DEFAULT_BATCH, fetch_with_expiry, scan_batches
 from .keys import KeyLayout
+from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
 from .store import CopyResult, SessionStore
 
@@ -73,7 +75,7 @@ class BackupResult:
 
 def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: str = "",
                   batch_size: int = DEFAULT_BATCH, overwrite: bool = False, dry_run: bool = False,
-                  progress: Progress | None = None) -> BackupResult:
+                  progress: ProgressCallback | None = None) -> BackupResult:
     """Back up every session key under *layout* to *dest* (atomically, mode 0600).
 
     An existing valid backup at *dest* is kept unless *overwrite* (so that a
@@ -130,7 +132,8 @@ def _manifest(layout: KeyLayout, source: str, counts: dict[str, int], sha256: st
 
 
 def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
-                  progress: Progress | None) -> Iterator[tuple[bytes, str]]:
+                  progress: ProgressCallback | None) -> Iterator[tuple[bytes, str]]:
+    started, seen = time.monotonic(), 0
     for node, keys in scan_batches(client, layout.all_pattern, batch_size):
         parsed = [(key.decode(), kind.kind) for key in keys if (kind := layout.parse(key))]
         fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True)
@@ -139,8 +142,9 @@ def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
                 continue  # gone since SCAN, or not a string: not a session
             entry = {"k": key, "t": kind, "v": base64.b64encode(value).decode("ascii"), "x": expiry}
             yield json.dumps(entry, separators=(",", ":")).encode() + b"\n", kind
+        seen += len(keys)
         if progress is not None:
-            progress(len(keys))
+            progress(Progress("backup", seen, None, {}, time.monotonic() - started))
 
 
 # --------------------------------------------------------------------------- reading
@@ -254,24 +258,22 @@ class RestoreResult:
 
 
 def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_BATCH,
-                   dry_run: bool = False, progress: Progress | None = None) -> RestoreResult:
+                   dry_run: bool = False, progress: ProgressCallback | None = None) -> RestoreResult:
     """Put a backup back without overwriting anything newer; verifies the checksum first."""
     manifest = verify_backup(src)
     store = SessionStore(client, _layout(src, manifest))
     result = RestoreResult(src, dry_run=dry_run, manifest=manifest)
-    batch: list[tuple[str, str, bytes, int]] = []
-    for entry in _entries(src):
-        batch.append(entry)
-        if len(batch) >= batch_size:
-            _restore_batch(store, batch, result, dry_run)
-            if progress is not None:
-                progress(len(batch))
-            batch = []
-    if batch:
+    started, done = time.monotonic(), 0
+    entries = _entries(src)
+    while True:
+        batch = list(itertools.islice(entries, batch_size))
+        if not batch:
+            return result
         _restore_batch(store, batch, result, dry_run)
+        done += len(batch)
         if progress is not None:
-            progress(len(batch))
-    return result
+            counts = {"restored": result.restored_total, "kept": result.kept_existing}
+            progress(Progress("restore", done, manifest.get("keys"), counts, time.monotonic() - started))
 
 
 def _restore_batch(store: SessionStore, batch: list[tuple[str, str, bytes, int]],

@@ -37,7 +37,7 @@ import dataclasses
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import redis
 import redis.cluster
@@ -46,14 +46,12 @@ from redis.exceptions import ResponseError
 from . import formats, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
+from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
 
 DEFAULT_BATCH = 500
 DEFAULT_MAX_ROUNDS = 5
 LIST_LIMIT = 50  # key names kept in a result's lists (undecodable, unstable)
-
-Progress = Callable[[int], None]  # called with the number of keys just processed
-
 
 # --------------------------------------------------------------------------- scanning
 
@@ -224,7 +222,7 @@ class Exporter:
                  serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
                  owner: FileOwner | None = None, batch_size: int = DEFAULT_BATCH,
                  max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
-                 progress: Progress | None = None):
+                 progress: ProgressCallback | None = None):
         if not os.path.isdir(session_dir):
             raise FileNotFoundError(f"session directory {session_dir} does not exist "
                                     "(create it with the app's owner, or check session_dir)")
@@ -245,6 +243,7 @@ class Exporter:
 
     def run(self) -> ExportResult:
         self.result.started_at = state.utc_now()
+        started, seen = time.monotonic(), 0
         # One SCAN over the whole prefix finds hashed, stock and tombstone keys
         # at once; a second SCAN for the hashed pattern would read them twice.
         for node, keys in scan_batches(self.client, self.layout.all_pattern, self.batch_size):
@@ -252,8 +251,11 @@ class Exporter:
             self.result.scanned += len(jobs)
             if jobs:
                 self._export(node, jobs)
+            seen += len(keys)
             if self.progress is not None:
-                self.progress(len(keys))
+                counts = {"written": self.result.written, "unchanged": self.result.unchanged,
+                          "removed": self.result.removed, "undecodable": self.result.undecodable}
+                self.progress(Progress("export", seen, None, counts, time.monotonic() - started))
         self.result.finished_at = state.utc_now()
         return self.result
 
@@ -358,7 +360,7 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
                     mode: int = 0o600, uid: int | None = None, gid: int | None = None,
                     state_dir: str | None = None, batch_size: int = DEFAULT_BATCH,
                     max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
-                    progress: Progress | None = None) -> ExportResult:
+                    progress: ProgressCallback | None = None) -> ExportResult:
     """Export every session in Redis to *session_dir*; record it in ``state_dir/export.json``."""
     owner = FileOwner.of_directory(session_dir, mode, uid, gid) if os.path.isdir(session_dir) else None
     exporter = Exporter(client, layout, session_dir, serializer=serializer, header_style=header_style,
