@@ -1,0 +1,298 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_export
+short_description: Export Redis sessions back to the app's cachelib session files (the rollback path)
+description:
+  - Writes every session in Redis (the hashed keys C(<prefix>h:{<file name>}) and stock Flask-Session keys
+    C(<prefix><sid>)) to the session directory as the cachelib file the app would have written, with the
+    Redis expiry in the header (no TTL gives V(0), never expires), atomically (temporary file and rename),
+    with the directory's owner and group and mode V(0600) unless told otherwise.
+  - Needed before any host leaves phase 4 or 5 for phase 3 or lower, because files stopped being written in
+    phase 4. The rollback playbook runs it, flips the phase back to 3 (the app writes Redis and file again),
+    then runs it again as a catch-up; the second run rewrites only what changed in between.
+  - A file whose session already matches Redis (as the app reads it) is not rewritten, so a second run
+    reports C(changed=false). Under live writes each written key is read again and rewritten if the app
+    changed it meanwhile (at most O(max_rounds) times).
+  - Removes the stale file of a session whose user logged out (a tombstone key exists).
+  - Values that cannot be decoded with O(serializer) are reported by key name (never their contents) and
+    skipped. Pickle values are decoded with a restricted unpickler, never plain pickle.
+  - Records the run in O(state_dir)C(/export.json) (C(finished_at), C(keys_exported), counts, phase at the
+    time); the session_phase module refuses a rollback from phase 4/5 without it.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  redis:
+    description:
+      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
+        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
+        C(socket_timeout), C(retries). In cluster mode every primary is scanned.
+    type: dict
+    required: true
+  session_dir:
+    description: The app's session directory (Flask C(SESSION_FILE_DIR)); it must exist.
+    type: path
+    required: true
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX).
+    type: str
+    default: "session:"
+  hash_method:
+    description: How cachelib names files; V(md5) before cachelib 0.17, V(sha256) since.
+    type: str
+    default: sha256
+    choices: [md5, sha256]
+  serializer:
+    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
+    type: str
+    default: msgpack
+    choices: [msgpack, pickle]
+  state_dir:
+    description: Where C(export.json) is recorded and C(phase.json) is read.
+    type: path
+    default: /var/lib/sessionshift
+  header_style:
+    description: The file header; V(struct) for cachelib 0.7 and later, V(pickle) for older cachelib / werkzeug.
+    type: str
+    default: struct
+    choices: [struct, pickle]
+  mode:
+    description: Permissions of the files written, as an octal string (V("0600")) or a number.
+    type: raw
+    default: "0600"
+  owner:
+    description: Owner (name or uid) of the files written; default the session directory's owner.
+    type: str
+  group:
+    description: Group (name or gid) of the files written; default the session directory's group.
+    type: str
+  batch_size:
+    description: Keys per SCAN step and per pipelined round trip.
+    type: int
+    default: 500
+  max_rounds:
+    description: How many times a session the app keeps changing is rewritten before it is reported unstable.
+    type: int
+    default: 5
+attributes:
+  check_mode:
+    support: full
+    details: Reads Redis and the files; writes, removes and records nothing, and reports what would change.
+  diff_mode:
+    support: full
+    details: The counts of files to write and to remove, before and after.
+  platform:
+    platforms: posix
+notes:
+  - Works under C(async)/C(poll); an export of many sessions should use it.
+  - Run it on each app host (it writes that host's session directory), as the app's user or root.
+  - RV(changed) is true when a file was written or removed (would be, in check mode); the C(export.json)
+    record is bookkeeping and written on every run that is not in check mode.
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+seealso:
+  - module: session_phase
+  - module: session_backup
+"""
+
+EXAMPLES = r"""
+- name: Export Redis to files before leaving phase 4
+  session_export:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /var/lib/app/sessions
+  async: 3600
+  poll: 10
+  register: export
+
+- name: Flip back to phase 3 (the app writes Redis and file again)
+  session_phase:
+    state_dir: /var/lib/sessionshift
+    phase: redis_read
+
+- name: Catch-up export (only sessions changed since the first export)
+  session_export:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /var/lib/app/sessions
+
+- name: Older cachelib (md5 names, pickled header), pickle values, files owned by www-data
+  session_export:
+    redis: "{{ sessionshift_redis }}"
+    session_dir: /srv/app/flask_session
+    hash_method: md5
+    header_style: pickle
+    serializer: pickle
+    owner: www-data
+    group: www-data
+    mode: "0640"
+"""
+
+RETURN = r"""
+keys_exported:
+  description: Sessions whose file now matches Redis (written plus unchanged).
+  returned: always
+  type: int
+  sample: 199840
+written:
+  description: Files created or replaced (would be, in check mode).
+  returned: always
+  type: int
+  sample: 1520
+unchanged:
+  description: Files that already matched Redis and were left alone.
+  returned: always
+  type: int
+  sample: 198320
+removed:
+  description: Stale files of logged-out (tombstoned) sessions removed (would be, in check mode).
+  returned: always
+  type: int
+  sample: 12
+removed_files:
+  description: File names removed (at most 50).
+  returned: always
+  type: list
+  elements: str
+counts:
+  description:
+    - Every outcome; C(scanned) keys seen, C(expired) expiry passed during the run, C(vanished) deleted between
+      SCAN and GET, C(rewrites) extra writes because the app changed a session meanwhile, C(undecodable),
+      C(unstable) still changing after O(max_rounds).
+  returned: always
+  type: dict
+  sample: {scanned: 199852, written: 1520, unchanged: 198320, removed: 12, expired: 0, vanished: 0, rewrites: 3,
+           undecodable: 0, unstable: 0}
+undecodable_keys:
+  description: Keys whose value could not be decoded (names only, at most 50); they were skipped.
+  returned: always
+  type: list
+  elements: str
+unstable_keys:
+  description: Keys still changing after O(max_rounds) writes (at most 50); the catch-up export settles them.
+  returned: always
+  type: list
+  elements: str
+record:
+  description: The C(export.json) path written (null in check mode).
+  returned: always
+  type: str
+  sample: /var/lib/sessionshift/export.json
+phase:
+  description: This host's phase label from C(phase.json) when the export ran (null if unknown).
+  returned: always
+  type: str
+  sample: redis_only
+finished_at:
+  description: When the export finished (ISO 8601, UTC).
+  returned: always
+  type: str
+  sample: "2026-11-28T18:02:11+00:00"
+"""
+
+import grp
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import (
+    REDIS_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    argument_spec,
+    fail_on_redis,
+    key_layout,
+    redis_settings,
+    require_sessionshift,
+)
+
+try:
+    from sessionshift import state
+    from sessionshift.export import export_sessions
+    from sessionshift.redisconn import RedisUnavailable, connect
+except ImportError:
+    pass  # reported by require_sessionshift
+
+COUNTS = ("scanned", "written", "unchanged", "removed", "expired", "vanished", "rewrites", "undecodable",
+          "unstable")
+
+
+def file_mode(value):
+    """An octal string ("0600") or a number, as the file module takes it."""
+    mode = int(value, 8) if isinstance(value, str) else int(value)
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"mode {value!r} is not a file mode")
+    return mode
+
+
+def numeric_id(name, lookup):
+    if name is None:
+        return None
+    if name.isdigit():
+        return int(name)
+    return lookup(name)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
+            header_style=dict(type="str", default="struct", choices=["struct", "pickle"]),
+            mode=dict(type="raw", default="0600"),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            batch_size=dict(type="int", default=500),
+            max_rounds=dict(type="int", default=5),
+        ),
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    try:
+        mode = file_mode(params["mode"])
+        uid = numeric_id(params["owner"], lambda name: pwd.getpwnam(name).pw_uid)
+        gid = numeric_id(params["group"], lambda name: grp.getgrnam(name).gr_gid)
+    except (ValueError, KeyError) as exc:
+        module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}")
+    try:
+        client = connect(redis_settings(params))
+        try:
+            result = export_sessions(
+                client, key_layout(params), params["session_dir"], serializer=params["serializer"],
+                header_style=params["header_style"], mode=mode, uid=uid, gid=gid,
+                state_dir=params["state_dir"], batch_size=params["batch_size"],
+                max_rounds=params["max_rounds"], dry_run=module.check_mode)
+        finally:
+            client.close()
+    except RedisUnavailable as exc:
+        fail_on_redis(module, exc, changed=False)
+    except OSError as exc:
+        module.fail_json(msg=f"session_export: {exc}", changed=False)
+
+    counts = {name: getattr(result, name) for name in COUNTS}
+    if result.undecodable:
+        module.warn(f"{result.undecodable} session(s) could not be decoded with the {params['serializer']} "
+                    "serializer and were not exported (see undecodable_keys)")
+    if result.unstable:
+        module.warn(f"{result.unstable} session(s) kept changing while exported; flip to phase 3 and run "
+                    "the catch-up export")
+    diff = {
+        "before_header": params["session_dir"], "after_header": params["session_dir"],
+        "before": f"files to write: {result.written}\nstale files to remove: {result.removed}\n",
+        "after": "files to write: 0\nstale files to remove: 0\n",
+    }
+    module.exit_json(
+        changed=result.changed, keys_exported=result.keys_exported, written=result.written,
+        unchanged=result.unchanged, removed=result.removed, removed_files=result.removed_files,
+        counts=counts, undecodable_keys=result.undecodable_keys, unstable_keys=result.unstable_keys,
+        record=None if module.check_mode else state.state_path(params["state_dir"], state.EXPORT_FILE),
+        phase=result.phase, finished_at=result.finished_at,
+        diff=diff if module._diff and result.changed else {},
+        msg=f"{result.keys_exported} session(s) in files ({result.written} written, {result.unchanged} "
+            f"unchanged), {result.removed} logged-out file(s) removed")
+
+
+if __name__ == "__main__":
+    main()
