@@ -59,34 +59,38 @@ def _sid(rng: random.Random | None) -> str:
 
 
 def make_session(rng: random.Random, now: float, age: float) -> dict:
-    """One logged-in user's session dict, pickled size within 0.5-2 KB."""
+    """One logged-in user's session as the translation demo app keeps it (0.5-2 KB pickled).
+
+    The app's keys (``user``, ``language``, ``history`` of {input, output,
+    source, target}, the ``writes`` counter and ``last_write``) plus what a real
+    app also carries: a CSRF token, login time, last activity, preferences.
+    """
     user = f"{rng.choice(_FIRST_NAMES)}{rng.randrange(1, 10_000)}"
     source, target = rng.sample(_LANGUAGES, 2)
-    logged_in_at = now - age
     session: dict = {
         "_permanent": True,
         "user": user,
         "user_id": rng.randrange(1, 10_000_000),
         "language": target,
+        "history": [],
+        "writes": 1,
+        "last_write": "login",
         "csrf_token": f"{rng.getrandbits(160):040x}",
-        "logged_in_at": round(logged_in_at, 3),
+        "logged_in_at": round(now - age, 3),
         "last_seen": round(now - rng.uniform(0, min(age, 600.0)), 3),
         "preferences": {"theme": rng.choice(("light", "dark")), "autodetect": rng.random() < 0.5},
-        "history": [],
     }
     # Grow the history until the session lands in the size range; real users
     # have anything from a couple to a few dozen translations.
     target_size = rng.randint(MIN_SESSION_BYTES + 64, MAX_SESSION_BYTES - 128)
     while len(encode_cachelib(session, 0)) < target_size:
         text = rng.choice(_WORDS)
-        session["history"].append({
-            "from": source, "to": target, "text": text,
-            "result": f"[{target}] {text}",
-            "at": round(logged_in_at + rng.uniform(0, age), 3),
-        })
+        session["history"].append({"input": text, "output": f"[{target}] " + " ".join(reversed(text.split())),
+                                   "source": source, "target": target})
+        session["writes"] += 1
+        session["last_write"] = f"translate:{text}"
     if len(encode_cachelib(session, 0)) > MAX_SESSION_BYTES and len(session["history"]) > 1:
         session["history"].pop()
-    session["history"].sort(key=lambda entry: entry["at"])
     return session
 
 
