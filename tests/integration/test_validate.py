@@ -1,0 +1,114 @@
+"""Validation against a real redis-server: every count, the re-check, sampling, the record, cluster."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from sessionshift import formats, state
+from sessionshift.keys import KeyLayout
+from sessionshift.migrate import MigrateConfig, migrate
+from sessionshift.store import SessionStore
+from sessionshift.validate import ValidateConfig, record, validate
+from tests.integration.test_migrate import make_corpus
+
+pytestmark = pytest.mark.integration
+
+LAYOUT = KeyLayout()
+
+
+@pytest.fixture
+def session_dir(tmp_path):
+    return str(tmp_path / "sessions")
+
+
+def _backfilled(settings, session_dir, count=200):
+    corpus = make_corpus(session_dir, count)
+    migrate(settings, MigrateConfig(session_dir=session_dir, workers=1))
+    return corpus
+
+
+def test_all_consistent_after_the_backfill(redis_client, redis_server, session_dir):
+    _backfilled(redis_server.settings(), session_dir)
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0))
+    assert result["passed"] and result["consistency_percent"] == 100.0
+    assert result["counts"]["consistent"] == 200 and result["comparable"] == 200
+
+
+def test_counts_each_kind_of_problem_by_file_name(redis_client, redis_server, session_dir):
+    corpus = _backfilled(redis_server.settings(), session_dir)
+    names = list(corpus)
+    store = SessionStore(redis_client, LAYOUT)
+    for name in names[:3]:
+        redis_client.delete(LAYOUT.session_key(name))  # missing in Redis
+    for name in names[3:5]:
+        store.app_write(name, formats.encode_value({"user": "someone else"}), 0)  # different
+    make_corpus(session_dir, 4, lifetime=-60, start=5000)  # expired files
+    with open(os.path.join(session_dir, formats.session_file_name("broken")), "wb") as handle:
+        handle.write(b"\x00\x01")  # corrupt
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0.1, threshold=100))
+    counts = result["counts"]
+    assert (counts["consistent"], counts["missing"], counts["different"]) == (195, 3, 2)
+    assert (counts["expired"], counts["corrupt"]) == (4, 1)
+    assert result["comparable"] == 200 and result["consistency_percent"] == 97.5
+    assert not result["passed"] and "BELOW THRESHOLD" in result["message"]
+    assert sorted(result["examples"]["missing"]) == sorted(names[:3])
+    assert sorted(result["examples"]["different"]) == sorted(names[3:5])
+    assert result["examples"]["corrupt"][0]["file"] == formats.session_file_name("broken")
+    # File names only: no session content anywhere in the result.
+    assert "user1" not in str(result) and "someone else" not in str(result)
+
+
+def test_a_difference_that_heals_before_the_recheck_is_not_counted(redis_client, redis_server, session_dir):
+    corpus = _backfilled(redis_server.settings(), session_dir, 50)
+    name = next(iter(corpus))
+    data, expiry = corpus[name]
+    redis_client.delete(LAYOUT.session_key(name))  # the app is between its file and its Redis write
+    healing = []
+
+    def app_finishes_its_write(pending):
+        healing.extend(pending)
+        SessionStore(redis_client, LAYOUT).app_write(name, formats.encode_value(data), expiry)
+
+    started = time.monotonic()
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0.3),
+                      before_recheck=app_finishes_its_write)
+    assert healing == [name]
+    assert time.monotonic() - started >= 0.3  # it waited before looking again
+    assert result["passed"] and result["counts"]["missing"] == 0 and result["counts"]["healed"] == 1
+    assert result["counts"]["consistent"] == 50
+
+
+def test_sample_mode_checks_a_stable_share(redis_client, redis_server, session_dir):
+    _backfilled(redis_server.settings(), session_dir, 400)
+    first = validate(redis_client, ValidateConfig(session_dir, sample_percent=25, recheck_delay=0))
+    second = validate(redis_client, ValidateConfig(session_dir, sample_percent=25, recheck_delay=0))
+    assert 50 < first["counts"]["checked"] < 150
+    assert first["counts"]["checked"] == second["counts"]["checked"]
+    assert first["full"] is False and first["passed"]
+
+
+def test_record_is_what_the_phase3_gate_reads(redis_client, redis_server, session_dir, tmp_path):
+    from sessionshift.gates import validation_passed
+
+    _backfilled(redis_server.settings(), session_dir, 20)
+    state_dir = str(tmp_path / "state")
+    migrate(redis_server.settings(), MigrateConfig(session_dir=session_dir, state_dir=state_dir, workers=1))
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0))
+    path = record(state_dir, result)
+    assert path == os.path.join(state_dir, state.VALIDATION_FILE)
+    gate = validation_passed(state.read_json(os.path.join(state_dir, state.MIGRATE_FILE)),
+                             state.read_json(path))
+    assert gate.passed, gate.reasons
+
+
+def test_cluster_validation(cluster_client, redis_cluster, session_dir):
+    corpus = make_corpus(session_dir, 300)
+    migrate(redis_cluster.settings(), MigrateConfig(session_dir=session_dir, workers=2))
+    name = next(iter(corpus))
+    cluster_client.delete(LAYOUT.session_key(name))
+    result = validate(cluster_client, ValidateConfig(session_dir, recheck_delay=0, threshold=99))
+    assert result["counts"]["consistent"] == 299 and result["counts"]["missing"] == 1
+    assert result["passed"] and result["examples"]["missing"] == [name]
