@@ -56,11 +56,12 @@ KINDS = ("hashed", "tombstone", "stock")
 class BackupError(Exception):
     """A backup file that cannot be used; nothing was restored from it."""
 
-    def __init__(self, path: str, reason: str):
+    RESTORE_ADVICE = "nothing was restored (use another backup, or make a new one with 'sessionshift backup')"
+
+    def __init__(self, path: str, reason: str, advice: str = RESTORE_ADVICE):
         self.path = path
         self.reason = reason
-        super().__init__(f"backup {path}: {reason}; nothing was restored "
-                         "(use another backup, or make a new one with 'sessionshift backup')")
+        super().__init__(f"backup {path}: {reason}; {advice}")
 
 
 # --------------------------------------------------------------------------- backup
@@ -78,12 +79,19 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
                   progress: ProgressCallback | None = None) -> BackupResult:
     """Back up every session key under *layout* to *dest* (atomically, mode 0600).
 
-    An existing valid backup at *dest* is kept unless *overwrite* (so that a
-    playbook re-run does not replace the backup taken before the rollback).
+    An existing backup at *dest* is verified and kept unless *overwrite* (so
+    that a playbook re-run does not replace the backup taken before the
+    rollback); anything else at *dest* is an error.
     A dry run counts the keys and writes nothing.
     """
     if os.path.exists(dest) and not overwrite:
-        return BackupResult(dest, read_manifest(dest), created=False)
+        try:
+            # Verified in full: a kept backup must be one that can be restored.
+            return BackupResult(dest, verify_backup(dest), created=False)
+        except BackupError as exc:
+            raise BackupError(dest, f"exists and is not a usable backup ({exc.reason})",
+                              "nothing was written: choose another destination, or overwrite it "
+                              "(force=true / --force)") from None
     if dry_run:
         counts = dict.fromkeys(KINDS, 0)
         for _node, keys in scan_batches(client, layout.all_pattern, batch_size):

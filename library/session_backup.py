@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_backup
+short_description: Back up every session key in Redis to one file, or restore it without overwriting
+description:
+  - O(state=present) makes sure a backup exists at O(dest). It holds every session key under O(key_prefix)
+    (hashed sessions, tombstones, stock Flask-Session keys) with its absolute expiry (C(PEXPIRETIME)), in one
+    gzip file of JSON lines (base64 values) whose first line is a manifest (format version, C(created_at),
+    source endpoint without credentials, counts per kind, SHA-256 of the payload). The file is written
+    atomically with mode V(0600). An existing backup at O(dest) is kept unless O(force), so a re-run does
+    not replace the backup taken before a rollback.
+  - O(state=restored) puts the backup at O(src) back. It verifies the checksum and every entry first (a
+    corrupt file fails with the reason and writes nothing), never overwrites a key that exists now (a
+    newer write wins), never revives a session whose tombstone exists, restores tombstones with their
+    remaining lifetime and skips entries that have expired. Restoring twice changes nothing the second time.
+  - The emergency rollback takes a backup before it flips the fleet back to files.
+version_added: "0.1.0"
+author: sessionshift contributors
+options:
+  redis:
+    description:
+      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
+        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
+        C(socket_timeout), C(retries). In cluster mode every primary is backed up.
+    type: dict
+    required: true
+  state:
+    description:
+      - V(present) makes a backup at O(dest) unless one is there; V(restored) restores O(src).
+    type: str
+    default: present
+    choices: [present, restored]
+  dest:
+    description: The backup file to write (its directory must exist). Required with O(state=present).
+    type: path
+  src:
+    description: The backup file to restore. Required with O(state=restored).
+    type: path
+  force:
+    description: With O(state=present), replace an existing backup at O(dest).
+    type: bool
+    default: false
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX); a restore uses the prefix recorded in the backup.
+    type: str
+    default: "session:"
+  hash_method:
+    description: How cachelib names files (recorded in the manifest); V(md5) before cachelib 0.17.
+    type: str
+    default: sha256
+    choices: [md5, sha256]
+  batch_size:
+    description: Keys per SCAN step and per pipelined round trip.
+    type: int
+    default: 500
+attributes:
+  check_mode:
+    support: full
+    details:
+      - V(present) counts the keys that would be backed up and writes no file.
+      - V(restored) verifies the file and counts what would be restored (from C(EXISTS)); writes no key.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Works under C(async)/C(poll).
+  - The backup holds live sessions; keep it as secret as the Redis password.
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+seealso:
+  - module: session_export
+"""
+
+EXAMPLES = r"""
+- name: Back up Redis before the emergency rollback
+  session_backup:
+    redis: "{{ sessionshift_redis }}"
+    dest: "/var/backups/sessionshift/sessions-{{ ansible_date_time.iso8601_basic_short }}.jsonl.gz"
+  async: 1800
+  poll: 10
+  register: backup
+
+- name: Put the sessions back if the rollback was the mistake
+  session_backup:
+    redis: "{{ sessionshift_redis }}"
+    state: restored
+    src: "{{ backup.path }}"
+"""
+
+RETURN = r"""
+path:
+  description: The backup file made, kept or restored.
+  returned: always
+  type: str
+  sample: /var/backups/sessionshift/sessions-20261128T180211.jsonl.gz
+created:
+  description: With O(state=present), whether this run wrote the backup (false if one was kept, or in check mode).
+  returned: when state is present
+  type: bool
+manifest:
+  description: The backup's manifest (in check mode with O(state=present), the counts that would be backed up).
+  returned: always
+  type: dict
+  sample: {format: sessionshift-backup, version: 1, created_at: "2026-11-28T18:02:11+00:00",
+           source: "rediss://cache.example:6379", key_prefix: "session:", hash_method: sha256,
+           counts: {hashed: 199800, tombstone: 40, stock: 0}, keys: 199840, payload_sha256: "9f2c..."}
+restored:
+  description: With O(state=restored), keys written per kind (would be, in check mode).
+  returned: when state is restored
+  type: dict
+  sample: {hashed: 120, tombstone: 2, stock: 0}
+restored_total:
+  description: Sum of RV(restored).
+  returned: when state is restored
+  type: int
+counts:
+  description: With O(state=restored), C(kept_existing) (newer keys left alone), C(kept_logged_out) (a tombstone
+    exists), C(expired) (skipped).
+  returned: when state is restored
+  type: dict
+  sample: {kept_existing: 199700, kept_logged_out: 3, expired: 15}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import (
+    REDIS_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    argument_spec,
+    fail_on_redis,
+    key_layout,
+    redis_settings,
+    require_sessionshift,
+)
+
+try:
+    from sessionshift.backup import BackupError, create_backup, restore_backup
+    from sessionshift.redisconn import RedisUnavailable, connect
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def backup(module, client, params, settings):
+    result = create_backup(client, key_layout(params), params["dest"], source=settings.endpoint,
+                           batch_size=params["batch_size"], overwrite=params["force"],
+                           dry_run=module.check_mode)
+    would_create = result.created or (module.check_mode and (params["force"] or not os.path.exists(params["dest"])))
+    counts = result.manifest["counts"]
+    verb = "would back up" if module.check_mode else ("backed up" if result.created else "kept the backup of")
+    return dict(changed=would_create, path=result.path, created=result.created, manifest=result.manifest,
+                msg=f"{verb} {result.manifest['keys']} key(s) ({counts['hashed']} sessions, "
+                    f"{counts['tombstone']} tombstones, {counts['stock']} stock) at {result.path}")
+
+
+def restore(module, client, params):
+    result = restore_backup(client, params["src"], batch_size=params["batch_size"], dry_run=module.check_mode)
+    counts = dict(kept_existing=result.kept_existing, kept_logged_out=result.kept_logged_out,
+                  expired=result.expired)
+    return dict(changed=result.changed, path=result.path, manifest=result.manifest, restored=result.restored,
+                restored_total=result.restored_total, counts=counts,
+                msg=f"{'would restore' if module.check_mode else 'restored'} {result.restored_total} key(s); "
+                    f"{result.kept_existing} newer key(s) left alone, {result.expired} expired skipped")
+
+
+def main():
+    spec = argument_spec(
+        REDIS_ARG_SPEC,
+        key_prefix=SESSION_ARG_SPEC["key_prefix"],
+        hash_method=SESSION_ARG_SPEC["hash_method"],
+        state=dict(type="str", default="present", choices=["present", "restored"]),
+        dest=dict(type="path"),
+        src=dict(type="path"),
+        force=dict(type="bool", default=False),
+        batch_size=dict(type="int", default=500),
+    )
+    module = AnsibleModule(
+        argument_spec=spec,
+        required_if=[("state", "present", ["dest"]), ("state", "restored", ["src"])],
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    settings = redis_settings(params)
+    try:
+        client = connect(settings)
+        try:
+            if params["state"] == "present":
+                result = backup(module, client, params, settings)
+            else:
+                result = restore(module, client, params)
+        finally:
+            client.close()
+    except RedisUnavailable as exc:
+        fail_on_redis(module, exc, changed=False)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), path=exc.path, changed=False)
+    except OSError as exc:
+        module.fail_json(msg=f"session_backup: {exc}", changed=False)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
