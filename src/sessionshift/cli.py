@@ -257,14 +257,23 @@ SUBCOMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: ``--redis-password`` must not silently mean ``--redis-password-file``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sessionshift",
         description="Move Flask server-side sessions from files to Redis in phases, losing none.")
     parser.add_argument("--version", action="version", version=f"sessionshift {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                       parser_class=_Parser)
     for register in SUBCOMMANDS:
         register(subparsers)
     return parser
