@@ -53,7 +53,7 @@ FORMAT_VERSION = 1
 KINDS = ("hashed", "tombstone", "stock")
 
 
-class BackupError(Exception):
+class BackupError(ValueError):
     """A backup file that cannot be used; nothing was restored from it."""
 
     RESTORE_ADVICE = "nothing was restored (use another backup, or make a new one with 'sessionshift backup')"

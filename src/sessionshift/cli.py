@@ -248,11 +248,146 @@ def register_validate(subparsers) -> None:
     parser.set_defaults(func=cmd_validate)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_sessions
+
+    _check_dir(args.session_dir)
+    client = connect_from_args(args)
+    try:
+        with progress_bar(args) as bar:
+            result = export_sessions(
+                client, layout_from_args(args), args.session_dir, serializer=args.serializer,
+                header_style=args.header_style, mode=int(args.mode, 8), uid=args.uid, gid=args.gid,
+                state_dir=None if args.no_record else args.state_dir, batch_size=args.batch_size,
+                dry_run=args.dry_run, progress=bar)
+    finally:
+        client.close()
+    emit(args, result.as_dict(),
+         f"{'would write' if args.dry_run else 'wrote'} {result.written} file(s), "
+         f"{result.unchanged} unchanged, {result.removed} logged-out file(s) removed; "
+         f"{result.undecodable} undecodable, "
+         f"{result.unstable} still changing (run the catch-up export after the flip to phase 3)")
+    return EXIT_OK if not (result.undecodable or result.unstable) else EXIT_CHECK_FAILED
+
+
+def register_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="rollback: write Redis sessions back to cachelib files (records export.json)")
+    add_session_options(parser)
+    add_redis_options(parser)
+    parser.add_argument("--header-style", default="struct", choices=("struct", "pickle"),
+                        help="struct for cachelib >= 0.7 (default), pickle for older")
+    parser.add_argument("--mode", default="0600", help="octal file mode (default 0600)")
+    parser.add_argument("--uid", type=int, help="file owner (default: the session directory's)")
+    parser.add_argument("--gid", type=int, help="file group (default: the session directory's)")
+    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
+    parser.add_argument("--no-record", action="store_true", help="do not write export.json")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_export)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import create_backup
+
+    settings = redis_settings_from_args(args)
+    client = connect_from_args(args)
+    try:
+        with progress_bar(args) as bar:
+            result = create_backup(client, layout_from_args(args), args.dest, source=settings.endpoint,
+                                   batch_size=args.batch_size, overwrite=args.force, progress=bar)
+    finally:
+        client.close()
+    counts = result.manifest["counts"]
+    emit(args, {"path": result.path, "created": result.created, "manifest": result.manifest},
+         f"{'backed up' if result.created else 'kept the existing backup of'} {result.manifest['keys']} "
+         f"key(s) ({counts['hashed']} sessions, {counts['tombstone']} tombstones, {counts['stock']} stock) "
+         f"at {result.path}")
+    return EXIT_OK
+
+
+def register_backup(subparsers) -> None:
+    parser = subparsers.add_parser("backup", help="every session key with its TTL into one gzip file (0600)")
+    add_redis_options(parser)
+    parser.add_argument("--dest", required=True, metavar="PATH", help="the backup file to write")
+    parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"default {DEFAULT_PREFIX!r}")
+    parser.add_argument("--hash-method", default="sha256", choices=HASH_NAMES)
+    parser.add_argument("--force", action="store_true", help="replace an existing backup at --dest")
+    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_backup)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import restore_backup
+
+    client = connect_from_args(args)
+    try:
+        with progress_bar(args) as bar:
+            result = restore_backup(client, args.src, batch_size=args.batch_size, dry_run=args.dry_run,
+                                    progress=bar)
+    finally:
+        client.close()
+    emit(args, result.as_dict(),
+         f"{'would restore' if args.dry_run else 'restored'} {result.restored_total} key(s); "
+         f"{result.kept_existing} newer key(s) left alone, {result.kept_logged_out} logged out, "
+         f"{result.expired} expired skipped")
+    return EXIT_OK
+
+
+def register_restore(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "restore", help="put a backup back (checksum first; never overwrites a newer key)")
+    add_redis_options(parser)
+    parser.add_argument("--src", required=True, metavar="PATH", help="the backup file")
+    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    parser.add_argument("--dry-run", action="store_true", help="verify and count; write nothing")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_restore)
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    import time
+
+    from .cleanup import CleanupRefused, cleanup_sessions
+
+    _check_dir(args.session_dir)
+    cutoff = time.time() - args.max_age if args.max_age is not None else None
+    try:
+        result = cleanup_sessions(args.session_dir, scope=args.scope, cutoff=cutoff,
+                                  include_corrupt=args.include_corrupt, dry_run=args.dry_run,
+                                  state_dir=args.state_dir, prefix=args.key_prefix)
+    except CleanupRefused as exc:
+        raise CliError(str(exc)) from None
+    listing = "".join(f"\n  {name}" for name in result.removed_files) if args.dry_run else ""
+    emit(args, result.as_dict(),
+         f"{'would remove' if args.dry_run else 'removed'} {result.removed} session file(s) "
+         f"(scope {args.scope}); {result.kept} kept, {result.corrupt_kept} unreadable kept" + listing)
+    return EXIT_OK if not result.errors else EXIT_CHECK_FAILED
+
+
+def register_cleanup(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cleanup", help="remove expired / old / (phase 5 only) all file sessions")
+    add_session_options(parser)
+    parser.add_argument("--scope", default="expired", choices=("expired", "older", "all"),
+                        help="expired (default), older (also files older than --max-age), all (phase 5 only)")
+    parser.add_argument("--max-age", type=int, metavar="SECONDS", help="with --scope older")
+    parser.add_argument("--include-corrupt", action="store_true", help="also remove unreadable session files")
+    parser.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    add_output_options(parser)
+    parser.set_defaults(func=cmd_cleanup)
+
+
 # Every subcommand registers itself here, in the order `sessionshift --help` lists them.
 SUBCOMMANDS = [
     register_analyze,
     register_migrate,
     register_validate,
+    register_export,
+    register_backup,
+    register_restore,
+    register_cleanup,
     register_phases,
 ]
 
