@@ -131,6 +131,7 @@ def _corpus_ready(results: str, directory: str, count: int, indexes: list[int]) 
 
 def corpus(results: str, count: int, log=print) -> str:
     """A directory holding exactly *count* session files (cached between runs)."""
+    results = os.path.abspath(results)
     indexes = ensure_chunks(results, count, log=log)
     directory = os.path.join(results, "corpus", f"n{count}")
     if not _corpus_ready(results, directory, count, indexes):
@@ -141,6 +142,7 @@ def corpus(results: str, count: int, log=print) -> str:
 
 def host_corpora(results: str, total: int, hosts: int = 4, log=print) -> list[str]:
     """*hosts* directories (one per simulated app host) that together hold *total* sessions."""
+    results = os.path.abspath(results)
     per_host = total // hosts
     per_host_chunks = math.ceil(per_host / CHUNK_SIZE)
     indexes = ensure_chunks(results, per_host_chunks * CHUNK_SIZE * hosts, log=log)

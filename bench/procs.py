@@ -5,6 +5,10 @@ worker it forks):
 
 * ``peak_rss_max_process_mb``: exact, from ``wait4``'s rusage: the largest peak
   RSS (``ru_maxrss``) of the command and of each descendant it waited for.
+  Linux carries a process's peak RSS across ``exec``, so a command forked
+  straight from this (large) benchmark process would inherit our own peak:
+  the command is therefore forked by a tiny launcher (``_LAUNCHER``, a bare
+  ``python -S``) that waits for it and reports its rusage.
 * ``peak_rss_tree_sum_mb``: sampled every 20 ms from ``/proc/<pid>/status``:
   the largest *sum* of ``VmRSS`` over the tree at one instant. RSS counts
   shared pages (the interpreter, copy-on-write pages after fork) once per
@@ -16,9 +20,13 @@ Per-process ``VmHWM`` as last sampled is kept too, to see which process peaks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -45,6 +53,22 @@ class Measured:
         return {"peak_rss_max_process_mb": round(self.peak_rss_max_process_mb, 1),
                 "peak_rss_tree_sum_mb": round(self.peak_rss_tree_sum_mb, 1),
                 "processes_seen": self.processes_seen}
+
+
+# Forks and execs the command, waits for it, writes its ru_maxrss (kB) to argv[1], exits with its code.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as handle:
+    handle.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def _children(pid: int) -> list[int]:
@@ -107,13 +131,13 @@ class _Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             total = 0
-            for pid in process_tree(self.root):
+            for pid in process_tree(self.root)[1:]:  # the launcher itself is not measured
                 values = status_kb(pid)
                 total += values.get("VmRSS", 0)
                 if "VmHWM" in values:
                     self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), values["VmHWM"])
-                if pid not in self.cmdlines:
-                    self.cmdlines[pid] = _cmdline(pid)
+                # Re-read: a child seen between fork and exec still shows its parent's command line.
+                self.cmdlines[pid] = _cmdline(pid) or self.cmdlines.get(pid, "")
             self.peak_sum_kb = max(self.peak_sum_kb, total)
             self.stop.wait(self.interval)
 
@@ -121,8 +145,11 @@ class _Sampler(threading.Thread):
 def run_measured(command: list[str], *, env: dict | None = None, timeout: float = 3600,
                  cwd: str | None = None) -> Measured:
     """Run *command* to completion; its wall time, output and peak memory (see module doc)."""
+    fd, rusage_file = tempfile.mkstemp(prefix="bench-rusage-")
+    os.close(fd)
+    launched = [sys.executable, "-S", "-c", _LAUNCHER, rusage_file, *command]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(launched, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, cwd=cwd)
     sampler = _Sampler(process.pid)
     sampler.start()
@@ -133,25 +160,26 @@ def run_measured(command: list[str], *, env: dict | None = None, timeout: float 
                threading.Thread(target=lambda: err.append(process.stderr.read()), daemon=True)]
     for reader in readers:
         reader.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
-            break
-        time.sleep(0.005)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for pid in reversed(process_tree(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     sampler.stop.set()
     sampler.join()
     for reader in readers:
         reader.join()
+    try:
+        with open(rusage_file) as handle:
+            max_rss_kb = int(handle.read() or 0)
+    finally:
+        os.unlink(rusage_file)
     return Measured(command=command, seconds=seconds, returncode=process.returncode,
                     stdout="".join(out), stderr="".join(err),
-                    peak_rss_max_process_mb=usage.ru_maxrss / 1024,
+                    peak_rss_max_process_mb=max_rss_kb / 1024,
                     peak_rss_tree_sum_mb=sampler.peak_sum_kb / 1024,
                     processes_seen=len(sampler.hwm_kb),
                     hwm_by_pid_mb={pid: kb / 1024 for pid, kb in sampler.hwm_kb.items()},

@@ -145,3 +145,99 @@ def save_json(out_dir: str, name: str, document: dict) -> str:
         json.dump(document, handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
     return path
+
+
+# --------------------------------------------------------------------------- docs/benchmarks.md
+
+
+def _machine_line(meta: dict) -> str:
+    m = meta["machine"]
+    load = ", ".join(f"{value:.2f}" for value in m["loadavg_at_start"])
+    return (f"{m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gb']} GB RAM, Linux {m['kernel']}, "
+            f"Python {m['python']}, {m['redis_server'].split(' sha=')[0]}, redis-py {m['redis_py']}; "
+            f"load average at start {load}")
+
+
+def _rows_table(rows: list[dict]) -> list[str]:
+    lines = ["| measure | value | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r['measure']} | {r['value']} | {r.get('target', '')} | {r.get('verdict', '')} |"
+              for r in rows]
+    return lines
+
+
+def _contender(t: dict) -> str:
+    return f"| {t['name']} | {t['seconds']:.2f} | {t['per_second']:,.0f} |"
+
+
+def markdown_section(suite: str, meta: dict, data: dict) -> str:
+    """The generated part of docs/benchmarks.md for one suite of one run."""
+    results, rows = data["results"], data["rows"]
+    lines = [f"Measured {meta['started_at']} with `{meta['command']}`",
+             f"on {_machine_line(meta)}.", ""]
+    if suite == "throughput":
+        lines += [f"{results['sessions']:,} sessions, median of {results['rounds']} round(s) "
+                  "(seed loop: one run).", "",
+                  "| contender | seconds | sessions/s |", "|---|---|---|"]
+        for name in ("migrate", "validate", "export"):
+            block = results.get(name)
+            if not block:
+                continue
+            for value in block.values():
+                if isinstance(value, dict) and "seconds" in value:
+                    lines.append(_contender(value))
+        lines.append("")
+    elif suite == "rss":
+        lines += ["| sessions | seconds | sessions/s | largest process MB | tree sum MB | processes |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {p['sessions']:,} | {p['seconds']:.2f} | {p['per_second']:,.0f} | "
+                  f"{p['peak_rss_max_process_mb']:.1f} | {p['peak_rss_tree_sum_mb']:.1f} | "
+                  f"{p['processes_seen']} |" for p in results["points"]]
+        lines.append("")
+    elif suite == "latency":
+        lines += [f"gunicorn {results['gunicorn_workers']} sync workers, {results['users']} users, "
+                  f"closed loop at concurrency {results['concurrency']}, {results['seconds_per_phase']:g}s "
+                  f"per phase per round, {results['rounds']} interleaved round(s).", "",
+                  "| phase | endpoint | requests | p50 ms | p99 ms | p50 / file | p99 / file | errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for phase, endpoints in results["phases"].items():
+            errors = sum(results["errors"].get(phase, {}).values())
+            for endpoint, s in endpoints.items():
+                lines.append(f"| {phase} | {endpoint} | {s.get('count', 0):,} | {s.get('p50_ms', 0):.2f} | "
+                             f"{s.get('p99_ms', 0):.2f} | {s.get('p50_vs_file', 1.0):.2f} | "
+                             f"{s.get('p99_vs_file', 1.0):.2f} | {errors} |")
+        lines.append("")
+    elif suite == "scale":
+        lines += ["| Redis | sessions | wall s | total/s | per host/s (host0..3) | slowest host s | "
+                  "module peak MB |", "|---|---|---|---|---|---|---|"]
+        points = [("standalone", p) for p in results["standalone"]]
+        if "cluster" in results:
+            points.append(("cluster (3 primaries)", results["cluster"]))
+        for kind, p in points:
+            per_host = " / ".join(f"{h['per_second']:,.0f}" for h in p["hosts"].values())
+            lines.append(f"| {kind} | {p['total_sessions']:,} | {p['wall_seconds']:.1f} | "
+                         f"{p['total_per_second']:,.0f} | {per_host} | {p['slowest_host_seconds']:.1f} | "
+                         f"{p['module_peak_hwm_mb']:.0f} |")
+        if "wall_fit" in results:
+            fit = results["wall_fit"]
+            lines += ["", f"Linear fit of wall time: {fit['slope'] * 1e6:.2f} s per million sessions "
+                          f"+ {fit['intercept']:.2f} s, R^2 = {fit['r2']:.4f}."]
+        lines.append("")
+    lines += _rows_table(rows)
+    return "\n".join(lines)
+
+
+def update_docs(path: str, sections: dict[str, str]) -> list[str]:
+    """Replace the generated blocks ``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->`` in *path*."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    updated = []
+    for name, body in sections.items():
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        head, found, rest = text.partition(start)
+        if not found or end not in rest:
+            continue
+        text = head + start + "\n" + body.rstrip() + "\n" + end + rest.split(end, 1)[1]
+        updated.append(name)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return updated
