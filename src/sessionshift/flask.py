@@ -261,16 +261,20 @@ class PhasedSessionInterface(SessionInterface):
         return result
 
     def _replay_pending(self, phase: Phase, file_name: str) -> bool:
-        """Replay this session's journal entry before reading Redis; False if Redis is still away."""
+        """Replay this session's journal entry before reading Redis; False if Redis may still be older."""
         if not self.journal.pending(file_name):
             return True
+        # Another worker may be replaying it right now: give it a moment to finish.
+        deadline = time.monotonic() + 1.0
+        while self.journal.being_replayed(file_name) and time.monotonic() < deadline:
+            time.sleep(0.01)
         if time.monotonic() < self._down_until:
             return False
         try:
-            result = self.replay_journal(only=file_name)
+            self.replay_journal(only=file_name)
         except RedisError:
             return False
-        return not self.journal.pending(file_name) and not result.failed
+        return not self.journal.pending(file_name)
 
     def _maybe_replay(self) -> None:
         """After a response: replay a batch of the journal, at most every replay_interval s."""

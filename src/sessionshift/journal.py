@@ -68,7 +68,12 @@ class Journal:
         state.write_json(self._path(file_name), entry, mode=0o600)
 
     def pending(self, file_name: str) -> bool:
-        return os.path.exists(os.path.join(self.directory, file_name))
+        """Whether Redis may be older than the file: an entry waits, or a replay of it is running."""
+        path = os.path.join(self.directory, file_name)
+        return os.path.exists(path) or os.path.exists(path + _CLAIM_SUFFIX)
+
+    def being_replayed(self, file_name: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, file_name + _CLAIM_SUFFIX))
 
     def depth(self) -> int:
         """Entries waiting (claims of a replay in progress included)."""
