@@ -409,6 +409,10 @@ class PhasedSessionInterface(SessionInterface):
         return self._redis(phase, "read", move)
 
     def _load_redis_only(self, phase: Phase, sid: str, file_name: str) -> tuple[dict | None, str]:
+        if not self._replay_pending(phase, file_name):
+            # A phase-4 emergency write of this session has not reached Redis yet.
+            raise SessionStoreUnavailable(f"session store unavailable in phase {phase.label}: "
+                                          "a journaled write is waiting for Redis")
         try:
             if self.config.move_to_stock_keys:
                 raw = self._redis(phase, "read", lambda store: store.get_stock(sid))
