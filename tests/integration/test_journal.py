@@ -1,0 +1,86 @@
+"""sessionshift.journal against a real redis-server: replay copies the file as it is NOW."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from sessionshift import formats
+from sessionshift.journal import Journal
+from sessionshift.keys import KeyLayout
+from sessionshift.redisconn import RedisSettings, connect
+from sessionshift.store import SessionStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(tmp_path, redis_client):
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+    journal = Journal(str(tmp_path / "state"), str(session_dir))
+    return journal, str(session_dir), SessionStore(redis_client, KeyLayout())
+
+
+def _write(session_dir, name, data, expiry=None):
+    formats.write_session_file(session_dir, name, data, int(time.time()) + 600 if expiry is None else expiry)
+
+
+def test_only_the_latest_file_value_is_replayed(setup):
+    journal, session_dir, store = setup
+    name = store.layout.file_name("sid")
+    _write(session_dir, name, {"n": 1})
+    journal.record(name, "write", "dual_write", "TimeoutError")
+    _write(session_dir, name, {"n": 2})
+    journal.record(name, "write", "dual_write", "TimeoutError")  # same entry, not a second one
+    assert journal.depth() == 1
+    result = journal.replay(store)
+    assert (result.replayed, result.remaining) == (1, 0)
+    assert formats.decode_value(store.get(name)) == {"n": 2}
+    assert store.expiry_of(store.layout.session_key(name)) > time.time()
+
+
+def test_a_journaled_logout_deletes_and_tombstones(setup):
+    journal, _session_dir, store = setup
+    name = store.layout.file_name("gone")
+    store.app_write(name, formats.encode_value({"user": "x"}), 0)
+    journal.record(name, "delete", "redis_read", "ConnectionError")  # the file is already gone
+    assert journal.replay(store).deleted == 1
+    assert store.get(name) is None
+    assert store.copy_if_absent(name, b"x", 0).value == "tombstoned"
+
+
+def test_a_replay_stops_at_a_redis_error_and_keeps_the_entries(setup, redis_server):
+    journal, session_dir, store = setup
+    for i in range(3):
+        name = store.layout.file_name(f"s{i}")
+        _write(session_dir, name, {"i": i})
+        journal.record(name, "write", "dual_write", "down")
+    settings = redis_server.settings()
+    dead = RedisSettings(url="rediss://127.0.0.1:1/0", username=settings.username, password=settings.password,
+                         ca_file=settings.ca_file, connect_timeout=0.2, socket_timeout=0.2, retries=0)
+    result = journal.replay(SessionStore(connect(dead, check=False), store.layout))
+    assert result.redis_error and result.failed == 1 and result.remaining == 3
+    assert journal.replay(store).replayed == 3
+
+
+def test_emergency_copies_are_retired_after_replay_in_phase_4(setup):
+    journal, session_dir, store = setup
+    name = store.layout.file_name("emergency")
+    _write(session_dir, name, {"written": "during outage"})
+    journal.record(name, "write", "redis_only", "down")
+    assert journal.replay(store, remove_file_after=True).replayed == 1
+    assert not os.path.exists(os.path.join(session_dir, name))
+    assert formats.decode_value(store.get(name)) == {"written": "during outage"}
+
+
+def test_a_hostile_file_is_reported_not_unpickled(setup):
+    journal, session_dir, store = setup
+    name = store.layout.file_name("bad")
+    with open(os.path.join(session_dir, name), "wb") as handle:
+        handle.write(b"\0\0\0\0cos\nsystem\n(S'true'\ntR.")
+    journal.record(name, "write", "dual_write", "down")
+    result = journal.replay(store)
+    assert result.failed == 1 and "hostile" in result.errors[0] and store.get(name) is None
