@@ -12,86 +12,174 @@ import boto3
 
 GROUP_ID = "sessionshift-moto"
 PREFIX = "sessionshift"
-NODE_METRICS = {"EngineCPUUtilization", "CPUUtilization", "DatabaseMemoryUsagePercentage", "FreeableMemory",
-                "SwapUsage", "CurrConnections", "ReplicationLag", "Evictions"}
+NODE_METRICS = {
+    "EngineCPUUtilization",
+    "CPUUtilization",
+    "DatabaseMemoryUsagePercentage",
+    "FreeableMemory",
+    "SwapUsage",
+    "CurrConnections",
+    "ReplicationLag",
+    "Evictions",
+}
 APP_METRICS = {"SessionWriteErrors", "SessionFallbackReads"}
 TOKEN_FORBIDDEN = set('@"/ ')
 
 
 def main(endpoint: str) -> int:
-    kwargs = {"endpoint_url": endpoint, "region_name": "ap-northeast-1", "aws_access_key_id": "testing",
-              "aws_secret_access_key": "testing"}
+    kwargs = {
+        "endpoint_url": endpoint,
+        "region_name": "ap-northeast-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     client = lambda name: boto3.client(name, **kwargs)  # noqa: E731
     failures, checks = [], []
 
     def check(name, ok, detail=""):
         (checks if ok else failures).append(f"{name}{': ' + detail if detail else ''}")
 
-    group = client("elasticache").describe_replication_groups(ReplicationGroupId=GROUP_ID)["ReplicationGroups"][0]
+    group = client("elasticache").describe_replication_groups(ReplicationGroupId=GROUP_ID)[
+        "ReplicationGroups"
+    ][0]
     members = group["MemberClusters"]
     check("two member nodes (primary + replica)", len(members) == 2, str(members))
     check("Multi-AZ", group["MultiAZ"] == "enabled")
     check("automatic failover", group["AutomaticFailover"] == "enabled")
-    check("TLS required", group["TransitEncryptionEnabled"] and group.get("TransitEncryptionMode") == "required")
-    check("at-rest encryption with a KMS key", group["AtRestEncryptionEnabled"]
-          and group.get("KmsKeyId", "").startswith("arn:aws:kms:"))
+    check(
+        "TLS required", group["TransitEncryptionEnabled"] and group.get("TransitEncryptionMode") == "required"
+    )
+    check(
+        "at-rest encryption with a KMS key",
+        group["AtRestEncryptionEnabled"] and group.get("KmsKeyId", "").startswith("arn:aws:kms:"),
+    )
     check("AUTH enabled", group["AuthTokenEnabled"] is True)
     check("engine valkey", group["Engine"] == "valkey")
-    logs = {entry["LogType"]: entry["DestinationDetails"]["CloudWatchLogsDetails"]["LogGroup"]
-            for entry in group["LogDeliveryConfigurations"] if entry["DestinationType"] == "cloudwatch-logs"}
+    logs = {
+        entry["LogType"]: entry["DestinationDetails"]["CloudWatchLogsDetails"]["LogGroup"]
+        for entry in group["LogDeliveryConfigurations"]
+        if entry["DestinationType"] == "cloudwatch-logs"
+    }
     check("slow-log and engine-log to CloudWatch Logs", set(logs) == {"slow-log", "engine-log"}, str(logs))
 
     groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups()["logGroups"]}
     for log_group in logs.values():
-        check(f"log group {log_group} with 30 days retention",
-              groups.get(log_group, {}).get("retentionInDays") == 30)
+        check(
+            f"log group {log_group} with 30 days retention",
+            groups.get(log_group, {}).get("retentionInDays") == 30,
+        )
 
-    secret = client("secretsmanager").get_secret_value(SecretId=f"{GROUP_ID}/redis-auth-token")["SecretString"]
-    check("AUTH token in Secrets Manager follows the AUTH rules (not printed)",
-          16 <= len(secret) <= 128 and secret.isascii() and secret.isprintable() and not TOKEN_FORBIDDEN & set(secret))
+    secret = client("secretsmanager").get_secret_value(SecretId=f"{GROUP_ID}/redis-auth-token")[
+        "SecretString"
+    ]
+    check(
+        "AUTH token in Secrets Manager follows the AUTH rules (not printed)",
+        16 <= len(secret) <= 128
+        and secret.isascii()
+        and secret.isprintable()
+        and not TOKEN_FORBIDDEN & set(secret),
+    )
 
     ec2 = client("ec2")
-    [redis_sg] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{GROUP_ID}-redis"]}])[
-        "SecurityGroups"]
+    [redis_sg] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{GROUP_ID}-redis"]}]
+    )["SecurityGroups"]
     [app_sg] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["sessionshift-app"]}])[
-        "SecurityGroups"]
-    rules = [(p["FromPort"], p["ToPort"], [pair["GroupId"] for pair in p["UserIdGroupPairs"]], p["IpRanges"])
-             for p in redis_sg["IpPermissions"]]
-    check("Redis port open to the app hosts' security group only", rules == [(6379, 6379, [app_sg["GroupId"]], [])],
-          str(rules))
+        "SecurityGroups"
+    ]
+    rules = [
+        (p["FromPort"], p["ToPort"], [pair["GroupId"] for pair in p["UserIdGroupPairs"]], p["IpRanges"])
+        for p in redis_sg["IpPermissions"]
+    ]
+    check(
+        "Redis port open to the app hosts' security group only",
+        rules == [(6379, 6379, [app_sg["GroupId"]], [])],
+        str(rules),
+    )
 
-    policies = client("iam").list_policies(Scope="Local")["Policies"]
-    check("IAM policy to read the token", any(p["PolicyName"] == f"{GROUP_ID}-read-redis-auth-token"
-                                              for p in policies))
+    iam = client("iam")
+    secret_arn = client("secretsmanager").describe_secret(SecretId=f"{GROUP_ID}/redis-auth-token")["ARN"]
+    policies = [
+        p
+        for p in iam.list_policies(Scope="Local")["Policies"]
+        if p["PolicyName"] == f"{GROUP_ID}-read-redis-auth-token"
+    ]
+    document = (
+        iam.get_policy_version(PolicyArn=policies[0]["Arn"], VersionId=policies[0]["DefaultVersionId"])[
+            "PolicyVersion"
+        ]["Document"]
+        if policies
+        else {"Statement": []}
+    )
+    check(
+        "IAM policy lets the app hosts read exactly that secret",
+        any(
+            s["Resource"] == secret_arn and "secretsmanager:GetSecretValue" in s["Action"]
+            for s in document["Statement"]
+        ),
+    )
 
-    topics = [t["TopicArn"] for t in client("sns").list_topics()["Topics"] if t["TopicArn"].endswith(":sessionshift-alarms")]
+    topics = [
+        t["TopicArn"]
+        for t in client("sns").list_topics()["Topics"]
+        if t["TopicArn"].endswith(":sessionshift-alarms")
+    ]
     check("SNS topic", len(topics) == 1)
     topic = topics[0] if topics else None
-    subscriptions = client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] if topic else []
-    check("email subscription", [(s["Protocol"], s["Endpoint"]) for s in subscriptions]
-          == [("email", "ops@example.com")])
+    subscriptions = (
+        client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] if topic else []
+    )
+    check(
+        "email subscription",
+        [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")],
+    )
 
     alarms = {a["AlarmName"]: a for a in client("cloudwatch").describe_alarms(MaxRecords=100)["MetricAlarms"]}
     for node in members:
         for metric in sorted(NODE_METRICS):
             alarm = alarms.get(f"{PREFIX}-{node}-{metric}")
-            check(f"alarm {metric} on {node}", alarm is not None and alarm["Namespace"] == "AWS/ElastiCache"
-                  and alarm["MetricName"] == metric
-                  and alarm["Dimensions"] == [{"Name": "CacheClusterId", "Value": node}]
-                  and alarm["AlarmActions"] == [topic])
+            check(
+                f"alarm {metric} on {node}",
+                alarm is not None
+                and alarm["Namespace"] == "AWS/ElastiCache"
+                and alarm["MetricName"] == metric
+                and alarm["Dimensions"] == [{"Name": "CacheClusterId", "Value": node}]
+                and alarm["AlarmActions"] == [topic],
+            )
     for metric in sorted(APP_METRICS):
         alarm = alarms.get(f"{PREFIX}-{metric}")
-        check(f"alarm {metric}", alarm is not None and alarm["Namespace"] == "Sessionshift"
-              and alarm["MetricName"] == metric and alarm["AlarmActions"] == [topic])
+        check(
+            f"alarm {metric}",
+            alarm is not None
+            and alarm["Namespace"] == "Sessionshift"
+            and alarm["MetricName"] == metric
+            and alarm["AlarmActions"] == [topic],
+        )
     thresholds = {name.rsplit("-", 1)[-1]: a["Threshold"] for name, a in alarms.items() if members[0] in name}
-    check("thresholds from AWS guidance", thresholds.get("EngineCPUUtilization") == 90
-          and thresholds.get("DatabaseMemoryUsagePercentage") == 80 and thresholds.get("SwapUsage") == 52428800
-          and thresholds.get("Evictions") == 0 and thresholds.get("CPUUtilization") == 45, str(thresholds))
-    check("no other alarms", len(alarms) == len(members) * len(NODE_METRICS) + len(APP_METRICS), str(len(alarms)))
+    check(
+        "thresholds from AWS guidance",
+        thresholds.get("EngineCPUUtilization") == 90
+        and thresholds.get("DatabaseMemoryUsagePercentage") == 80
+        and thresholds.get("SwapUsage") == 52428800
+        and thresholds.get("Evictions") == 0
+        and thresholds.get("CPUUtilization") == 45,
+        str(thresholds),
+    )
+    check(
+        "no other alarms",
+        len(alarms) == len(members) * len(NODE_METRICS) + len(APP_METRICS),
+        str(len(alarms)),
+    )
 
-    body = json.loads(client("cloudwatch").get_dashboard(DashboardName="sessionshift-sessions")["DashboardBody"])
-    shown = {(m[1], m[3] if len(m) > 3 else None) for w in body["widgets"] for m in w["properties"]["metrics"]}
-    expected = {(metric, node) for metric in NODE_METRICS for node in members} | {(m, None) for m in APP_METRICS}
+    body = json.loads(
+        client("cloudwatch").get_dashboard(DashboardName="sessionshift-sessions")["DashboardBody"]
+    )
+    shown = {
+        (m[1], m[3] if len(m) > 3 else None) for w in body["widgets"] for m in w["properties"]["metrics"]
+    }
+    expected = {(metric, node) for metric in NODE_METRICS for node in members} | {
+        (m, None) for m in APP_METRICS
+    }
     check("dashboard shows every alarmed metric", shown == expected, str(sorted(expected - shown)))
 
     for line in checks:
