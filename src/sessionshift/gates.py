@@ -53,7 +53,7 @@ def maintenance_window(now: datetime.datetime, start: str = "02:00", end: str = 
                     "inside": inside, "override": override}
     if not inside and not override:
         result.refuse(f"it is {local:%H:%M} in {timezone}, outside the maintenance window {start}-{end}; "
-                      "wait for the window or pass -e sessionshift_ignore_maintenance_window=true "
+                      "wait for the window or pass -e rollout_ignore_maintenance_window=true "
                       "(rollbacks are never held back by the window)")
     return result
 

@@ -20,7 +20,7 @@ def test_maintenance_window_in_tokyo():
     assert gates.maintenance_window(TOKYO_03).passed
     closed = gates.maintenance_window(TOKYO_12)
     assert not closed.passed and "outside the maintenance window 02:00-06:00" in closed.reasons[0]
-    assert "sessionshift_ignore_maintenance_window" in closed.reasons[0]
+    assert "rollout_ignore_maintenance_window" in closed.reasons[0]
     assert gates.maintenance_window(TOKYO_12, override=True).passed
 
 
