@@ -32,7 +32,15 @@ from collections.abc import Callable
 from typing import Any
 
 from . import state
-from .formats import SerializerName, SessionFileError, SessionValueError, encode_value, read_session_file
+from .formats import (
+    MAX_SESSION_BYTES,
+    SerializerName,
+    SessionFileError,
+    SessionValueError,
+    encode_value,
+    parse_cachelib_bytes,
+    read_session_file,
+)
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import (
@@ -50,6 +58,7 @@ DEFAULT_BATCH_SIZE = 500
 MAX_DEFAULT_WORKERS = 8
 PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
 CHECKPOINT_VERSION = 1
+_FIRST_READ = 64 * 1024
 
 # Outcome counters, in the order reports list them.
 COUNT_NAMES = ("scanned", "written", "would_write", "exists", "tombstoned", "expired",
@@ -155,7 +164,7 @@ class _Pass:
         serializer, batch_size = config.serializer, config.batch_size
         prefix, lifetime = config.layout.prefix, config.default_lifetime
         now = time.time()
-        for kind, _name, path in iter_entries(config.session_dir, shares):
+        for kind, name, path in iter_entries(config.session_dir, shares):
             if kind == "cachelib":
                 counts["skipped"] += 1
                 continue
@@ -164,11 +173,17 @@ class _Pass:
                 continue
             counts["scanned"] += 1
             try:
-                session = read_session_file(path, prefix=prefix, default_lifetime=lifetime)
-                if session.expiry and session.expiry <= now:
+                raw = _read_small_file(path) if kind == "session" else None
+                if raw is not None:
+                    file_name = name
+                    expiry, data, _style = parse_cachelib_bytes(raw, path)
+                else:  # seed files, and every problem explained precisely
+                    session = read_session_file(path, prefix=prefix, default_lifetime=lifetime)
+                    file_name, expiry, data = session.file_name, session.expiry, session.data
+                if expiry and expiry <= now:
                     counts["expired"] += 1
                     continue
-                value = encode_value(session.data, serializer)
+                value = encode_value(data, serializer)
             except SessionFileError as exc:
                 if exc.reason.startswith("vanished"):
                     counts["vanished"] += 1  # logged out or expired by the app meanwhile
@@ -182,7 +197,7 @@ class _Pass:
                 if len(errors) < config.max_examples:
                     errors.append({"path": path, "reason": str(exc)})
                 continue
-            batch.append((session.file_name, value, session.expiry))
+            batch.append((file_name, value, expiry))
             if len(batch) >= batch_size:
                 self._flush(batch, counts)
                 batch = []
@@ -249,6 +264,31 @@ class _Pass:
                 if type(exc).__module__.startswith("redis"):
                     raise explain(exc, self.settings) from exc
                 raise
+
+
+def _read_small_file(path: str) -> bytes | None:
+    """The bytes of a session file, cheaply; None to let ``read_session_file`` say what is wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        # One small read covers nearly every session (a short read of a regular
+        # file is its end); a big buffer would cost more to allocate than the read.
+        chunks, size = [], 0
+        while size <= MAX_SESSION_BYTES:
+            chunk = os.read(fd, _FIRST_READ if not chunks else 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if len(chunks) == 1 and size < _FIRST_READ:
+                break
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if size <= MAX_SESSION_BYTES else None
 
 
 # --------------------------------------------------------------------------- checkpoint
