@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import state
-from .export import DEFAULT_BATCH, fetch_with_expiry, scan_batches
+from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
@@ -144,7 +144,8 @@ def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
     started, seen = time.monotonic(), 0
     for node, keys in scan_batches(client, layout.all_pattern, batch_size):
         parsed = [(key.decode(), kind.kind) for key in keys if (kind := layout.parse(key))]
-        fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True)
+        fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True,
+                                    scripted=not is_cluster(client))
         for (key, kind), (value, expiry) in zip(parsed, fetched, strict=True):
             if not isinstance(value, bytes) or expiry == -2:
                 continue  # gone since SCAN, or not a string: not a session

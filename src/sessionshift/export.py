@@ -58,7 +58,7 @@ LIST_LIMIT = 50  # key names kept in a result's lists (undecodable, unstable)
 
 def primary_clients(client: RedisClient) -> list[redis.Redis]:
     """One plain client per primary: the client itself, or each cluster primary's."""
-    if isinstance(client, redis.cluster.RedisCluster):
+    if is_cluster(client):
         return [client.get_redis_connection(node) for node in client.get_primaries()]
     return [client]
 
@@ -81,27 +81,61 @@ def scan_batches(client: RedisClient, pattern: str, batch_size: int = DEFAULT_BA
             yield node, batch
 
 
-def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = False,
+# KEYS = the keys; ARGV[1] = EXPIRETIME or PEXPIRETIME. Returns value, expiry, value,
+# expiry, ... (a missing key gives nil and -2; a key that is not a string nil and -3).
+_FETCH_SCRIPT = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' then
+    out[#out + 1] = false
+    out[#out + 1] = -3
+  else
+    out[#out + 1] = value
+    out[#out + 1] = redis.call(ARGV[1], key)
+  end
+end
+return out
+"""
+_NOT_A_STRING = -3
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster)
+
+
+def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = False, scripted: bool = True,
                       ) -> list[tuple[bytes | ResponseError | None, int]]:
     """(value, expiry) per key in one round trip; expiry 0 = none, -2 = missing.
 
     The expiry is EXPIRETIME (epoch seconds) or, with *millis*, PEXPIRETIME.
-    A key that is not a string (someone else's hash under our prefix) gives
-    its WRONGTYPE error as the value instead of failing the whole batch.
+    A key that is not a string (someone else's hash under our prefix) gives a
+    WRONGTYPE error as the value instead of failing the whole batch.
+
+    On one Redis (*scripted*) a batch is one script call: redis-py packs and
+    parses a command in Python, and two commands per key would cost more than
+    writing the key's file. A cluster batch spans many hash slots, which one
+    script may not touch, so there it is a pipeline of GET + EXPIRETIME.
     """
-    pipe = node.pipeline(transaction=False)
-    for key in keys:
-        pipe.get(key)
-        if millis:
-            pipe.pexpiretime(key)
-        else:
-            pipe.expiretime(key)
-    replies = pipe.execute(raise_on_error=False)
-    for reply in replies:
-        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
-            raise reply  # a connection problem, not one key's
-    return [(replies[i], 0 if replies[i + 1] == -1 else replies[i + 1])
-            for i in range(0, len(replies), 2)]
+    command = "PEXPIRETIME" if millis else "EXPIRETIME"
+    if scripted:
+        replies = node.register_script(_FETCH_SCRIPT)(keys=keys, args=[command])
+    else:
+        pipe = node.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.execute_command(command, key)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply  # a connection problem, not one key's
+    fetched = []
+    for i in range(0, len(replies), 2):
+        value, expiry = replies[i], replies[i + 1]
+        if expiry == _NOT_A_STRING:
+            value = ResponseError("WRONGTYPE not a string value")
+        fetched.append((value, 0 if expiry == -1 else expiry))
+    return fetched
 
 
 # --------------------------------------------------------------------------- results
@@ -230,6 +264,7 @@ class Exporter:
             raise ValueError(f"unknown header style {header_style!r}; "
                              f"expected one of {', '.join(formats.HEADER_STYLES)}")
         self.client = client
+        self.scripted = not is_cluster(client)
         self.layout = layout
         self.session_dir = session_dir
         self.serializer = serializer
@@ -294,7 +329,8 @@ class Exporter:
         written = []
         missing = []
         now = time.time()
-        for job, (value, expiry) in zip(jobs, fetch_with_expiry(node, [j.key for j in jobs]), strict=True):
+        fetched = fetch_with_expiry(node, [job.key for job in jobs], scripted=self.scripted)
+        for job, (value, expiry) in zip(jobs, fetched, strict=True):
             if value is None or expiry == -2:
                 missing.append(job)
             elif isinstance(value, ResponseError):
@@ -346,7 +382,8 @@ class Exporter:
                 _note(self.result.removed_files, job.file_name)
 
     def _changed_since(self, node: redis.Redis, written: list[tuple[_Job, bytes | None, int]]) -> list[_Job]:
-        current = fetch_with_expiry(node, [job.key for job, _value, _expiry in written])
+        current = fetch_with_expiry(node, [job.key for job, _value, _expiry in written],
+                                    scripted=self.scripted)
         changed = []
         for (job, value, expiry), now_value in zip(written, current, strict=True):
             if now_value != (value, expiry):

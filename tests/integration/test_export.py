@@ -264,3 +264,14 @@ def test_a_session_that_never_settles_is_reported_unstable(redis_client, session
     result = export_sessions(redis_client, store.layout, session_dir, max_rounds=3)
     assert result.unstable == 1 and result.unstable_keys == [store.layout.session_key(name)]
     assert result.rewrites == 2
+
+
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_a_key_that_is_not_a_string_is_reported_not_fatal(request, session_dir, kind):
+    client = request.getfixturevalue("redis_client" if kind == "standalone" else "cluster_client")
+    store = SessionStore(client, KeyLayout())
+    _fill(store, 5, 0)
+    client.hset("session:someone-elses-hash", mapping={"a": "1"})  # looks like a stock key
+    result = export_sessions(client, store.layout, session_dir)
+    assert (result.written, result.undecodable) == (5, 1)
+    assert result.undecodable_keys == ["session:someone-elses-hash"]
