@@ -245,8 +245,7 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
             flip(app, phase, redis_client)
             wait_for_phase(app, phase)
         outage(kill=False)
-        if phase != "file":
-            outage(kill=True)  # Redis comes back empty: phase 2/3 files are the truth
+        outage(kill=True)  # Redis comes back empty: in phases 1-3 the files are the truth
         assert all_errors(users) == [], phase
         for user in users:  # one more write each, then the journal is drained
             user.write()

@@ -341,3 +341,16 @@ def test_pickle_serializer_and_signed_cookies(env):
     assert formats.decode_value(raw, "pickle")["writes"] == 2
     client.set_cookie("session", sid + ".forged")
     assert view(client).json["logged_in"] is False
+
+
+def test_md5_file_names_for_apps_on_cachelib_before_0_17(env):
+    import hashlib
+
+    client = env.app(SESSIONSHIFT_HASH_METHOD="md5", SESSION_KEY_PREFIX="app:").test_client()
+    login(client)
+    sid = client.get_cookie("session").value
+    name = hashlib.md5(f"app:{sid}".encode()).hexdigest()
+    assert os.listdir(env.session_dir) == [name]
+    env.phase("dual_write")
+    translate(client, "md5")
+    assert env.redis.get(f"app:h:{{{name}}}") is not None
