@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from . import corpus, latency, memory, plots, report, scale, throughput
+from . import corpus, latency, memory, report, scale, throughput
 from .redisenv import bench_cluster, bench_redis
 
 SUITES = ("throughput", "rss", "latency", "scale")
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plots(outcome: dict, img_dir: str) -> list[str]:
+    from . import plots  # matplotlib is slow to import; only a run that draws needs it
+
     suffix = ""
     drawn = []
     if "throughput" in outcome:

@@ -1,15 +1,12 @@
 """The engines, run the way an operator runs them: as a separate process, measured from outside.
 
-Each run is a subprocess (the ``sessionshift`` CLI where it has the
-subcommand, else ``python -m bench.engine_runs <engine>`` calling the
-package's function), so its wall time includes interpreter start-up and
-imports, like an operator's, and its memory is measured over its whole
-process tree (``bench.procs``).
+Each run is a subprocess of the ``sessionshift`` CLI, so its wall time
+includes interpreter start-up and imports, like an operator's, and its memory
+is measured over its whole process tree (``bench.procs``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -77,52 +74,13 @@ def run_validate(redis: BenchRedis, directory: str, *, name: str = "sessionshift
     return Timed(name, measured.seconds, count, detail), measured, result
 
 
-def run_export(redis: BenchRedis, target: str, *, name: str = "export_sessions",
+def run_export(redis: BenchRedis, target: str, *, name: str = "sessionshift export",
                ) -> tuple[Timed, Measured, dict]:
-    """The export engine writing every Redis session into the empty directory *target*."""
+    """``sessionshift export`` of every Redis session into the empty directory *target*."""
     os.makedirs(target, exist_ok=True)
-    settings_file = os.path.join(redis.workdir, "export-settings.json")
-    with open(settings_file, "w") as handle:
-        json.dump({"url": redis.settings.url, "username": redis.username,
-                   "password_file": redis.password_file, "ca_file": redis.ca_file,
-                   "cluster": redis.cluster}, handle)
-    command = [sys.executable, "-m", "bench.engine_runs", "export", settings_file, target]
-    measured = run_measured(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    result = _check(measured, "export")
+    command = [SESSIONSHIFT, "export", "--session-dir", target, "--no-record", "--json", "--quiet",
+               *redis.cli_env_args()]
+    measured = run_measured(command)
+    result = _check(measured, "sessionshift export")
     detail = {"written": result.get("written"), **measured.memory_dict()}
     return Timed(name, measured.seconds, result.get("keys_exported", 0), detail), measured, result
-
-
-# --------------------------------------------------------------------------- child entry points
-
-
-def _export_child(settings_file: str, target: str) -> int:
-    from sessionshift.export import export_sessions
-    from sessionshift.keys import KeyLayout
-    from sessionshift.redisconn import RedisSettings, connect
-
-    with open(settings_file) as handle:
-        values = json.load(handle)
-    with open(values.pop("password_file")) as handle:
-        values["password"] = handle.read().strip()
-    client = connect(RedisSettings(**values))
-    try:
-        result = export_sessions(client, KeyLayout(), target)
-    finally:
-        client.close()
-    json.dump(result.as_dict(), sys.stdout)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.engine_runs")
-    sub = parser.add_subparsers(dest="engine", required=True)
-    export = sub.add_parser("export", help="export every Redis session into a directory")
-    export.add_argument("settings_file")
-    export.add_argument("target")
-    args = parser.parse_args(argv)
-    return _export_child(args.settings_file, args.target)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
