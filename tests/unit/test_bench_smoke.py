@@ -132,7 +132,8 @@ def test_docs_blocks_are_replaced_and_the_rest_is_kept(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Title\nprose\n<!-- bench:rss -->\nold\n<!-- /bench:rss -->\nmore prose\n")
     assert report.update_docs(str(doc), {"rss": "new table", "latency": "ignored"}) == ["rss"]
-    assert doc.read_text() == "# Title\nprose\n<!-- bench:rss -->\nnew table\n<!-- /bench:rss -->\nmore prose\n"
+    assert doc.read_text() == ("# Title\nprose\n<!-- bench:rss -->\nnew table\n<!-- /bench:rss -->\n"
+                               "more prose\n")
 
 
 def test_measured_run_reports_exit_code_output_and_memory():
