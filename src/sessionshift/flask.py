@@ -589,6 +589,9 @@ class PhasedSession:
 
 
 def metrics_view() -> flask.Response:
+    interface = flask.current_app.session_interface
+    if isinstance(interface, PhasedSessionInterface):
+        metrics.JOURNAL_DEPTH.set(interface.journal.depth())  # measured now, not at the last replay
     body, content_type = metrics.render()
     return flask.Response(body, content_type=content_type)
 

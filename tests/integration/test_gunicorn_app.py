@@ -277,6 +277,8 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
     assert refused.status_code == 503 and "session store unavailable in phase redis_only" in refused.text
     journal = Journal(app.state_dir, app.session_dir)
     assert journal.depth() == len(legacy) + 1
+    summary = gate_summary(requests.get(app.url + "/metrics", timeout=5).text)
+    assert summary["journal_depth"] == len(legacy) + 1 and summary["emergency_file_writes"] >= len(legacy) + 1
     time.sleep(0.6)  # past the circuit breaker's pause
     for user in [*users, *legacy, newcomer]:
         user.check()  # the journal entry of a session is replayed before it is read from Redis

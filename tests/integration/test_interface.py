@@ -354,3 +354,20 @@ def test_md5_file_names_for_apps_on_cachelib_before_0_17(env):
     env.phase("dual_write")
     translate(client, "md5")
     assert env.redis.get(f"app:h:{{{name}}}") is not None
+
+
+def test_wait_replicas_applies_from_phase_4_on(env):
+    client = env.app(SESSIONSHIFT_WAIT_REPLICAS=1).test_client()
+    login(client)
+    env.redis.config_resetstat()
+
+    def waits() -> int:
+        return env.redis.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+
+    for phase in ("dual_write", "redis_read"):
+        env.phase(phase)
+        translate(client, phase)
+    assert waits() == 0  # files still hold every session: no need to wait
+    env.phase("redis_only")
+    translate(client, "phase 4")
+    assert waits() == 1
