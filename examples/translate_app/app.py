@@ -123,6 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             if wants_json():
                 return jsonify({"logged_in": False, "error": "username and password are required"}), 400
             return redirect(url_for("index"))
+        app.session_interface.regenerate(session)  # a new sid at login: no session fixation
         session.clear()
         session.update(user=username, language=request.form.get("language", "en"), history=[], writes=0)
         record_write("login")

@@ -560,6 +560,16 @@ class PhasedSessionInterface(SessionInterface):
         metrics.WRITES.labels(phase.label, "redis", "delete").inc()
         self._remove_file(phase, file_name)
 
+    def regenerate(self, session: PhasedSessionData) -> None:
+        """A new sid for *session* (Flask-Session 0.8's API; call it at login against fixation).
+
+        The old sid's stored copies are deleted as a logout would delete them.
+        """
+        if session:
+            self._delete(session.phase, session.sid, self.layout.file_name(session.sid))
+            session.sid = secrets.token_urlsafe(self.config.sid_length)
+            session.modified = True
+
     # ------------------------------------------------------------------ hooks
     def _refuse_unavailable(self):
         session = flask.session

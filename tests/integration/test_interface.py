@@ -371,3 +371,16 @@ def test_wait_replicas_applies_from_phase_4_on(env):
     env.phase("redis_only")
     translate(client, "phase 4")
     assert waits() == 1
+
+
+def test_login_regenerates_the_sid_and_forgets_the_old_one(env):
+    client = env.app().test_client()
+    login(client, "first")
+    old_sid = client.get_cookie("session").value
+    env.phase("dual_write")
+    login(client, "second")
+    new_sid = client.get_cookie("session").value
+    assert new_sid != old_sid
+    assert not os.path.exists(os.path.join(env.session_dir, env.layout.file_name(old_sid)))
+    client.set_cookie("session", old_sid)
+    assert view(client).json["logged_in"] is False
