@@ -395,37 +395,38 @@ class PhasedSessionInterface(SessionInterface):
         return data, source
 
     def _move_back_from_stock(self, phase: Phase, sid: str, file_name: str) -> bytes | None:
-        """After a rollback from phase 5: a session moved to the stock key comes back to the hashed key."""
-        def move(store: SessionStore) -> bytes | None:
+        """After a rollback from phase 5: a session moved to the stock key comes back to the hashed key.
+
+        The stock key is left to expire rather than deleted: a phase-5 worker may be
+        writing it during the rolling flip, and phase 5 reads the hashed key first.
+        """
+        def copy_back(store: SessionStore) -> bytes | None:
             raw = store.get_stock(sid)
             if raw is None:
                 return None
             expiry = store.expiry_of(self.layout.stock_key(sid))
-            if expiry == -2:
+            if expiry == -2 or store.copy_if_absent(file_name, raw, expiry) is CopyResult.TOMBSTONED:
                 return None
-            store.copy_if_absent(file_name, raw, expiry)
-            store.delete_stock(sid)
             return store.get(file_name)
-        return self._redis(phase, "read", move)
+        return self._redis(phase, "read", copy_back)
 
     def _load_redis_only(self, phase: Phase, sid: str, file_name: str) -> tuple[dict | None, str]:
+        """Phase 5: the hashed key (written until phase 4), else the stock key (moved in phase 5)."""
         if not self._replay_pending(phase, file_name):
             # A phase-4 emergency write of this session has not reached Redis yet.
             raise SessionStoreUnavailable(f"session store unavailable in phase {phase.label}: "
                                           "a journaled write is waiting for Redis")
         try:
-            if self.config.move_to_stock_keys:
-                raw = self._redis(phase, "read", lambda store: store.get_stock(sid))
-                if raw is not None:
-                    return self._decode(phase, raw), "stock"
-            raw = self._redis_get(phase, file_name)
+            raw, source = self._redis_get(phase, file_name), "redis"
+            if raw is None and self.config.move_to_stock_keys:
+                raw, source = self._redis(phase, "read", lambda store: store.get_stock(sid)), "stock"
         except RedisError as exc:
             metrics.READ_ERRORS.labels(phase.label, "redis").inc()
             raise SessionStoreUnavailable(f"session store unavailable in phase {phase.label}: "
                                           f"Redis: {type(exc).__name__}: {exc}") from None
         if raw is None:
             return None, "none"
-        return self._decode(phase, raw), "redis"
+        return self._decode(phase, raw), source
 
     def _decode(self, phase: Phase, raw: bytes) -> dict | None:
         try:

@@ -286,9 +286,18 @@ def test_phase_5_moves_sessions_to_stock_keys_and_back_on_rollback(env):
     stock = env.redis.get(env.layout.stock_key(sid))
     assert formats.decode_value(stock)["user"] == "alice"
     assert env.store.get(env.file_name(client)) is None  # moved, not copied
+    assert view(client).headers["X-Session-Source"] == "stock"
     env.phase("redis_only")
     assert view(client).json["user"] == "alice"
-    assert env.redis.get(env.layout.stock_key(sid)) is None and env.store.get(env.file_name(client))
+    assert formats.decode_value(env.store.get(env.file_name(client)))["user"] == "alice"  # moved back
+    translate(client, "phase 4 again")
+    env.phase("redis")
+    response = view(client)  # the hashed key (newer) wins over the stale stock copy
+    assert response.headers["X-Session-Source"] == "redis" and response.json["history"][-1]["input"] == (
+        "phase 4 again")
+    client.get("/logout", headers=JSON)
+    assert env.redis.get(env.layout.stock_key(sid)) is None
+    assert env.store.get(env.layout.file_name(sid)) is None
 
 
 def test_phase_2_shadow_reads_count_mismatches_and_serve_the_file(env):
