@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         for suite in suites:
             print(f"== {suite}")
             suite_started = time.monotonic()
+            conditions = {"loadavg": os.getloadavg(), "busy_processes": report.busy_processes()}
+            busy = ", ".join(conditions["busy_processes"]) or "none"
+            print(f"   load {conditions['loadavg']}, other busy processes: {busy}")
             if suite == "throughput":
                 directory = corpus.corpus(args.out, sessions)
                 with bench_redis() as redis:
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                                cluster_size=args.cluster_size)
                 outcome[suite]["results"]["ansible"] = scale.ansible_version()
             outcome[suite]["seconds"] = round(time.monotonic() - suite_started, 1)
+            outcome[suite]["conditions_at_start"] = conditions
     finally:
         import shutil
 

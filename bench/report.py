@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 
 def ratio(engine_seconds: float, baseline_seconds: float) -> float:
@@ -110,6 +111,36 @@ def machine() -> dict:
     }
 
 
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    ticks = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        command = text[text.find("(") + 1:text.rfind(")")]
+        fields = text[text.rfind(")") + 2:].split()
+        ticks[int(name)] = (command, int(fields[11]) + int(fields[12]))  # utime + stime
+    return ticks
+
+
+def busy_processes(interval: float = 1.0, min_percent: float = 10.0) -> list[str]:
+    """Processes that used at least *min_percent* of a CPU over *interval* seconds: what else ran."""
+    before = _cpu_ticks()
+    time.sleep(interval)
+    after = _cpu_ticks()
+    hertz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (command, ticks) in after.items():
+        used = 100.0 * (ticks - before.get(pid, (command, ticks))[1]) / hertz / interval
+        if used >= min_percent and pid != os.getpid():
+            busy.append((used, f"{command} {used:.0f}%"))
+    return [text for _used, text in sorted(busy, reverse=True)[:10]]
+
+
 def now_utc() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -152,10 +183,12 @@ def save_json(out_dir: str, name: str, document: dict) -> str:
 
 def _machine_line(meta: dict) -> str:
     m = meta["machine"]
-    load = ", ".join(f"{value:.2f}" for value in m["loadavg_at_start"])
     return (f"{m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gb']} GB RAM, Linux {m['kernel']}, "
-            f"Python {m['python']}, {m['redis_server'].split(' sha=')[0]}, redis-py {m['redis_py']}; "
-            f"load average at start {load}")
+            f"Python {m['python']}, {m['redis_server'].split(' sha=')[0]}, redis-py {m['redis_py']}")
+
+
+def _load(values) -> str:
+    return ", ".join(f"{value:.2f}" for value in values) if values else "unknown"
 
 
 def _rows_table(rows: list[dict]) -> list[str]:
@@ -172,8 +205,12 @@ def _contender(t: dict) -> str:
 def markdown_section(suite: str, meta: dict, data: dict) -> str:
     """The generated part of docs/benchmarks.md for one suite of one run."""
     results, rows = data["results"], data["rows"]
+    conditions = data.get("conditions_at_start", {})
+    busy = ", ".join(conditions.get("busy_processes", [])) or "nothing else above 10% of a CPU"
     lines = [f"Measured {meta['started_at']} with `{meta['command']}`",
-             f"on {_machine_line(meta)}.", ""]
+             f"on {_machine_line(meta)}.",
+             f"When this suite started: load average {_load(conditions.get('loadavg'))}; "
+             f"other processes over the 1 s before it: {busy}.", ""]
     if suite == "throughput":
         lines += [f"{results['sessions']:,} sessions, median of {results['rounds']} round(s) "
                   "(seed loop: one run).", "",
