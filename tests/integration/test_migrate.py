@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -167,6 +168,16 @@ def test_corrupt_and_hostile_files_are_reported_never_run_or_deleted(redis_clien
     assert not os.path.exists(marker), "the hostile pickle was executed"
     assert all(os.path.exists(path) for path in bad), "a bad file was deleted"
     assert_copied(redis_client, corpus)
+
+
+def test_seed_json_files_get_their_sid_key(redis_client, redis_server, config):
+    os.makedirs(config.session_dir)
+    with open(os.path.join(config.session_dir, "sess_abc123"), "w") as handle:
+        json.dump({"data": {"user": "seed"}, "expires": int(time.time()) + 600}, handle)
+    result = migrate(redis_server.settings(), config)
+    assert result.written == 1
+    value = redis_client.get(LAYOUT.session_key_for_sid("abc123"))
+    assert formats.decode_value(value) == {"user": "seed"}
 
 
 def test_dry_run_counts_and_writes_nothing(redis_client, redis_server, config):
