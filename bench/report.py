@@ -254,10 +254,11 @@ def markdown_section(suite: str, meta: dict, data: dict) -> str:
             lines.append(f"| {kind} | {p['total_sessions']:,} | {p['wall_seconds']:.1f} | "
                          f"{p['total_per_second']:,.0f} | {per_host} | {p['slowest_host_seconds']:.1f} | "
                          f"{p['module_peak_hwm_mb']:.0f} |")
-        if "wall_fit" in results:
-            fit = results["wall_fit"]
-            lines += ["", f"Linear fit of wall time: {fit['slope'] * 1e6:.2f} s per million sessions "
-                          f"+ {fit['intercept']:.2f} s, R^2 = {fit['r2']:.4f}."]
+        for name, label in (("wall_fit", "playbook wall time"), ("slowest_host_fit", "slowest host")):
+            if name in results:
+                fit = results[name]
+                lines += ["", f"Least-squares line, {label}: {fit['slope'] * 1e6:.1f} s per million "
+                              f"sessions + {fit['intercept']:.2f} s, R^2 = {fit['r2']:.4f}."]
         lines.append("")
     lines += _rows_table(rows)
     return "\n".join(lines)

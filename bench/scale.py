@@ -110,8 +110,10 @@ def run(redis: BenchRedis, results_dir: str, sizes: tuple[int, ...], *,
     result: dict = {"standalone": points, "hosts": HOSTS}
     rows = []
     if len(points) >= 2:
-        fit = linear_fit([p["total_sessions"] for p in points], [p["wall_seconds"] for p in points])
+        totals = [p["total_sessions"] for p in points]
+        fit = linear_fit(totals, [p["wall_seconds"] for p in points])
         result["wall_fit"] = fit
+        result["slowest_host_fit"] = linear_fit(totals, [p["slowest_host_seconds"] for p in points])
         rows.append(target_row("scale", f"time vs size R^2 ({sizes[0]:,}..{sizes[-1]:,})", fit["r2"],
                                unit=""))
         peaks = [p["module_peak_hwm_mb"] for p in points]
