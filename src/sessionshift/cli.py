@@ -160,8 +160,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     config = AnalyzeConfig(session_dir=args.session_dir, layout=layout_from_args(args),
                            serializer=args.serializer, sample_size=args.sample_size,
                            workers=args.workers)
-    with progress_bar(args) as bar:
-        result = analyze(config, client=client, progress=bar)
+    try:
+        with progress_bar(args) as bar:
+            result = analyze(config, client=client, progress=bar)
+    finally:
+        if client is not None:
+            client.close()
     emit(args, result, summary(result))
     return EXIT_OK
 
