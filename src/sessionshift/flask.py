@@ -51,8 +51,9 @@ from redis.exceptions import RedisError
 from . import formats, metrics, state
 from .formats import SerializerName
 from .journal import Journal, ReplayResult, read_live_file
+from .journal import replay_host as replay_journal  # noqa: F401 (for tools: one import)
 from .keys import KeyLayout
-from .phasefile import PhaseWatcher, read_phase
+from .phasefile import PhaseWatcher
 from .phases import Phase
 from .redisconn import RedisSettings, client_from_settings
 from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, SessionStore
@@ -605,17 +606,6 @@ def metrics_view() -> flask.Response:
         metrics.JOURNAL_DEPTH.set(interface.journal.depth())  # measured now, not at the last replay
     body, content_type = metrics.render()
     return flask.Response(body, content_type=content_type)
-
-
-def replay_journal(state_dir: str, session_dir: str, redis: RedisSettings | dict, *,
-                   key_prefix: str = formats.DEFAULT_PREFIX, hash_name: formats.HashName = "sha256",
-                   serializer: SerializerName = "msgpack", client=None) -> ReplayResult:
-    """Replay a host's journal from a tool or playbook (``sessionshift`` CLI, modules)."""
-    settings = redis if isinstance(redis, RedisSettings) else RedisSettings.from_mapping(redis)
-    store = SessionStore(client or client_from_settings(settings), KeyLayout(key_prefix, hash_name))
-    phase = read_phase(state_dir).phase
-    return Journal(state_dir, session_dir).replay(store, serializer=serializer,
-                                                  remove_file_after=phase >= Phase.REDIS_ONLY)
 
 
 def _count_replay(result: ReplayResult) -> None:

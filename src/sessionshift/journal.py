@@ -29,7 +29,11 @@ import time
 from redis.exceptions import RedisError
 
 from . import formats, state
-from .formats import SerializerName
+from .formats import HashName, SerializerName
+from .keys import KeyLayout
+from .phasefile import read_phase
+from .phases import Phase
+from .redisconn import RedisSettings, client_from_settings
 from .store import SessionStore
 
 _CLAIM_SUFFIX = ".replaying"
@@ -166,6 +170,20 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return outcome
+
+
+def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *,
+                key_prefix: str = formats.DEFAULT_PREFIX, hash_name: HashName = "sha256",
+                serializer: SerializerName = "msgpack", client=None) -> ReplayResult:
+    """Replay one host's journal now (for the CLI, the modules and the playbooks).
+
+    In phase 4 and later the replayed files are emergency copies and are removed.
+    """
+    settings = redis if isinstance(redis, RedisSettings) else RedisSettings.from_mapping(redis)
+    store = SessionStore(client or client_from_settings(settings), KeyLayout(key_prefix, hash_name))
+    phase = read_phase(state_dir).phase
+    return Journal(state_dir, session_dir).replay(store, serializer=serializer,
+                                                  remove_file_after=phase >= Phase.REDIS_ONLY)
 
 
 def read_live_file(path: str, now: float | None = None) -> formats.FileSession | None:

@@ -20,8 +20,7 @@ import requests
 
 from sessionshift import formats, phasefile, state
 from sessionshift.export import export_sessions
-from sessionshift.flask import replay_journal
-from sessionshift.journal import Journal
+from sessionshift.journal import Journal, replay_host
 from sessionshift.keys import KeyLayout
 from sessionshift.metrics import gate_summary
 from sessionshift.phases import Phase
@@ -249,7 +248,7 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
         assert all_errors(users) == [], phase
         for user in users:  # one more write each, then the journal is drained
             user.write()
-        result = replay_journal(app.state_dir, app.session_dir, redis_server.settings())
+        result = replay_host(app.state_dir, app.session_dir, redis_server.settings())
         assert result.failed == 0 and Journal(app.state_dir, app.session_dir).depth() == 0
         if phase != "file":
             assert_file_and_redis_agree(app, store, users)

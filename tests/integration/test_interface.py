@@ -393,3 +393,18 @@ def test_login_regenerates_the_sid_and_forgets_the_old_one(env):
     assert not os.path.exists(os.path.join(env.session_dir, env.layout.file_name(old_sid)))
     client.set_cookie("session", old_sid)
     assert view(client).json["logged_in"] is False
+
+
+def test_a_failed_file_write_is_a_clear_500_not_a_silent_loss(env, monkeypatch):
+    client = env.app().test_client()
+    login(client)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(formats, "write_session_file", disk_full)
+    response = client.post("/translate", data={"input_text": "lost?"}, headers=JSON)
+    assert response.status_code == 500
+    assert "session could not be saved to" in response.text and "No space left" in response.text
+    monkeypatch.undo()
+    assert view(client).json["writes"] == 1  # the earlier session is intact
