@@ -76,3 +76,15 @@ def test_bad_sample_percent_is_refused(tmp_path, capsys):
     result = run(capsys, redis={"url": "rediss://127.0.0.1:1/0"}, session_dir=str(tmp_path / "sessions"),
                  sample_percent=0)
     assert result["failed"] and "sample_percent" in result["msg"]
+
+
+def test_nothing_listening_is_connection_refused_with_endpoint(tmp_path, capsys):
+    from tests.support.redis_server import free_port
+
+    os.makedirs(tmp_path / "sessions")
+    port = free_port()
+    result = run(capsys, redis={"url": f"rediss://127.0.0.1:{port}/0", "retries": 0},
+                 session_dir=str(tmp_path / "sessions"), state_dir=str(tmp_path / "state"))
+    assert result["failed"] and "connection refused" in result["msg"]
+    assert result["endpoint"] == f"rediss://127.0.0.1:{port}"
+    assert not os.path.exists(tmp_path / "state")
