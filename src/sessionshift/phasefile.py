@@ -94,8 +94,20 @@ def export_finished_since(state_dir: str, record: PhaseRecord) -> bool:
     finished = _parse_time((export or {}).get("finished_at"))
     if finished is None:
         return False
-    since = _parse_time(record.redis_only_since)
+    since = _parse_time(record.redis_only_since or _entered_redis_only_from_history(record))
     return since is None or finished >= since
+
+
+def _entered_redis_only_from_history(record: PhaseRecord) -> str | None:
+    """When the history last shows a move from <= 3 to >= 4 (phase files written by hand)."""
+    for entry in reversed(record.history):
+        try:
+            before, after = Phase.parse(entry.get("from", "")), Phase.parse(entry.get("to", ""))
+        except ValueError:
+            continue
+        if before <= Phase.REDIS_READ < after:
+            return entry.get("at")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

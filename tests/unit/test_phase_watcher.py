@@ -59,3 +59,14 @@ def test_an_export_before_phase_4_does_not_allow_the_rollback(tmp_path):
         phasefile.set_phase(directory, "redis_read", by="t")
     state.write_json(os.path.join(directory, "export.json"), {"finished_at": state.utc_now()})
     assert phasefile.set_phase(directory, "redis_read", by="t").changed
+
+
+def test_without_redis_only_since_the_history_tells_when_phase_4_began(tmp_path):
+    directory = str(tmp_path)
+    state.write_json(phasefile.phase_path(directory), {"phase": "redis_only", "history": [
+        {"from": "redis_read", "to": "redis_only", "at": "2030-01-01T00:00:00+00:00", "by": "hand"}]})
+    state.write_json(os.path.join(directory, "export.json"), {"finished_at": "2029-12-31T23:59:59+00:00"})
+    with pytest.raises(TransitionRefused):
+        phasefile.set_phase(directory, "redis_read", by="t")
+    state.write_json(os.path.join(directory, "export.json"), {"finished_at": "2030-01-01T00:00:01+00:00"})
+    assert phasefile.set_phase(directory, "redis_read", by="t").after.phase is Phase.REDIS_READ
