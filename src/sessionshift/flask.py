@@ -505,12 +505,7 @@ class PhasedSessionInterface(SessionInterface):
             # The file first: it is what phases 1-2 read and what a journal replay copies.
             self._write_file(phase, file_name, data, expiry)
             if phase >= Phase.DUAL_WRITE:
-                value = formats.encode_value(data, self.config.serializer)
-                try:
-                    self._redis(phase, "write", lambda store: store.app_write(file_name, value, expiry))
-                    metrics.WRITES.labels(phase.label, "redis", "write").inc()
-                except RedisError as exc:
-                    self._journal(phase, file_name, "write", exc)
+                self._write_redis_copy(phase, file_name, data, expiry)
             return
         value = formats.encode_value(data, self.config.serializer)
         try:
@@ -534,6 +529,26 @@ class PhasedSessionInterface(SessionInterface):
         if phase == Phase.REDIS_ONLY:
             # Redis now holds a newer session than the legacy file: never serve that file again.
             self._remove_file(phase, file_name)
+
+    def _write_redis_copy(self, phase: Phase, file_name: str, data: dict, expiry: int) -> None:
+        """Phases 2-3: Redis after the file; a failure is journaled, never the request's failure."""
+        try:
+            value = formats.encode_value(data, self.config.serializer)
+        except formats.SessionValueError as exc:
+            # The file has it but Redis cannot: drop the older Redis copy so that a
+            # phase-3 read falls back to the file instead of serving stale data.
+            log.error("session %s kept in its file only: %s", file_name, exc)
+            metrics.WRITE_ERRORS.labels(phase.label, "redis", "encode").inc()
+            try:
+                self._redis(phase, "write", lambda store: store.drop_hashed(file_name))
+            except RedisError as redis_exc:
+                self._journal(phase, file_name, "write", redis_exc)
+            return
+        try:
+            self._redis(phase, "write", lambda store: store.app_write(file_name, value, expiry))
+            metrics.WRITES.labels(phase.label, "redis", "write").inc()
+        except RedisError as exc:
+            self._journal(phase, file_name, "write", exc)
 
     def _delete(self, phase: Phase, sid: str, file_name: str) -> None:
         if phase <= Phase.REDIS_READ:

@@ -127,6 +127,14 @@ class Journal:
                 result.redis_error = True
                 result.errors.append(f"{file_name}: {type(exc).__name__}: {exc}")
                 break
+            except formats.SessionValueError as exc:
+                # The file holds what Redis cannot (not msgpack-encodable): drop the older
+                # Redis copy so that readers fall back to the file.
+                store.drop_hashed(file_name)
+                result.failed += 1
+                result.errors.append(f"{file_name}: {exc}")
+                os.unlink(claim)
+                continue
             except formats.SessionFileError as exc:
                 # A corrupt or hostile file: nothing sensible to copy; report it
                 # and drop the entry (the file itself is left for the operator).

@@ -408,3 +408,24 @@ def test_a_failed_file_write_is_a_clear_500_not_a_silent_loss(env, monkeypatch):
     assert "session could not be saved to" in response.text and "No space left" in response.text
     monkeypatch.undo()
     assert view(client).json["writes"] == 1  # the earlier session is intact
+
+
+def test_a_session_redis_cannot_encode_stays_in_its_file_and_is_not_served_stale(env):
+    app = env.app()
+
+    @app.post("/odd")
+    def odd():
+        from flask import session
+        session["odd"] = complex(1, 2)  # pickles (the file) but has no msgpack form
+        return {"ok": True}
+
+    client = app.test_client()
+    login(client)
+    env.phase("dual_write")
+    env.phase("redis_read")
+    translate(client, "before")
+    assert env.store.get(env.file_name(client)) is not None
+    assert client.post("/odd", headers=JSON).status_code == 200  # never fails the request in phase 3
+    assert env.store.get(env.file_name(client)) is None  # the older Redis copy is dropped
+    response = view(client)
+    assert response.headers["X-Session-Source"] == "file" and response.json["writes"] == 2
