@@ -196,3 +196,57 @@ def floor(read: Timed, pipe: Timed, name: str) -> Timed:
     """A floor is the sum of its separately timed parts."""
     return Timed(name, read.seconds + pipe.seconds, pipe.count,
                  {"parts": {read.name: round(read.seconds, 4), pipe.name: round(pipe.seconds, 4)}})
+
+
+# --------------------------------------------------------------------------- a reference, not a target
+
+
+def _reference_share(args: tuple) -> int:
+    settings, directory, first_chars, layout, batch_size = args
+    from sessionshift.redisconn import connect
+
+    client = connect(settings)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    written = 0
+    try:
+        batch: list[bytes] = []
+
+        def flush() -> int:
+            connection.send_packed_command([b"".join(batch)])
+            replies = [connection.read_response() for _ in batch]
+            return sum(1 for reply in replies if reply)
+
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name[:1] not in first_chars:
+                    continue
+                with open(entry.path, "rb") as handle:
+                    expiry, data, _style = formats.parse_cachelib_bytes(handle.read(), entry.path)
+                batch.append(set_nx_exat(layout.session_key(entry.name), formats.encode_value(data), expiry))
+                if len(batch) >= batch_size:
+                    written += flush()
+                    batch = []
+        if batch:
+            written += flush()
+    finally:
+        pool.release(connection)
+        client.close()
+    return written
+
+
+def reference_pipeline(redis: BenchRedis, directory: str, processes: int = 2, batch_size: int = 500,
+                       layout: KeyLayout = DEFAULT_LAYOUT) -> Timed:
+    """What a bare backfill costs: *processes* forks, each reading, decoding and pipelining
+    ``SET NX EXAT`` for its share, without the tombstone check (so it is not a safe backfill).
+    Shown to separate the engine's own cost from the price of its race rules."""
+    import multiprocessing
+
+    hexdigits = "0123456789abcdef"
+    shares = [frozenset(hexdigits[i::processes]) for i in range(processes)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        written = sum(pool.map(_reference_share, [(redis.settings, directory, share, layout, batch_size)
+                                                  for share in shares]))
+    return Timed(f"reference: {processes} processes, pipelined SET NX EXAT, no tombstone check",
+                 time.perf_counter() - started, written)

@@ -36,7 +36,8 @@ def throughput(results: dict, path: str) -> str:
             ("floor", [("read files", m["read_files"]["seconds"]),
                        ("redis-cli --pipe", m["redis_pipe_set"]["seconds"])]),
             ("sessionshift migrate", [("migrate", m["migrate"]["seconds"])]),
-        ]))
+        ] + ([("reference\n(no tombstone check)", [("reference", m["reference"]["seconds"])])]
+             if "reference" in m else [])))
     if "validate" in results:
         v = results["validate"]
         parts = v["get_floor"]["parts"]
@@ -56,8 +57,10 @@ def throughput(results: dict, path: str) -> str:
         for index, (_label, parts) in enumerate(bars):
             bottom = 0.0
             for part_index, (part, seconds) in enumerate(parts):
-                axis.bar(index, seconds, bottom=bottom, color=palette[(index + part_index) % len(palette)],
-                         edgecolor="black", linewidth=0.5, label=part if len(parts) > 1 else None)
+                # One colour per contender; the parts of a floor are told apart by hatching.
+                axis.bar(index, seconds, bottom=bottom, color=palette[index % len(palette)],
+                         hatch=("", "///", "...")[part_index % 3], edgecolor="black", linewidth=0.5,
+                         label=part if len(parts) > 1 else None)
                 bottom += seconds
             axis.text(index, bottom, f"{bottom:.1f}s", ha="center", va="bottom", fontsize=8)
         axis.set_xticks(range(len(bars)), [label for label, _ in bars], rotation=15, fontsize=8)

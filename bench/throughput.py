@@ -73,7 +73,7 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
         return done
 
     if "migrate" in suites:
-        pipes, engines = [], []
+        pipes, engines, references = [], [], []
         for index in range(rounds):
             timed_read()
             redis.flush()
@@ -83,17 +83,22 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
             timed, _measured, outcome = engine_runs.run_migrate(redis, directory)
             _expect("migrate written", outcome["counts"]["written"], sessions)
             engines.append(timed)
+            redis.flush()
+            references.append(baselines.reference_pipeline(redis, directory))
+            _expect("reference pipeline", references[-1].count, sessions)
             log(f"  round {index + 1}: read {reads[-1].seconds:.2f}s + pipe {pipes[-1].seconds:.2f}s, "
-                f"migrate {timed.seconds:.2f}s")
+                f"migrate {timed.seconds:.2f}s, reference {references[-1].seconds:.2f}s")
         redis.flush()
         seed = baselines.seed_loop(redis, directory)
         _expect("seed loop", redis.dbsize(), sessions)
         log(f"  seed loop {seed.seconds:.2f}s")
         read, pipe, migrate = _median(reads), _median(pipes), _median(engines)
+        reference = _median(references)
         floor = baselines.floor(read, pipe, "floor: read files + redis-cli --pipe SET")
         results["migrate"] = {"floor": floor.as_dict(), "read_files": read.as_dict(),
                               "redis_pipe_set": pipe.as_dict(), "seed_loop": seed.as_dict(),
-                              "migrate": migrate.as_dict(),
+                              "migrate": migrate.as_dict(), "reference": reference.as_dict(),
+                              "reference_ratio_vs_floor": ratio(reference.seconds, floor.seconds),
                               "speedup_vs_seed_loop": speedup(migrate.seconds, seed.seconds),
                               "ratio_vs_floor": ratio(migrate.seconds, floor.seconds),
                               "engine_only_ratio_vs_floor": ratio(migrate.detail["engine_elapsed"],
@@ -102,6 +107,10 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
                                TARGETS["migrate_vs_seed_loop_speedup"], "min"))
         rows.append(target_row("migrate", "time / floor", ratio(migrate.seconds, floor.seconds),
                                TARGETS["migrate_vs_floor"]))
+        rows.append(target_row("migrate", "engine's own elapsed / floor (no start-up)",
+                               ratio(migrate.detail["engine_elapsed"], floor.seconds)))
+        rows.append(target_row("migrate", "reference SET NX pipeline / floor (info)",
+                               ratio(reference.seconds, floor.seconds)))
 
     if "validate" in suites:
         redis.flush()
