@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -259,6 +260,8 @@ def test_cluster_backfill(cluster_client, redis_cluster, config):
     store.app_write(names[0], b"newer", 0)
     store.app_delete(names[1])
     config.workers = 2
+    preview = migrate(redis_cluster.settings(), dataclasses.replace(config, dry_run=True))
+    assert preview.counts["would_write"] == 498 and preview.written == 0
     result = migrate(redis_cluster.settings(), config)
     assert result.written == 498 and result.counts["exists"] == 1 and result.counts["tombstoned"] == 1
     assert cluster_client.get(LAYOUT.session_key(names[0])) == b"newer"
