@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import shutil
+import signal
 import threading
 import time
 
@@ -293,3 +295,16 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
         assert formats.decode_value(store.get(user.file_name))["writes"] == user.writes
         assert not os.path.exists(os.path.join(app.session_dir, user.file_name))  # emergency copy retired
     fresh.close()
+
+
+def test_a_dead_workers_live_gauges_leave_the_metrics(app):
+    victim = requests.get(app.url + "/healthz", timeout=5, headers={"Connection": "close"}).json()["pid"]
+    metrics_dir = os.path.join(app.directory, "prometheus")
+    pattern = os.path.join(metrics_dir, f"gauge_live*_{victim}.db")
+    assert glob.glob(pattern)  # the worker's phase gauge
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while glob.glob(pattern) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not glob.glob(pattern)  # gunicorn's child_exit hook marked it dead
+    wait_for_phase(app, "file")  # the master started a new worker
