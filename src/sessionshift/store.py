@@ -21,9 +21,7 @@ import enum
 import time
 
 import redis.cluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .keys import KeyLayout
 from .redisconn import RedisClient
@@ -206,7 +204,9 @@ class SessionStore:
                 connection.read_response()
                 connection.send_packed_command([payload])
                 return connection.read_response()
-        except (RedisConnectionError, RedisTimeoutError):
+        except ResponseError:
+            raise  # a complete error reply: the connection is still in step
+        except BaseException:
             connection.disconnect()  # never hand a half-read connection back to the pool
             raise
         finally:
