@@ -320,11 +320,11 @@ def execute(module, client, group, plan):
         operation, params = step["operation"], dict(step["params"])
         if operation in ("add_tags_to_resource", "remove_tags_from_resource"):
             params["ResourceName"] = arn or group.get()["ARN"]
-        elif index > 0 or operation != "create_replication_group":
-            if operation == "create_replication_group":
+        elif operation == "create_replication_group":
+            if index > 0:  # a replacement: the old group must be gone first
                 group.wait("absent", "before re-creating it")
-            elif operation != "delete_replication_group":
-                group.wait("available", f"before: {step['why']}")
+        else:  # AWS refuses to modify or delete a group that is still busy
+            group.wait("available", f"before: {step['why']}")
         try:
             response = getattr(client, operation)(aws_retry=True, **params)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:

@@ -337,6 +337,8 @@ def test_allowed_replacement_deletes_waits_until_gone_and_creates(aws, capsys):
         "describe_cache_subnet_groups", {"CacheSubnetGroups": []}, {"CacheSubnetGroupName": "sessions"}
     )
     aws["kms"].add_response("describe_key", {"KeyMetadata": {"KeyId": "1234"}}, {"KeyId": KMS_ARN})
+    expect_described(ec, group("modifying"))  # AWS refuses to delete a busy group: wait first
+    expect_described(ec)
     ec.add_response(
         "delete_replication_group",
         {"ReplicationGroup": group("deleting")["ReplicationGroups"][0]},
@@ -360,6 +362,7 @@ def test_allowed_replacement_deletes_waits_until_gone_and_creates(aws, capsys):
 def test_delete_waits_until_the_group_is_gone(aws, capsys):
     ec = aws["elasticache"]
     expect_described(ec)
+    expect_described(ec)  # available: delete now
     ec.add_response(
         "delete_replication_group",
         {"ReplicationGroup": group("deleting")["ReplicationGroups"][0]},
