@@ -306,9 +306,14 @@ class _Checkpoint:
     def lock(self) -> None:
         if not self.path:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         lock_path = self.path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot keep the checkpoint in {os.path.dirname(self.path)}: "
+                          f"{exc.strerror}; run as the owner of the state directory or pass a "
+                          "writable state_dir / --state-dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
