@@ -1,7 +1,10 @@
-"""Dashboard bodies compare as canonical JSON."""
+"""Dashboard bodies compare as canonical JSON; the module retries throttling and honours check mode."""
 
 from __future__ import annotations
 
+import json
+
+import boto3
 import pytest
 from ansible.module_utils.cloudwatch_dashboard import (
     DashboardError,
@@ -10,6 +13,12 @@ from ansible.module_utils.cloudwatch_dashboard import (
     dashboard_definition,
     pretty_json,
 )
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from botocore.stub import Stubber
+
+from tests.conftest import load_library_module
 
 WIDGET = {"type": "text", "x": 0, "y": 0, "width": 6, "height": 2, "properties": {"markdown": "# Sessions"}}
 
@@ -43,3 +52,47 @@ def test_invalid_definitions_are_refused(body, widgets, message):
     with pytest.raises(DashboardError) as error:
         dashboard_definition(body, widgets)
     assert message in str(error.value)
+
+
+# --- the module, against botocore Stubber -------------------------------------------------------
+
+dashboard_module = load_library_module("cloudwatch_dashboard")
+ARN = "arn:aws:cloudwatch::123456789012:dashboard/sessions"
+
+
+@pytest.fixture
+def cloudwatch(monkeypatch):
+    client = boto3.client("cloudwatch", region_name="ap-northeast-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    monkeypatch.setattr(AnsibleAWSModule, "client",
+                        lambda self, service, retry_decorator=None, **extra: RetryingBotoClientWrapper(
+                            client, retry_decorator))
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    with Stubber(client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def run_dashboard(params, capsys, check_mode=False):
+    with patch_module_args(dict(params, region="ap-northeast-1", _ansible_check_mode=check_mode,
+                                _ansible_diff=True)), pytest.raises(SystemExit):
+        dashboard_module.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_throttling_is_retried_and_check_mode_writes_nothing(cloudwatch, capsys):
+    cloudwatch.add_client_error("get_dashboard", "Throttling", "Rate exceeded", http_status_code=400)
+    cloudwatch.add_response("get_dashboard", {"DashboardArn": ARN, "DashboardName": "sessions",
+                                              "DashboardBody": json.dumps({"widgets": [WIDGET]})},
+                            {"DashboardName": "sessions"})
+    result = run_dashboard({"name": "sessions", "widgets": [WIDGET, WIDGET]}, capsys, check_mode=True)
+    assert result["changed"] is True  # no put_dashboard stubbed: a write would have raised
+    assert result["diff"]["before"].count('"type": "text"') == 1
+    assert result["diff"]["after"].count('"type": "text"') == 2
+
+
+def test_a_missing_dashboard_to_delete_is_no_change(cloudwatch, capsys):
+    cloudwatch.add_client_error("get_dashboard", "ResourceNotFound", "Dashboard does not exist",
+                                http_status_code=404)
+    result = run_dashboard({"name": "sessions", "state": "absent"}, capsys)
+    assert result["changed"] is False
