@@ -113,6 +113,7 @@ class Journal:
             if not name.endswith(_CLAIM_SUFFIX):
                 try:
                     os.rename(os.path.join(self.directory, name), claim)
+                    os.utime(claim)  # the claim's age is the replay's, not the entry's
                 except FileNotFoundError:
                     result.skipped += 1  # another worker claimed it
                     continue
@@ -133,16 +134,16 @@ class Journal:
                 store.drop_hashed(file_name)
                 result.failed += 1
                 result.errors.append(f"{file_name}: {exc}")
-                os.unlink(claim)
+                _discard(claim)
                 continue
             except formats.SessionFileError as exc:
                 # A corrupt or hostile file: nothing sensible to copy; report it
                 # and drop the entry (the file itself is left for the operator).
                 result.failed += 1
                 result.errors.append(str(exc))
-                os.unlink(claim)
+                _discard(claim)
                 continue
-            os.unlink(claim)
+            _discard(claim)
             if outcome == "deleted":
                 result.deleted += 1
             else:
@@ -215,6 +216,11 @@ def read_live_file(path: str, now: float | None = None) -> formats.FileSession |
                                   header_style=style, hash_name=formats.detect_hash(name) or "sha256",
                                   size=len(raw), mtime=stat.st_mtime)
     return None if session.expired(now) else session
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _signature(path: str) -> tuple | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -84,3 +85,27 @@ def test_a_hostile_file_is_reported_not_unpickled(setup):
     journal.record(name, "write", "dual_write", "down")
     result = journal.replay(store)
     assert result.failed == 1 and "hostile" in result.errors[0] and store.get(name) is None
+
+
+def test_concurrent_replays_share_the_work_without_errors(setup, redis_server):
+    journal, session_dir, store = setup
+    names = [store.layout.file_name(f"c{i}") for i in range(60)]
+    for i, name in enumerate(names):
+        _write(session_dir, name, {"i": i})
+        journal.record(name, "write", "dual_write", "down")
+    results, failures = [], []
+
+    def replay():
+        try:
+            results.append(journal.replay(SessionStore(connect(redis_server.settings()), store.layout)))
+        except Exception as exc:  # any exception is the failure under test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=replay) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sum(r.replayed for r in results) == 60 and journal.depth() == 0
+    assert all(formats.decode_value(store.get(n)) == {"i": i} for i, n in enumerate(names))
