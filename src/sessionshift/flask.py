@@ -296,8 +296,14 @@ class PhasedSessionInterface(SessionInterface):
     # ------------------------------------------------------------------ open
     def open_session(self, app: flask.Flask, request: flask.Request) -> PhasedSessionData:
         phase = self.watcher.current()
-        metrics.PHASE.set(int(phase))
+        metrics.PHASE.set(int(phase) if self.watcher.known else 0)
         sid = request.cookies.get(self.get_cookie_name(app))
+        if not self.watcher.known:
+            session = self.session_class(sid=sid, phase=phase, source="unavailable")
+            session.unavailable = (f"the phase file {self.watcher.path} is unreadable "
+                                   f"({self.watcher.last_error}); set the phase again with the "
+                                   "session_phase module")
+            return session
         if sid and self.config.use_signer:
             try:
                 sid = _signer(app).unsign(sid).decode()
@@ -455,7 +461,7 @@ class PhasedSessionInterface(SessionInterface):
 
     # ------------------------------------------------------------------ save
     def save_session(self, app: flask.Flask, session: PhasedSessionData, response: flask.Response) -> None:
-        response.headers[PHASE_HEADER] = session.phase.label
+        response.headers[PHASE_HEADER] = session.phase.label if self.watcher.known else "unknown"
         response.headers[SOURCE_HEADER] = session.source
         try:
             if session.unavailable is None:

@@ -154,7 +154,10 @@ class PhaseWatcher:
     The file is stat'ed at most once per ``interval`` seconds per process; it is
     re-read only when its inode, size or mtime changed. An unreadable or
     corrupt file keeps the last known phase and counts an error (``errors``):
-    a bad edit must never take the app down.
+    a bad edit must never take the app down. A process that starts while the
+    file is unreadable has no last known phase: ``known`` stays False until the
+    file is fixed (the interface then refuses session requests rather than guess
+    a phase and read or write the wrong store).
     """
 
     def __init__(self, state_dir: str, interval: float = 1.0, on_error=None):
@@ -165,6 +168,7 @@ class PhaseWatcher:
         self.errors = 0
         self.last_error: str | None = None
         self._phase = Phase.FILE
+        self.known = False
         self._signature: tuple | None = ()
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
@@ -189,10 +193,11 @@ class PhaseWatcher:
             if signature == self._signature and not force:
                 return self._phase
             if signature is None:
-                self._phase, self._signature = Phase.FILE, None
+                self._phase, self._signature, self.known = Phase.FILE, None, True
                 return self._phase
             try:
                 self._phase = read_phase(self.state_dir).phase
+                self.known = True
             except (ValueError, OSError) as exc:
                 self._error(str(exc))
             self._signature = signature  # a bad file is reported once, not on every stat

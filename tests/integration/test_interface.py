@@ -429,3 +429,17 @@ def test_a_session_redis_cannot_encode_stays_in_its_file_and_is_not_served_stale
     assert env.store.get(env.file_name(client)) is None  # the older Redis copy is dropped
     response = view(client)
     assert response.headers["X-Session-Source"] == "file" and response.json["writes"] == 2
+
+
+def test_a_worker_starting_with_a_corrupt_phase_file_refuses_instead_of_guessing(env):
+    os.makedirs(env.state_dir, exist_ok=True)
+    with open(os.path.join(env.state_dir, state.PHASE_FILE), "w") as handle:
+        handle.write("{broken")
+    client = env.app().test_client()
+    response = client.post("/login", data={"username": "u", "password": "p"}, headers=JSON)
+    assert response.status_code == 503 and "phase file" in response.text and "session_phase" in response.text
+    assert response.headers["X-Session-Phase"] == "unknown"
+    assert client.get("/healthz").status_code == 200
+    os.unlink(os.path.join(env.state_dir, state.PHASE_FILE))  # what the error message advises
+    phasefile.set_phase(env.state_dir, "dual_write", by="test", force=True)
+    assert login(client).headers["X-Session-Phase"] == "dual_write"
