@@ -159,10 +159,16 @@ def main():
     result = _result(change.after, change.before)
     if module._diff:
         result["diff"] = dict(
-            before=json.dumps(change.before.as_json(), indent=2, sort_keys=True) + "\n",
-            after=json.dumps(change.after.as_json(), indent=2, sort_keys=True) + "\n",
+            before=_as_text(change.before),
+            after=_as_text(change.after),
             before_header=phase_path(params["state_dir"]), after_header=phase_path(params["state_dir"]))
     module.exit_json(changed=change.changed, **result)
+
+
+def _as_text(record):
+    if not record.exists:
+        return ""  # no phase file yet (phase file)
+    return json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n"
 
 
 def _remote_user():

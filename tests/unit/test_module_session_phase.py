@@ -104,3 +104,8 @@ def test_a_corrupt_phase_file_fails_clearly(tmp_path, capsys):
     (tmp_path / "phase.json").write_text("{not json")
     result = run(capsys, state_dir=str(tmp_path), phase="dual_write")
     assert result["failed"] is True and "not valid JSON" in result["msg"]
+
+
+def test_the_first_move_diffs_from_no_file(tmp_path, capsys):
+    result = run(capsys, diff=True, state_dir=str(tmp_path), phase="dual_write", changed_by="ops")
+    assert result["diff"]["before"] == "" and '"phase": "dual_write"' in result["diff"]["after"]
