@@ -86,6 +86,8 @@ def validate(desired: dict) -> None:
                           f"(found {shown})")
         if desired.get("transit_encryption") is False:
             errors.append("auth_token needs transit_encryption: true (AWS accepts AUTH only over TLS)")
+    if desired.get("update_auth_token") and token is None:
+        errors.append("update_auth_token: true needs the new auth_token")
     if desired.get("user_group_ids") and token is not None:
         errors.append("use either auth_token or user_group_ids (RBAC), not both")
     if desired.get("user_group_ids") and desired.get("transit_encryption") is False:

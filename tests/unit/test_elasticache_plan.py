@@ -189,6 +189,7 @@ def test_cluster_mode_on_sends_its_shard_count():
         ({"replicas_per_node_group": 0}, "multi_az: true needs replicas_per_node_group >= 1"),
         ({"multi_az": False, "replicas_per_node_group": 0}, "automatic_failover: true needs replicas"),
         ({"user_group_ids": ["ug"]}, "either auth_token or user_group_ids"),
+        ({"auth_token": None, "update_auth_token": True}, "update_auth_token: true needs the new auth_token"),
         ({"at_rest_encryption": False}, "kms_key_id needs at_rest_encryption"),
         (
             {"cluster_mode": "enabled", "automatic_failover": False, "multi_az": False},
