@@ -69,7 +69,7 @@ fallback_reads:
   returned: success
   type: int
 fallback_rate:
-  description: O(fallback_reads) divided by all session reads (0 when there were none).
+  description: O(fallback_reads) divided by the reads that found a session (0 when there were none).
   returned: success
   type: float
 write_errors:

@@ -123,6 +123,8 @@ def gate_summary(text: str) -> dict:
     samples = parse_metrics(text)
     n = f"{NAMESPACE}_"
     reads = total(samples, n + "session_reads_total")
+    # Requests without a (live) session cookie load no session: not reads the rate is about.
+    found = reads - total(samples, n + "session_reads_total", source="none")
     fallback = total(samples, n + "session_fallback_reads_total")
     requests = total(samples, n + "http_requests_total")
     phases = [value for _labels, value in samples.get(n + "phase", [])]
@@ -133,7 +135,8 @@ def gate_summary(text: str) -> dict:
         "reads_by_source": {k: int(v) for k, v in
                             by_label(samples, n + "session_reads_total", "source").items()},
         "fallback_reads": int(fallback),
-        "fallback_rate": (fallback / reads) if reads else 0.0,
+        "sessions_found": int(found),
+        "fallback_rate": (fallback / found) if found else 0.0,
         "promotions": int(total(samples, n + "session_promotions_total")),
         "write_errors": {k: int(v) for k, v in
                          by_label(samples, n + "session_write_errors_total", "backend").items()},

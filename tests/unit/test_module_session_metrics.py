@@ -19,6 +19,7 @@ PAGE = """\
 # TYPE sessionshift_session_reads_total counter
 sessionshift_session_reads_total{phase="redis_read",source="redis"} 90.0
 sessionshift_session_reads_total{phase="redis_read",source="file"} 10.0
+sessionshift_session_reads_total{phase="redis_read",source="none"} 50.0
 # TYPE sessionshift_session_fallback_reads_total counter
 sessionshift_session_fallback_reads_total{phase="redis_read",reason="miss"} 7.0
 sessionshift_session_fallback_reads_total{phase="redis_read",reason="error"} 3.0
