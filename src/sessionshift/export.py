@@ -34,23 +34,26 @@ Rules this module keeps:
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
+import queue
 import stat
 import time
 from collections.abc import Iterator
 
 import redis
 import redis.cluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from . import formats, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
-from .redisconn import RedisClient
+from .redisconn import RedisClient, RedisUnavailable
 
 DEFAULT_BATCH = 500
 DEFAULT_MAX_ROUNDS = 5
+MAX_AUTO_WORKERS = 4
 LIST_LIMIT = 50  # key names kept in a result's lists (undecodable, unstable)
 
 # --------------------------------------------------------------------------- scanning
@@ -170,6 +173,15 @@ class ExportResult:
     def changed(self) -> bool:
         return bool(self.written or self.removed)
 
+    def merge(self, other: ExportResult) -> None:
+        """Add a worker's counts for one batch."""
+        for name in ("scanned", "written", "unchanged", "removed", "expired", "vanished", "rewrites",
+                     "undecodable", "unstable"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("undecodable_keys", "unstable_keys", "removed_files"):
+            mine = getattr(self, name)
+            mine.extend(getattr(other, name)[:max(LIST_LIMIT - len(mine), 0)])
+
     def as_dict(self) -> dict:
         result = dataclasses.asdict(self)
         result["keys_exported"] = self.keys_exported
@@ -276,23 +288,105 @@ class Exporter:
         self.progress = progress
         self.result = ExportResult(session_dir, dry_run=dry_run)
 
-    def run(self) -> ExportResult:
+    def run(self, workers: int = 1) -> ExportResult:
         self.result.started_at = state.utc_now()
-        started, seen = time.monotonic(), 0
+        self._started, self._seen = time.monotonic(), 0
         # One SCAN over the whole prefix finds hashed, stock and tombstone keys
         # at once; a second SCAN for the hashed pattern would read them twice.
-        for node, keys in scan_batches(self.client, self.layout.all_pattern, self.batch_size):
-            jobs = self._jobs(keys)
-            self.result.scanned += len(jobs)
-            if jobs:
-                self._export(node, jobs)
-            seen += len(keys)
-            if self.progress is not None:
-                counts = {"written": self.result.written, "unchanged": self.result.unchanged,
-                          "removed": self.result.removed, "undecodable": self.result.undecodable}
-                self.progress(Progress("export", seen, None, counts, time.monotonic() - started))
+        batches = scan_batches(self.client, self.layout.all_pattern, self.batch_size)
+        if workers > 1:
+            self._run_forked(batches, workers)
+        else:
+            for node, keys in batches:
+                self._export_keys(node, keys)
+                self._report(len(keys))
         self.result.finished_at = state.utc_now()
         return self.result
+
+    def _export_keys(self, node: redis.Redis, keys: list[bytes]) -> None:
+        jobs = self._jobs(keys)
+        self.result.scanned += len(jobs)
+        if jobs:
+            self._export(node, jobs)
+
+    def _report(self, keys_seen: int) -> None:
+        self._seen += keys_seen
+        if self.progress is not None:
+            counts = {"written": self.result.written, "unchanged": self.result.unchanged,
+                      "removed": self.result.removed, "undecodable": self.result.undecodable}
+            self.progress(Progress("export", self._seen, None, counts, time.monotonic() - self._started))
+
+    # -- both cores: this process scans, forked workers fetch, decode and write --------
+    def _run_forked(self, batches: Iterator[tuple[redis.Redis, list[bytes]]], workers: int) -> None:
+        nodes = primary_clients(self.client)  # the same objects scan_batches yields
+        node_index = {id(node): index for index, node in enumerate(nodes)}
+        # fork: the workers inherit the client (redis-py opens new connections
+        # in a child) and need no re-import; the queue bound keeps memory flat.
+        context = multiprocessing.get_context("fork")
+        tasks, results = context.Queue(maxsize=2 * workers), context.Queue()
+        processes = [context.Process(target=self._work, args=(nodes, tasks, results), daemon=True)
+                     for _ in range(workers)]
+        for process in processes:
+            process.start()
+        self._pending, finished = 0, False
+        try:
+            for node, keys in batches:
+                self._put(tasks, (node_index[id(node)], keys), results, processes)
+                self._pending += 1
+            for _ in processes:
+                self._put(tasks, None, results, processes)
+            while self._pending:
+                self._collect(results, processes, block=True)
+            finished = True
+        finally:
+            for process in processes:
+                if not finished:
+                    process.terminate()  # a failed run: the others would wait for tasks forever
+                process.join()
+
+    def _put(self, tasks, task, results, processes) -> None:
+        """Queue a task, merging results meanwhile (a failed worker must not leave us waiting)."""
+        while True:
+            try:
+                tasks.put(task, timeout=0.2)
+                return
+            except queue.Full:
+                while self._pending and self._collect(results, processes, block=False):
+                    pass
+
+    def _collect(self, results, processes, block: bool) -> bool:
+        """Merge one worker's batch result; raise what a worker could not handle."""
+        try:
+            message = results.get(timeout=1.0) if block else results.get_nowait()
+        except queue.Empty:
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"an export worker died (exit code {dead[0]}); run the export "
+                                   "again (it is idempotent), with workers=1 to see the error") from None
+            return False
+        kind, payload, keys_seen = message
+        if kind == "redis":
+            raise RedisUnavailable("export worker", payload)
+        if kind == "os":
+            raise OSError(payload)
+        self.result.merge(payload)
+        self._pending -= 1
+        self._report(keys_seen)
+        return True
+
+    def _work(self, nodes: list[redis.Redis], tasks, results) -> None:
+        while (task := tasks.get()) is not None:
+            index, keys = task
+            self.result = ExportResult(self.session_dir, dry_run=self.dry_run)
+            try:
+                self._export_keys(nodes[index], keys)
+            except (RedisError, RedisUnavailable) as exc:
+                results.put(("redis", f"{type(exc).__name__}: {exc}", len(keys)))
+                return
+            except OSError as exc:
+                results.put(("os", str(exc), len(keys)))
+                return
+            results.put(("done", self.result, len(keys)))
 
     def _jobs(self, keys: list[bytes]) -> list[_Job]:
         jobs = []
@@ -396,14 +490,19 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
                     serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
                     mode: int = 0o600, uid: int | None = None, gid: int | None = None,
                     state_dir: str | None = None, batch_size: int = DEFAULT_BATCH,
-                    max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
+                    max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False, workers: int = 0,
                     progress: ProgressCallback | None = None) -> ExportResult:
-    """Export every session in Redis to *session_dir*; record it in ``state_dir/export.json``."""
+    """Export every session in Redis to *session_dir*; record it in ``state_dir/export.json``.
+
+    Writing files is the bottleneck, so ``workers`` processes (default ``0``:
+    one per CPU, at most 4) are forked to fetch, decode and write while this
+    one scans; ``workers=1`` does everything in this process.
+    """
     owner = FileOwner.of_directory(session_dir, mode, uid, gid) if os.path.isdir(session_dir) else None
     exporter = Exporter(client, layout, session_dir, serializer=serializer, header_style=header_style,
                         owner=owner, batch_size=batch_size, max_rounds=max_rounds, dry_run=dry_run,
                         progress=progress)
-    result = exporter.run()
+    result = exporter.run(workers or min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
     if state_dir:
         result.phase = recorded_phase(state_dir)
         if not dry_run:

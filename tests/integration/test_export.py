@@ -179,7 +179,9 @@ def test_export_is_recorded_for_the_phase_module(redis_client, session_dir, tmp_
     assert record["finished_at"] >= record["started_at"]
 
 
-def test_export_under_live_writes_leaves_no_file_older_than_redis(redis_client, redis_server, session_dir):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_export_under_live_writes_leaves_no_file_older_than_redis(redis_client, redis_server, session_dir,
+                                                                 workers):
     from sessionshift.redisconn import connect
 
     layout = KeyLayout()
@@ -201,13 +203,13 @@ def test_export_under_live_writes_leaves_no_file_older_than_redis(redis_client, 
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        first = export_sessions(redis_client, layout, session_dir, batch_size=50)
+        first = export_sessions(redis_client, layout, session_dir, batch_size=50, workers=workers)
     finally:
         stop.set()
         writer.join()
     writer_store.client.close()
     # The rollback playbook: export, flip back to phase 3, catch-up export.
-    catch_up = export_sessions(redis_client, layout, session_dir, batch_size=50)
+    catch_up = export_sessions(redis_client, layout, session_dir, batch_size=50, workers=workers)
     assert first.keys_exported + first.unstable >= 300
     assert catch_up.written <= len(hot) + first.unstable
     for name in names:
@@ -216,12 +218,13 @@ def test_export_under_live_writes_leaves_no_file_older_than_redis(redis_client, 
         assert read.expiry == store.expiry_of(layout.session_key(name))
 
 
-def test_export_from_a_cluster(cluster_client, session_dir):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_export_from_a_cluster(cluster_client, session_dir, workers):
     store = SessionStore(cluster_client, KeyLayout())
     sessions = _fill(store, 60, int(time.time()) + 600)
     store.app_delete(sorted(sessions)[0])
     formats.write_session_file(session_dir, sorted(sessions)[0], {"stale": True}, 0)
-    result = export_sessions(cluster_client, store.layout, session_dir)
+    result = export_sessions(cluster_client, store.layout, session_dir, workers=workers, batch_size=10)
     assert (result.written, result.removed) == (59, 1)
     assert sorted(os.listdir(session_dir)) == sorted(sessions)[1:]
     assert not export_sessions(cluster_client, store.layout, session_dir).changed
@@ -243,7 +246,7 @@ def test_a_session_changed_while_its_file_was_written_is_written_again(redis_cli
         return path
 
     monkeypatch.setattr(formats, "write_session_file", write_then_app_writes)
-    result = export_sessions(redis_client, store.layout, session_dir)
+    result = export_sessions(redis_client, store.layout, session_dir, workers=1)
     assert (result.written, result.rewrites, result.unstable) == (1, 1, 0)
     assert formats.read_session_file(os.path.join(session_dir, name)).data == {"v": 2}
 
@@ -261,7 +264,7 @@ def test_a_session_that_never_settles_is_reported_unstable(redis_client, session
         return path
 
     monkeypatch.setattr(formats, "write_session_file", write_then_app_writes)
-    result = export_sessions(redis_client, store.layout, session_dir, max_rounds=3)
+    result = export_sessions(redis_client, store.layout, session_dir, max_rounds=3, workers=1)
     assert result.unstable == 1 and result.unstable_keys == [store.layout.session_key(name)]
     assert result.rewrites == 2
 
@@ -275,3 +278,36 @@ def test_a_key_that_is_not_a_string_is_reported_not_fatal(request, session_dir, 
     result = export_sessions(client, store.layout, session_dir)
     assert (result.written, result.undecodable) == (5, 1)
     assert result.undecodable_keys == ["session:someone-elses-hash"]
+
+
+def test_worker_processes_give_the_same_result_as_one_process(redis_client, session_dir, tmp_path):
+    store = SessionStore(redis_client, KeyLayout())
+    sessions = _fill(store, 200, int(time.time()) + 600)
+    for name in sorted(sessions)[:5]:
+        formats.write_session_file(session_dir, name, {"stale": True}, 0)
+        store.app_delete(name)
+    store.app_write(store.layout.file_name("bad"), b"\xc1", 0)  # 0xc1 is never valid msgpack
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    for name in sorted(sessions)[:5]:
+        formats.write_session_file(str(other_dir), name, {"stale": True}, 0)
+    forked = export_sessions(redis_client, store.layout, session_dir, workers=2, batch_size=20)
+    single = export_sessions(redis_client, store.layout, str(other_dir), workers=1, batch_size=20)
+    for name in ("scanned", "written", "removed", "undecodable", "keys_exported"):
+        assert getattr(forked, name) == getattr(single, name), name
+    assert (forked.written, forked.removed, forked.undecodable) == (195, 5, 1)
+    assert sorted(os.listdir(session_dir)) == sorted(os.listdir(other_dir)) == sorted(sessions)[5:]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_write_error_in_a_worker_stops_the_run_with_the_cause(redis_client, session_dir, monkeypatch,
+                                                                 workers):
+    store = SessionStore(redis_client, KeyLayout())
+    _fill(store, 50, 0)
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied", session_dir)
+
+    monkeypatch.setattr(formats, "write_session_file", refuse)
+    with pytest.raises(OSError, match="Permission denied"):
+        export_sessions(redis_client, store.layout, session_dir, workers=workers, batch_size=10)
