@@ -80,6 +80,12 @@ options:
     description: How many times a session the app keeps changing is rewritten before it is reported unstable.
     type: int
     default: 5
+  workers:
+    description:
+      - Processes that fetch, decode and write files while the module scans; V(0) is one per CPU (at most 4),
+        V(1) does everything in one process.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -245,6 +251,7 @@ def main():
             group=dict(type="str"),
             batch_size=dict(type="int", default=500),
             max_rounds=dict(type="int", default=5),
+            workers=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
@@ -263,12 +270,12 @@ def main():
                 client, key_layout(params), params["session_dir"], serializer=params["serializer"],
                 header_style=params["header_style"], mode=mode, uid=uid, gid=gid,
                 state_dir=params["state_dir"], batch_size=params["batch_size"],
-                max_rounds=params["max_rounds"], dry_run=module.check_mode)
+                max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
         finally:
             client.close()
     except RedisUnavailable as exc:
         fail_on_redis(module, exc, changed=False)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         module.fail_json(msg=f"session_export: {exc}", changed=False)
 
     counts = {name: getattr(result, name) for name in COUNTS}

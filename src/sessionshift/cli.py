@@ -263,7 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 client, layout_from_args(args), args.session_dir, serializer=args.serializer,
                 header_style=args.header_style, mode=int(args.mode, 8), uid=args.uid, gid=args.gid,
                 state_dir=None if args.no_record else args.state_dir, batch_size=args.batch_size,
-                dry_run=args.dry_run, progress=bar)
+                workers=args.workers, dry_run=args.dry_run, progress=bar)
     finally:
         client.close()
     emit(args, result.as_dict(),
@@ -286,6 +286,8 @@ def register_export(subparsers) -> None:
     parser.add_argument("--gid", type=int, help="file group (default: the session directory's)")
     parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
     parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes writing files (default: one per CPU, at most 4)")
     parser.add_argument("--no-record", action="store_true", help="do not write export.json")
     add_output_options(parser)
     parser.set_defaults(func=cmd_export)
