@@ -118,8 +118,9 @@ def main():
                     module.warn(f"CloudWatch accepted dashboard {name} with messages: {problems}")
             else:
                 client.delete_dashboards(DashboardNames=[name], aws_retry=True)
-        arn = (current_dashboard(client, name) or {}).get("DashboardArn") if present and not module.check_mode \
-            else (current or {}).get("DashboardArn")
+        arn = (current or {}).get("DashboardArn")
+        if present and changed and not module.check_mode:
+            arn = current_dashboard(client, name)["DashboardArn"]  # put_dashboard does not return it
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
         module.fail_json_aws(error, msg=f"cannot {'put' if present else 'delete'} dashboard {name}")
     result = dict(changed=changed)
