@@ -136,13 +136,16 @@ def phases_seen(app: GunicornApp, requests_count: int = 12, all_workers: bool = 
     return seen
 
 
-def wait_for_phase(app: GunicornApp, label: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if set(phases_seen(app)) == {label}:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"workers did not all reach {label} in {timeout}s")
+def wait_for_phase(app: GunicornApp, label: str, timeout: float = 15) -> None:
+    """Until 2 x WORKERS answers in a row (fresh connections) report *label*."""
+    deadline, in_a_row = time.monotonic() + timeout, 0
+    while in_a_row < 2 * WORKERS:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers did not all reach {label} in {timeout}s")
+        response = requests.get(app.url + "/healthz", timeout=5, headers={"Connection": "close"})
+        in_a_row = in_a_row + 1 if response.headers["X-Session-Phase"] == label else 0
+        if not in_a_row:
+            time.sleep(0.1)
 
 
 def flip(app: GunicornApp, target: str, redis_client) -> None:
@@ -208,9 +211,9 @@ def test_fifty_users_keep_every_write_through_every_flip_and_rollback(app, redis
     sequence = ["dual_write", "redis_read", "redis_only", "redis", "redis_only", "redis_read",
                 "dual_write", "file"]
     idle_checked = False
-    with traffic(users):
+    with traffic(users, think=0.1):
         for target in sequence:
-            time.sleep(0.5)
+            time.sleep(0.5)  # traffic in the old phase, then the flip under traffic
             flip(app, target, redis_client)
             wait_for_phase(app, target)
             if target == "redis_only" and not idle_checked:
