@@ -8,7 +8,6 @@
   read bytes, nothing else) and ``redis-cli --pipe`` of the equivalent RESP
   commands (``SET key value NX EXAT t``), generated into a file before timing
   (``write_set_commands``).
-* ``get_floor``: the same for validation's Redis side (``GET key`` piped).
 * the export floor: writing the same files with plain Python
   (``write_files``) plus one ``redis-cli --scan`` of the session keys.
 """
@@ -79,16 +78,6 @@ def write_set_commands(directory: str, path: str, layout: KeyLayout = DEFAULT_LA
                 expiry, data, _style = formats.parse_cachelib_bytes(handle.read(), entry.path)
             out.write(set_nx_exat(layout.session_key(entry.name), formats.encode_value(data, serializer),
                                   expiry))
-            count += 1
-    return count
-
-
-def write_get_commands(directory: str, path: str, layout: KeyLayout = DEFAULT_LAYOUT) -> int:
-    """Validation's Redis side: one GET per session of *directory*, into *path*. Not timed."""
-    count = 0
-    with open(path, "wb") as out:
-        for entry in os.scandir(directory):
-            out.write(resp_command("GET", layout.session_key(entry.name)))
             count += 1
     return count
 

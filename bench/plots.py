@@ -40,9 +40,9 @@ def throughput(results: dict, path: str) -> str:
              if "reference" in m else [])))
     if "validate" in results:
         v = results["validate"]
-        parts = v["get_floor"]["parts"]
+        parts = v["floor"]["parts"]
         groups.append(("validate", [
-            ("floor (GET)", [(name, seconds) for name, seconds in parts.items()]),
+            ("floor", [(name, seconds) for name, seconds in parts.items()]),
             ("sessionshift validate", [("validate", v["validate"]["seconds"])]),
         ]))
     if "export" in results:
