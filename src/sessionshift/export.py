@@ -222,11 +222,21 @@ class FileOwner:
 
 
 def _read_bytes(path: str) -> bytes | None:
+    """The current file's bytes; None if absent, b"" if it is not a regular file.
+
+    Never follows a symlink nor blocks on a FIFO planted under a session's
+    name: such an entry is simply replaced by the rename.
+    """
     try:
-        with open(path, "rb") as handle:
-            return handle.read(formats.MAX_SESSION_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError:  # ELOOP: a symlink
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return handle.read(formats.MAX_SESSION_BYTES + 1)
 
 
 def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,

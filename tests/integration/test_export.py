@@ -311,3 +311,19 @@ def test_a_write_error_in_a_worker_stops_the_run_with_the_cause(redis_client, se
     monkeypatch.setattr(formats, "write_session_file", refuse)
     with pytest.raises(OSError, match="Permission denied"):
         export_sessions(redis_client, store.layout, session_dir, workers=workers, batch_size=10)
+
+
+def test_a_symlink_or_fifo_under_a_session_name_is_replaced_not_followed(redis_client, session_dir, tmp_path):
+    store = SessionStore(redis_client, KeyLayout())
+    target = tmp_path / "secret"
+    target.write_bytes(b"do not touch")
+    linked, fifo = store.layout.file_name("linked"), store.layout.file_name("fifo")
+    os.symlink(target, os.path.join(session_dir, linked))
+    os.mkfifo(os.path.join(session_dir, fifo))
+    for name in (linked, fifo):
+        store.app_write(name, formats.encode_value({"who": name}), 0)
+    result = export_sessions(redis_client, store.layout, session_dir, workers=1)
+    assert result.written == 2 and target.read_bytes() == b"do not touch"
+    for name in (linked, fifo):
+        path = os.path.join(session_dir, name)
+        assert not os.path.islink(path) and formats.read_session_file(path).data == {"who": name}
