@@ -151,7 +151,7 @@ class ExportResult:
     scanned: int = 0  # session and tombstone keys seen
     written: int = 0  # files created or replaced (would be, in a dry run)
     unchanged: int = 0  # files that already matched Redis
-    removed: int = 0  # stale files of logged-out (tombstoned) sessions
+    removed: int = 0  # stale files of logged-out sessions (tombstoned, or stock key deleted)
     expired: int = 0  # keys whose expiry passed during the run
     vanished: int = 0  # keys deleted between SCAN and GET
     rewrites: int = 0  # extra writes because the app changed a session meanwhile
@@ -268,7 +268,11 @@ class _Job:
 
     key: str
     file_name: str
-    tombstoned: bool = False  # found through its tombstone: a missing key means "logged out"
+    # A missing key means "logged out" for a job found through its tombstone
+    # and for a stock key (phase 5 deletes leave no tombstone). A hashed key
+    # may also vanish because phase 5 moved it to its stock key: then its
+    # file stays unless a tombstone says otherwise.
+    missing_means_logout: bool = False
 
 
 class Exporter:
@@ -409,7 +413,7 @@ class Exporter:
                 # same sid) it is exported, otherwise the stale file goes.
                 jobs.append(_Job(self.layout.session_key(parsed.file_name), parsed.file_name, True))
             else:
-                jobs.append(_Job(raw_key.decode(), parsed.file_name))
+                jobs.append(_Job(raw_key.decode(), parsed.file_name, parsed.kind == "stock"))
         return jobs
 
     def _export(self, node: redis.Redis, jobs: list[_Job]) -> None:
@@ -471,12 +475,12 @@ class Exporter:
         _note(self.result.undecodable_keys, job.key)  # the name only: values are secrets
 
     def _handle_missing(self, node: redis.Redis, jobs: list[_Job]) -> None:
-        """Keys gone since SCAN: a logged-out session's stale file is removed."""
+        """Keys gone since SCAN (or since their file was written): a logged-out session's file goes."""
         pipe = node.pipeline(transaction=False)
         for job in jobs:
             pipe.exists(self.layout.tombstone_key(job.file_name))
         for job, tombstoned in zip(jobs, pipe.execute(), strict=True):
-            if not (tombstoned or job.tombstoned):
+            if not (tombstoned or job.missing_means_logout):
                 self.result.vanished += 1  # expired or deleted: nothing to write
                 continue
             path = os.path.join(self.session_dir, job.file_name)

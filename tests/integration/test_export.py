@@ -327,3 +327,27 @@ def test_a_symlink_or_fifo_under_a_session_name_is_replaced_not_followed(redis_c
     for name in (linked, fifo):
         path = os.path.join(session_dir, name)
         assert not os.path.islink(path) and formats.read_session_file(path).data == {"who": name}
+
+
+def test_a_key_deleted_while_its_file_was_written(redis_client, session_dir, monkeypatch):
+    """A phase-5 logout (stock key deleted, no tombstone) takes its new file with it; a hashed key
+    that vanished without a tombstone (moved to its stock key, or expired) keeps its file."""
+    layout = KeyLayout()
+    store = SessionStore(redis_client, layout)
+    redis_client.set(layout.stock_key("leaving"), formats.encode_value({"who": "leaving"}))
+    moved = layout.file_name("moved")
+    store.app_write(moved, formats.encode_value({"who": "moved"}), 0)
+    real_write = formats.write_session_file
+
+    def write_then_key_goes(directory, file_name, *args, **kwargs):
+        path = real_write(directory, file_name, *args, **kwargs)
+        if file_name == layout.file_name("leaving"):
+            redis_client.delete(layout.stock_key("leaving"))
+        else:
+            redis_client.delete(layout.session_key(moved))
+        return path
+
+    monkeypatch.setattr(formats, "write_session_file", write_then_key_goes)
+    result = export_sessions(redis_client, layout, session_dir, workers=1)
+    assert (result.removed, result.vanished) == (1, 1)
+    assert os.listdir(session_dir) == [moved]
