@@ -34,6 +34,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import multiprocessing
 import os
 import queue
@@ -231,8 +232,10 @@ def _read_bytes(path: str) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except OSError:  # ELOOP: a symlink
-        return b""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink
+            return b""
+        raise
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return b""
@@ -241,12 +244,16 @@ def _read_bytes(path: str) -> bytes | None:
 
 def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,
                   serializer: SerializerName, path: str) -> bool:
-    """Whether the file already gives the app this session (same bytes, or same app view)."""
+    """Whether the file already gives the app this session (same bytes, or same app view).
+
+    The header style must match too: the app's cachelib reads only its own.
+    """
     if existing == formats.encode_cachelib(data, expiry, header_style):
         return True
     try:
-        file_expiry, file_data, _style = formats.parse_cachelib_bytes(existing, path)
-        return file_expiry == expiry and formats.app_view(file_data, serializer) == data
+        file_expiry, file_data, style = formats.parse_cachelib_bytes(existing, path)
+        return (style == header_style and file_expiry == expiry
+                and formats.app_view(file_data, serializer) == data)
     except (SessionFileError, SessionValueError):
         return False  # a corrupt or hostile file is simply replaced
 

@@ -351,3 +351,14 @@ def test_a_key_deleted_while_its_file_was_written(redis_client, session_dir, mon
     result = export_sessions(redis_client, layout, session_dir, workers=1)
     assert (result.removed, result.vanished) == (1, 1)
     assert os.listdir(session_dir) == [moved]
+
+
+def test_a_file_with_the_other_header_style_is_rewritten(redis_client, session_dir):
+    """Same session, but a header the app's (older) cachelib cannot read: not 'the same for the app'."""
+    store = SessionStore(redis_client, KeyLayout())
+    name = store.layout.file_name("style")
+    store.app_write(name, formats.encode_value({"a": 1}), 0)
+    formats.write_session_file(session_dir, name, {"a": 1}, 0, header_style="struct")
+    result = export_sessions(redis_client, store.layout, session_dir, header_style="pickle", workers=1)
+    assert result.written == 1
+    assert formats.read_session_file(os.path.join(session_dir, name)).header_style == "pickle"
