@@ -103,8 +103,9 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"backup directory {directory} does not exist")
+    # mkstemp files are 0600 from the start: live sessions are never readable by others.
     payload_fd, payload_tmp = tempfile.mkstemp(prefix=".payload.", suffix=".tmp", dir=directory)
-    final_fd, final_tmp = tempfile.mkstemp(prefix=".backup.", suffix=".tmp", dir=directory)
+    final_tmp = None
     try:
         digest = hashlib.sha256()
         counts = dict.fromkeys(KINDS, 0)
@@ -114,6 +115,7 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
                 payload.write(line)
                 counts[kind] += 1
         manifest = _manifest(layout, source, counts, digest.hexdigest())
+        final_fd, final_tmp = tempfile.mkstemp(prefix=".backup.", suffix=".tmp", dir=directory)
         with os.fdopen(final_fd, "wb") as out:
             with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as head:
                 head.write(json.dumps(manifest, sort_keys=True).encode() + b"\n")
@@ -124,8 +126,9 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
         os.chmod(final_tmp, 0o600)
         os.replace(final_tmp, dest)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(final_tmp)
+        if final_tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(final_tmp)
         raise
     finally:
         with contextlib.suppress(OSError):

@@ -172,3 +172,23 @@ def test_a_backup_with_a_valid_checksum_but_foreign_keys_is_refused(redis_client
     with pytest.raises(BackupError, match="line 2"):
         restore_backup(redis_client, dest)
     assert redis_client.dbsize() == 0
+
+
+def test_a_backup_that_fails_midway_leaves_nothing_behind(redis_client, tmp_path, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from sessionshift import backup
+
+    store = _populate(redis_client)
+    real_fetch, calls = backup.fetch_with_expiry, []
+
+    def fetch_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RedisConnectionError("connection lost")
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(backup, "fetch_with_expiry", fetch_then_fail)
+    with pytest.raises(RedisConnectionError):
+        create_backup(redis_client, store.layout, str(tmp_path / "b.gz"), batch_size=10)
+    assert os.listdir(tmp_path) == []
