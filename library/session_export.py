@@ -234,7 +234,8 @@ def file_mode(value):
 
 
 def numeric_id(name, lookup):
-    if name is None:
+    """A uid/gid from a name or a number; None (the directory's) when not given."""
+    if not name:
         return None
     if name.isdigit():
         return int(name)
