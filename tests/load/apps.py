@@ -1,0 +1,103 @@
+"""A small fleet for load and fault runs: a TLS Redis (with AOF, so a restart keeps its data)
+and N demo app hosts under gunicorn, each with its own session and state directory.
+
+    with Fleet.start(directory, hosts=2, workers=2, phase="redis_read") as fleet:
+        fleet.urls; fleet.set_phase("redis_only"); fleet.redis.pause() ...
+
+The rollout itself is driven by the real playbooks elsewhere (LocalStack); here the phase
+file is moved directly, as the session_phase module does, for fault runs that need seconds,
+not minutes, per scenario.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+
+import requests
+
+from sessionshift import phasefile
+from sessionshift.export import export_sessions
+from sessionshift.keys import KeyLayout
+from sessionshift.phases import Phase
+from sessionshift.redisconn import connect
+from tests.support.gunicorn_app import GunicornApp
+from tests.support.redis_server import RedisServer
+from tests.support.tlsca import make_ca
+
+# Short timeouts: a paused Redis must cost a request a fraction of a second, not 5 s.
+REDIS_TIMEOUTS = {"socket_timeout": 0.5, "connect_timeout": 0.5, "retries": 0}
+# Every write is appended and fsynced at once: a killed-and-restarted Redis comes back with
+# its data, as an ElastiCache node reboot with AOF would (without it, phase 4 would lose all).
+REDIS_DURABLE = ("appendonly yes", "appendfsync always")
+
+
+@dataclasses.dataclass
+class Fleet:
+    directory: str
+    redis: RedisServer
+    apps: list[GunicornApp]
+
+    @classmethod
+    def start(cls, directory: str, *, hosts: int = 2, workers: int = 2, phase: str = "file",
+              app_config: dict | None = None) -> Fleet:
+        tls = make_ca(os.path.join(directory, "tls"))
+        redis = RedisServer.start(os.path.join(directory, "redis"), tls, extra_config=REDIS_DURABLE)
+        fleet = cls(directory, redis, [])
+        try:
+            for index in range(hosts):
+                fleet.apps.append(fleet._start_app(index, workers, app_config or {}))
+            fleet.set_phase(phase)
+        except BaseException:
+            fleet.stop()
+            raise
+        return fleet
+
+    def _start_app(self, index: int, workers: int, extra: dict) -> GunicornApp:
+        settings = dataclasses.asdict(self.redis.settings(**REDIS_TIMEOUTS))
+        config = {"SESSIONSHIFT_REDIS": settings, "SESSIONSHIFT_REDIS_RETRY_AFTER": 0.5,
+                  "SESSIONSHIFT_REPLAY_INTERVAL": 1, **extra}
+        return GunicornApp.start(os.path.join(self.directory, f"app{index + 1}"), config, workers=workers)
+
+    @property
+    def urls(self) -> list[str]:
+        return [app.url for app in self.apps]
+
+    def client(self):
+        return connect(self.redis.settings())
+
+    def set_phase(self, target: str) -> None:
+        """Move every host to *target* as the playbooks do (export first when leaving 4+ for 3-)."""
+        for app in self.apps:
+            current = phasefile.read_phase(app.state_dir).phase
+            if current >= Phase.REDIS_ONLY and Phase.parse(target) <= Phase.REDIS_READ:
+                with contextlib.closing(self.client()) as client:
+                    export_sessions(client, KeyLayout(), app.session_dir, state_dir=app.state_dir)
+            phasefile.set_phase(app.state_dir, target, by="load-test", force=True)
+        for app in self.apps:
+            wait_for_phase(app.url, target)
+
+    def stop(self) -> None:
+        for app in self.apps:
+            app.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for_phase(url: str, label: str, timeout: float = 20) -> None:
+    """Until 6 fresh connections in a row answer in *label* (every worker re-read its phase file)."""
+    deadline, in_a_row = time.monotonic() + timeout, 0
+    while in_a_row < 6:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: workers did not all reach {label} in {timeout}s")
+        response = requests.get(url + "/healthz", timeout=5, headers={"Connection": "close"})
+        in_a_row = in_a_row + 1 if response.headers.get("X-Session-Phase") == label else 0
+        if not in_a_row:
+            time.sleep(0.1)
