@@ -55,5 +55,10 @@ test: setup  ## everything CI runs: unit, integration, lint
 bench: setup  ## benchmarks (not tests): ratios measured side by side, see docs/benchmarks.md
 	$(BIN)/python -m bench
 
+load: setup  ## load tests: the seed's 3 profiles, live flips, faults (bench/results/load, docs/load.md)
+	$(BIN)/python -m tests.load.profiles
+	$(BIN)/python -m tests.load.live_flip
+	$(BIN)/python -m tests.load.faults
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run
