@@ -1,0 +1,259 @@
+"""Faults during load: what users saw, and what was lost (target: nothing).
+
+    python -m tests.load.faults [--only NAME,...] [--users 30] [--outage 30] [--pause 10]
+
+Each scenario gets a fresh fleet (a TLS Redis with AOF, two gunicorn app hosts x 2 workers,
+tests/load/apps.py), locust users (sticky, checking every answer, think time 0.2-1 s), a
+quiet period, the fault, and a recovery period in which every user keeps checking that what
+it wrote before and during the fault is still there. Results per window (before / during /
+after the fault), the journal depth at the end, and for the migration the validation.
+
+How each fault is made:
+  redis down        the primary is SIGKILLed and started again on the same port after --outage s
+                    (its AOF, fsynced on every write, brings the data back, as a node reboot would)
+  redis paused      SIGSTOP for --pause s, then SIGCONT
+  disk full         app1's session directory is a 4 MB tmpfs (needs root for mount); a filler
+                    file takes every free block for --pause s
+  app restart       app1's gunicorn master gets SIGHUP (graceful reload: new workers) and one of
+                    app2's workers is SIGKILLed, in the same second the fleet flips 2 -> 3
+  migration killed  20 000 seeded sessions on app1, `sessionshift migrate` SIGKILLed after 1.5 s,
+                    run again (it resumes from its checkpoint), then `sessionshift validate`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from sessionshift.journal import Journal
+from sessionshift.seed import seed_sessions
+from tests.load.apps import Fleet
+from tests.load.runner import (
+    RESULTS_DIR,
+    LocustRun,
+    machine,
+    markdown_table,
+    read_events,
+    replace_section,
+    window_stats,
+)
+
+QUIET = 8.0  # seconds of normal load before the fault
+RECOVERY = 15.0  # seconds of load after it (users re-read what they wrote)
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    phase: str
+    fault: Callable[[Fleet, dict], dict]  # does the fault; returns notes for the report
+    expected: str  # what the phase design says users may see
+    errors_allowed: bool = False
+    app_config: dict = dataclasses.field(default_factory=dict)
+    mount_tmpfs: bool = False
+
+
+# -- the faults -----------------------------------------------------------------------------
+def redis_down(fleet: Fleet, options: dict) -> dict:
+    fleet.redis.kill()
+    time.sleep(options["outage"])
+    fleet.redis.launch()
+    return {"fault": f"Redis primary SIGKILLed, started again after {options['outage']:.0f} s (AOF)"}
+
+
+def redis_paused(fleet: Fleet, options: dict) -> dict:
+    fleet.redis.pause()
+    try:
+        time.sleep(options["pause"])
+    finally:
+        fleet.redis.resume()
+    return {"fault": f"Redis primary SIGSTOPped for {options['pause']:.0f} s"}
+
+
+def disk_full(fleet: Fleet, options: dict) -> dict:
+    filler = os.path.join(fleet.apps[0].session_dir, "filler.bin")
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while True:  # bounded by the tmpfs size (4 MB)
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    try:
+        time.sleep(options["pause"])
+    finally:
+        os.unlink(filler)
+    return {"fault": f"app1's session directory (4 MB tmpfs) full for {options['pause']:.0f} s"}
+
+
+def app_restart_mid_flip(fleet: Fleet, options: dict) -> dict:
+    workers = subprocess.run(["pgrep", "-P", str(fleet.apps[1].process.pid)], capture_output=True, text=True,
+                             check=False).stdout.split()
+    fleet.apps[0].process.send_signal(signal.SIGHUP)  # graceful reload of app1
+    if workers:
+        os.kill(int(workers[0]), signal.SIGKILL)  # one of app2's workers dies; the master replaces it
+    fleet.set_phase("redis_read")
+    time.sleep(2)
+    return {"fault": "flip 2 -> 3 with app1 reloaded (SIGHUP) and an app2 worker SIGKILLed at the flip"}
+
+
+def migration_killed(fleet: Fleet, options: dict) -> dict:
+    app = fleet.apps[0]
+    settings = fleet.redis.settings()
+    env = dict(os.environ, SESSIONSHIFT_REDIS_PASSWORD=settings.password)
+    command = [os.path.join(os.path.dirname(sys.executable), "sessionshift"), "migrate",
+               "--session-dir", app.session_dir, "--state-dir", app.state_dir, "--redis-url", settings.url,
+               "--redis-user", settings.username, "--ca-file", settings.ca_file, "--workers", "1",
+               "--batch-size", "200", "--json", "--quiet"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    migrated = json.loads(second.stdout) if second.returncode == 0 else {"error": second.stderr[-500:]}
+    validate = [os.path.join(os.path.dirname(sys.executable), "sessionshift"), "validate",
+                "--session-dir", app.session_dir, "--state-dir", app.state_dir, "--redis-url", settings.url,
+                "--redis-user", settings.username, "--ca-file", settings.ca_file, "--json", "--quiet"]
+    checked = subprocess.run(validate, env=env, capture_output=True, text=True, timeout=300, check=False)
+    validation = json.loads(checked.stdout) if checked.stdout.strip().startswith("{") else {}
+    return {"fault": "migrate SIGKILLed after 1.5 s, run again",
+            "migrate_second_run": {k: migrated.get(k) for k in ("written", "resumed", "skipped", "error")
+                                   if k in migrated},
+            "validation": f"{validation.get('consistency_percent', '?')} % consistent "
+                          f"({validation.get('comparable', '?')} comparable), exit {checked.returncode}",
+            "lost": int(checked.returncode != 0)}
+
+
+def scenarios() -> list[Scenario]:
+    emergency = {"SESSIONSHIFT_EMERGENCY_FILE_FALLBACK": True}
+    return [
+        Scenario("redis down in phase 2", "dual_write", redis_down, "no 5xx; writes journaled, replayed"),
+        Scenario("redis down in phase 3", "redis_read", redis_down, "no 5xx; reads fall back to files"),
+        Scenario("redis down in phase 4", "redis_only", redis_down, "503 with the cause while down",
+                 errors_allowed=True),
+        Scenario("redis down in phase 4 + emergency", "redis_only", redis_down,
+                 "503 for sessions only in Redis; new logins on files", errors_allowed=True,
+                 app_config=emergency),
+        Scenario("redis paused in phase 3", "redis_read", redis_paused, "no 5xx; slower while paused"),
+        Scenario("redis paused in phase 4", "redis_only", redis_paused, "503 while paused",
+                 errors_allowed=True),
+        Scenario("session disk full in phase 2", "dual_write", disk_full,
+                 "500 'could not be saved' on app1 writes while full", errors_allowed=True, mount_tmpfs=True),
+        Scenario("session disk full in phase 4", "redis_only", disk_full, "nothing (files not written)",
+                 mount_tmpfs=True),
+        Scenario("app restart mid-flip 2 -> 3", "dual_write", app_restart_mid_flip,
+                 "requests in flight on the killed worker fail", errors_allowed=True),
+        Scenario("migration SIGKILLed and resumed", "dual_write", migration_killed, "no 5xx; 100 % valid"),
+    ]
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: str, size: str = "4m"):
+    os.makedirs(path, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"cannot mount a tmpfs on {path} (the disk-full fault needs root): {done.stderr}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+def run_scenario(scenario: Scenario, *, users: int, options: dict, out_dir: str, quiet: float = QUIET,
+                 recovery: float = RECOVERY) -> dict:
+    directory = tempfile.mkdtemp(prefix="load-fault-")
+    slug = scenario.name.replace(" ", "_").replace(",", "").replace(">", "").replace("+", "plus")
+    try:
+        with contextlib.ExitStack() as cleanup:
+            if scenario.mount_tmpfs:
+                cleanup.enter_context(small_tmpfs(os.path.join(directory, "app1", "sessions")))
+            fleet = cleanup.enter_context(Fleet.start(directory, hosts=2, workers=2, phase=scenario.phase,
+                                                      app_config=scenario.app_config))
+            if scenario.fault is migration_killed:
+                seed_sessions(fleet.apps[0].session_dir, 20000, rng_seed="faults")
+            load = LocustRun.start(fleet.urls, users=users, spawn_rate=users, run_time=600, out_dir=out_dir,
+                                   name=f"fault_{slug}", wait="0.2,1")
+            try:
+                time.sleep(quiet)
+                fault_start = time.time()
+                notes = scenario.fault(fleet, options)
+                fault_end = time.time()
+                time.sleep(recovery)
+            finally:
+                load.stop()
+            journal = sum(Journal(app.state_dir, app.session_dir).depth() for app in fleet.apps)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    events = read_events(load.events_file)
+    # A request in flight when the fault began belongs to the fault, not to the quiet period.
+    before = window_stats([e for e in events if e.at + e.ms / 1000 < fault_start])
+    during = window_stats([e for e in events if e.at + e.ms / 1000 >= fault_start and e.at < fault_end])
+    after = window_stats(events, fault_end)
+    total = window_stats(events)
+    lost = total["sessions_lost"] + total["writes_lost"] + notes.pop("lost", 0) + (journal > 0)
+    errors_before_or_after = before["errors"] + after["errors"]
+    ok = lost == 0 and (scenario.errors_allowed or total["errors"] == 0)
+    return {"scenario": scenario.name, "phase": scenario.phase, **notes, "expected": scenario.expected,
+            "before": before, "during": during, "after": after, "total": total, "journal_left": journal,
+            "errors_outside_fault": errors_before_or_after, "checks": load.checks(),
+            "verdict": "as designed" if ok else "NOT AS DESIGNED"}
+
+
+def row(result: dict) -> dict:
+    during, after, total = result["during"], result["after"], result["total"]
+    extra = result.get("validation", "")
+    return {"scenario": result["scenario"], "fault": result["fault"] + (f"; {extra}" if extra else ""),
+            "expected": result["expected"], "requests": total["requests"],
+            "during": f"{during['errors']} ({during['errors_5xx']} 5xx) / {during['requests']}",
+            "after": f"{after['errors']} / {after['requests']}",
+            "p95": f"{result['before']['p95_ms']:.0f} / {during['p95_ms']:.0f} / {after['p95_ms']:.0f}",
+            "max": f"{during['max_ms']:.0f}", "sessions_lost": total["sessions_lost"],
+            "writes_lost": total["writes_lost"], "journal": result["journal_left"],
+            "verdict": result["verdict"]}
+
+
+COLUMNS = [("scenario", "scenario"), ("fault", "what we did"), ("expected", "users may see"),
+           ("requests", "requests"), ("during", "errors during fault"), ("after", "errors after"),
+           ("p95", "p95 ms before / during / after"), ("max", "max ms during"),
+           ("sessions_lost", "sessions lost"), ("writes_lost", "writes lost"), ("journal", "journal left"),
+           ("verdict", "verdict")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds Redis stays down")
+    parser.add_argument("--pause", type=float, default=10.0,
+                        help="seconds Redis is paused / the disk is full")
+    args = parser.parse_args(argv)
+    chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
+    about = machine()
+    results = []
+    for scenario in chosen:
+        print(f"{scenario.name} ...", flush=True)
+        result = run_scenario(scenario, users=args.users, options=vars(args), out_dir=RESULTS_DIR)
+        print(f"  {json.dumps(row(result))}", flush=True)
+        results.append(result)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, "faults.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    command = " ".join(["python -m tests.load.faults", *(argv if argv is not None else sys.argv[1:])])
+    if not args.only:
+        replace_section("faults", "\n".join([
+            f"`{command}` — {args.users} locust users (think time 0.2-1 s) sticky over 2 app hosts x 2 "
+            f"gunicorn workers; {QUIET:.0f} s before the fault, {RECOVERY:.0f} s after; {about}.", "",
+            markdown_table([row(r) for r in results], COLUMNS)]))
+    return 0 if all(r["verdict"] == "as designed" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

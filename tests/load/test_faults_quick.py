@@ -1,0 +1,38 @@
+"""The quick faults under load (the full set, with a 30 s outage, runs with `make load`).
+
+Ten locust users on two app hosts check every answer; Redis is paused in phase 3 (the
+files still answer: no 5xx) and killed in phase 4 (a clear 503 while it is down, as the
+phase design says); either way nothing any user wrote is lost once Redis is back.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.load.faults import run_scenario, scenarios
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+OPTIONS = {"outage": 3.0, "pause": 3.0}
+
+
+def _run(name, tmp_path):
+    scenario = next(s for s in scenarios() if s.name == name)
+    return run_scenario(scenario, users=10, options=OPTIONS, out_dir=str(tmp_path), quiet=4, recovery=8)
+
+
+def test_redis_paused_in_phase_3_fails_no_request_and_loses_nothing(tmp_path):
+    result = _run("redis paused in phase 3", tmp_path)
+    assert result["during"]["requests"] > 0 and result["after"]["requests"] > 0, result
+    assert result["total"]["errors"] == 0, result
+    total = result["total"]
+    assert (total["sessions_lost"], total["writes_lost"], result["journal_left"]) == (0, 0, 0), result
+    assert result["verdict"] == "as designed"
+
+
+def test_redis_down_in_phase_4_is_a_clear_503_and_loses_nothing(tmp_path):
+    result = _run("redis down in phase 4", tmp_path)
+    assert result["during"]["errors_5xx"] > 0, result  # users saw the outage ...
+    assert result["before"]["errors"] == 0 and result["after"]["errors"] <= result["during"]["errors"], result
+    # ... and every session and write made before, during and after it is still there
+    assert (result["total"]["sessions_lost"], result["total"]["writes_lost"]) == (0, 0), result
+    assert result["verdict"] == "as designed"
