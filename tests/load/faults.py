@@ -123,10 +123,14 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
                 "--redis-user", settings.username, "--ca-file", settings.ca_file, "--json", "--quiet"]
     checked = subprocess.run(validate, env=env, capture_output=True, text=True, timeout=300, check=False)
     validation = json.loads(checked.stdout) if checked.stdout.strip().startswith("{") else {}
-    return {"fault": "migrate SIGKILLed after 1.5 s, run again",
-            "migrate_second_run": {k: migrated.get(k) for k in ("written", "resumed", "skipped", "error")
-                                   if k in migrated},
-            "validation": f"{validation.get('consistency_percent', '?')} % consistent "
+    if "counts" in migrated:
+        resumed = (f"second run resumed={migrated.get('resumed')}, "
+                   f"{len(migrated.get('shares_skipped', []))} shares done before the kill, "
+                   f"wrote {migrated['counts'].get('written', '?')}")
+    else:
+        resumed = migrated.get("error", "?")
+    return {"fault": "migrate SIGKILLed after 1.5 s, run again", "migrate_second_run": resumed,
+            "validation": f"{resumed}; validation {validation.get('consistency_percent', '?')} % consistent "
                           f"({validation.get('comparable', '?')} comparable), exit {checked.returncode}",
             "lost": int(checked.returncode != 0)}
 
