@@ -24,13 +24,6 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  redis:
-    description:
-      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
-        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
-        C(socket_timeout), C(retries). In cluster mode every primary is backed up.
-    type: dict
-    required: true
   state:
     description:
       - V(present) makes a backup at O(dest) unless one is there; V(restored) restores O(src).
@@ -47,19 +40,13 @@ options:
     description: With O(state=present), replace an existing backup at O(dest).
     type: bool
     default: false
-  key_prefix:
-    description: The app's C(SESSION_KEY_PREFIX); a restore uses the prefix recorded in the backup.
-    type: str
-    default: "session:"
-  hash_method:
-    description: How cachelib names files (recorded in the manifest); V(md5) before cachelib 0.17.
-    type: str
-    default: sha256
-    choices: [md5, sha256]
   batch_size:
     description: Keys per SCAN step and per pipelined round trip.
     type: int
     default: 500
+extends_documentation_fragment:
+  - sessionshift
+  - sessionshift.naming
 attributes:
   check_mode:
     support: full
@@ -72,6 +59,7 @@ attributes:
     platforms: posix
 notes:
   - Works under C(async)/C(poll).
+  - In cluster mode every primary is backed up. A restore uses the key prefix recorded in the backup.
   - The backup holds live sessions; keep it as secret as the Redis password.
 requirements:
   - sessionshift (installed on the host by the session_app role)

@@ -28,31 +28,10 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  redis:
-    description:
-      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
-        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
-        C(socket_timeout), C(retries). In cluster mode every primary is scanned.
-    type: dict
-    required: true
   session_dir:
     description: The app's session directory (Flask C(SESSION_FILE_DIR)); it must exist.
     type: path
     required: true
-  key_prefix:
-    description: The app's C(SESSION_KEY_PREFIX).
-    type: str
-    default: "session:"
-  hash_method:
-    description: How cachelib names files; V(md5) before cachelib 0.17, V(sha256) since.
-    type: str
-    default: sha256
-    choices: [md5, sha256]
-  serializer:
-    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
-    type: str
-    default: msgpack
-    choices: [msgpack, pickle]
   state_dir:
     description: Where C(export.json) is recorded and C(phase.json) is read.
     type: path
@@ -86,6 +65,10 @@ options:
         V(1) does everything in one process.
     type: int
     default: 0
+extends_documentation_fragment:
+  - sessionshift
+  - sessionshift.naming
+  - sessionshift.serializer
 attributes:
   check_mode:
     support: full
@@ -98,6 +81,7 @@ attributes:
 notes:
   - Works under C(async)/C(poll); an export of many sessions should use it.
   - Run it on each app host (it writes that host's session directory), as the app's user or root.
+  - In cluster mode every primary is scanned.
   - RV(changed) is true when a file was written or removed (would be, in check mode); the C(export.json)
     record is bookkeeping and written on every run that is not in check mode.
 requirements:

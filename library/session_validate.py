@@ -21,31 +21,10 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  redis:
-    description:
-      - The Redis connection; suboptions C(url) (required, V(rediss://host:port/db) for TLS), C(username),
-        C(password), C(ca_file), C(cert_file), C(key_file), C(verify_tls), C(cluster), C(connect_timeout),
-        C(socket_timeout), C(retries).
-    type: dict
-    required: true
   session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
-  key_prefix:
-    description: The app's C(SESSION_KEY_PREFIX).
-    type: str
-    default: "session:"
-  hash_method:
-    description: How cachelib names files; V(md5) before cachelib 0.17, V(sha256) since.
-    type: str
-    default: sha256
-    choices: [md5, sha256]
-  serializer:
-    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
-    type: str
-    default: msgpack
-    choices: [msgpack, pickle]
   state_dir:
     description: Where C(validation.json) is written.
     type: path
@@ -66,6 +45,10 @@ options:
     description: File names listed per kind of problem.
     type: int
     default: 20
+extends_documentation_fragment:
+  - sessionshift
+  - sessionshift.naming
+  - sessionshift.serializer
 attributes:
   check_mode:
     support: full

@@ -1,0 +1,83 @@
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+"""Documentation shared by the sessionshift modules (extends_documentation_fragment: sessionshift...)."""
+
+
+class ModuleDocFragment:
+    # The `redis` option: module_utils/sessionshift_common.py REDIS_OPTIONS.
+    DOCUMENTATION = r"""
+options:
+  redis:
+    description: How to reach Redis / ElastiCache.
+    type: dict
+    required: true
+    suboptions:
+      url:
+        description:
+          - V(rediss://host:port/db) for TLS (what ElastiCache with in-transit encryption needs),
+            V(redis://host:port/db) for plain TCP.
+        type: str
+        required: true
+      username:
+        description: ACL user (RBAC user groups on ElastiCache); omit for the AUTH token alone.
+        type: str
+      password:
+        description: The ACL user's password or the AUTH token. Never logged.
+        type: str
+      ca_file:
+        description: CA bundle that signed the server certificate (the system's when omitted).
+        type: path
+      cert_file:
+        description: Client certificate, when the server asks for one.
+        type: path
+      key_file:
+        description: Key of the client certificate.
+        type: path
+      verify_tls:
+        description:
+          - Verify the server certificate and its host name.
+          - Only a throw-away test setup turns this off.
+        type: bool
+        default: true
+      cluster:
+        description: Cluster mode (a configuration endpoint; every primary is used).
+        type: bool
+        default: false
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: float
+        default: 5.0
+      socket_timeout:
+        description: Seconds to wait for an answer.
+        type: float
+        default: 5.0
+      retries:
+        description: Retries, with jittered backoff, of transient errors (never of a refused password).
+        type: int
+        default: 3
+"""
+
+    # How the app names its sessions (files and keys).
+    NAMING = r"""
+options:
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX); part of every file name hash and Redis key.
+    type: str
+    default: "session:"
+  hash_method:
+    description: How cachelib names session files; V(md5) before cachelib 0.17, V(sha256) since.
+    type: str
+    default: sha256
+    choices: [md5, sha256]
+"""
+
+    # How the app encodes sessions in Redis.
+    SERIALIZER = r"""
+options:
+  serializer:
+    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
+    type: str
+    default: msgpack
+    choices: [msgpack, pickle]
+"""
