@@ -16,7 +16,7 @@ How each fault is made:
                     file takes every free block for --pause s
   app restart       app1's gunicorn master gets SIGHUP (graceful reload: new workers) and one of
                     app2's workers is SIGKILLed, in the same second the fleet flips 2 -> 3
-  migration killed  20 000 seeded sessions on app1, `sessionshift migrate` SIGKILLed after 1.5 s,
+  migration killed  20 000 seeded sessions on app1, `sessionshift migrate` SIGKILLed mid-way,
                     run again (it resumes from its checkpoint), then `sessionshift validate`
 """
 
@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from sessionshift import state
 from sessionshift.journal import Journal
 from sessionshift.seed import seed_sessions
 from tests.load.apps import Fleet
@@ -110,11 +111,18 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
     env = dict(os.environ, SESSIONSHIFT_REDIS_PASSWORD=settings.password)
     command = [os.path.join(os.path.dirname(sys.executable), "sessionshift"), "migrate",
                "--session-dir", app.session_dir, "--state-dir", app.state_dir, "--redis-url", settings.url,
-               "--redis-user", settings.username, "--ca-file", settings.ca_file, "--workers", "1",
+               "--redis-user", settings.username, "--ca-file", settings.ca_file, "--workers", "2",
                "--batch-size", "200", "--json", "--quiet"]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    first.send_signal(signal.SIGKILL)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    checkpoint, deadline = os.path.join(app.state_dir, state.MIGRATE_FILE), time.monotonic() + 120
+    while first.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(ValueError):  # read while being replaced
+            if (state.read_json(checkpoint) or {}).get("shares_done"):
+                break  # kill it mid-way: some shares are checkpointed, the rest are not
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(first.pid, signal.SIGKILL)  # the migration and its forked workers
     first.wait(10)
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     migrated = json.loads(second.stdout) if second.returncode == 0 else {"error": second.stderr[-500:]}
@@ -129,7 +137,8 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
                    f"wrote {migrated['counts'].get('written', '?')}")
     else:
         resumed = migrated.get("error", "?")
-    return {"fault": "migrate SIGKILLed after 1.5 s, run again", "migrate_second_run": resumed,
+    return {"fault": "migrate SIGKILLed once its first shares were checkpointed, run again",
+            "migrate_second_run": resumed,
             "validation": f"{resumed}; validation {validation.get('consistency_percent', '?')} % consistent "
                           f"({validation.get('comparable', '?')} comparable), exit {checked.returncode}",
             "lost": int(checked.returncode != 0)}
