@@ -37,7 +37,7 @@ from tools.usersim import Simulation, Tally, check_seeded_sessions  # noqa: E402
 RUN_DIR = os.path.join(ROOT, "run", "demo")
 MOTO_PORT = 15000  # inventories/local points the AWS roles here
 APP_HOSTS = {"app1": "http://127.0.0.1:18001", "app2": "http://127.0.0.1:18002"}
-STEPS = ["phase1", "phase2", "phase3", "phase4", "rollback to redis_read", "phase4", "phase5"]
+STEPS = ["phase1", "phase2", "phase3", "phase4", "rollback to redis_read", "phase4 again", "phase5"]
 
 
 def ansible_playbook(*args: str, log=None) -> subprocess.Popen:
@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         "session_app_seed_sessions": args.sessions,
         "rollout_watch_seconds": args.watch_seconds,
         "rollout_summary_file": summary_file,
+        "rollout_cloudwatch_enabled": True,  # moto runs: gates and watch windows read its alarms
         # A demo runs outside the 02:00-06:00 Tokyo window and cannot wait a session lifetime
         # for the phase-5 cutoff: both overrides are explicit, as an operator's would be.
         "rollout_ignore_maintenance_window": True,
         "rollout_ignore_cutoff": True,
     }
     started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.UTC).isoformat()
     simulation: Simulation | None = None
     stop = threading.Event()
     try:
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 return report_failure(run, log_path)
             users = {host: seeded_users(host) for host in APP_HOSTS}
             simulation = Simulation(list(APP_HOSTS.values()), users_per_host=args.users)
-            simulation.label(STEPS[1])
+            simulation.label(STEPS[0])  # the apps answer before phase 1's last tasks end
             simulation.start()
             print(f"{len(simulation.users)} users logged in; "
                   f"{sum(len(u) for u in users.values())} seeded sessions idle since phase 1")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             returncode = run.wait()
         tallies = simulation.stop()
         seeded = {host: check_seeded_sessions(url, users[host]) for host, url in APP_HOSTS.items()}
-        print_summary(read_records(summary_file), tallies, seeded, time.monotonic() - started)
+        print_summary(read_records(summary_file), tallies, seeded, started_at, time.monotonic() - started)
         lost = sum(t.logged_out + t.lost_writes for t in tallies.values())
         lost += sum(s["logged_out"] + s["errors"] for s in seeded.values())
         if returncode != 0:
@@ -158,7 +160,7 @@ def wait_for_apps_or_exit(run: subprocess.Popen, stop: threading.Event) -> bool:
 
 def follow_steps(run: subprocess.Popen, simulation: Simulation, summary_file: str) -> None:
     """Label the simulation's results with the step the playbook is in (from the summary records)."""
-    current = 1  # phase 1 has ended (one record) before the users start
+    current = 0
     while run.poll() is None:
         done = len(read_records(summary_file))  # one record at the end of each step
         if done > current and done < len(STEPS):
@@ -177,18 +179,17 @@ def report_failure(run: subprocess.Popen, log_path: str) -> int:
     return 1
 
 
-def print_summary(records: list[dict], tallies: dict[str, Tally], seeded: dict, elapsed: float) -> None:
+def print_summary(records: list[dict], tallies: dict[str, Tally], seeded: dict, started_at: str,
+                  elapsed: float) -> None:
     print("\nstep                     time   requests  errors  logged out  lost writes   p95 ms  phases")
-    previous_at = None
+    previous_at = started_at
     for index, record in enumerate(records):
         at = record["at"]
-        seconds = ""
-        if previous_at:
-            delta = datetime.datetime.fromisoformat(at) - datetime.datetime.fromisoformat(previous_at)
-            seconds = f"{delta.total_seconds():5.0f}s"
+        delta = datetime.datetime.fromisoformat(at) - datetime.datetime.fromisoformat(previous_at)
+        seconds = f"{delta.total_seconds():5.0f}s"
         previous_at = at
         name = STEPS[index] if index < len(STEPS) else record["step"]
-        tally = tallies.get(name, Tally()) if index else Tally()
+        tally = tallies.get(name, Tally())
         phases = ",".join(sorted(set(record["hosts"].values())))
         print(f"{name:<24} {seconds:>5} {tally.requests:>10} {tally.errors:>7} {tally.logged_out:>11} "
               f"{tally.lost_writes:>12} {tally.percentile(0.95):>8.1f}  {phases}")
