@@ -7,6 +7,7 @@ invents a number.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import matplotlib
@@ -95,10 +96,13 @@ def latency(results: dict, path: str) -> str:
 
 
 def rss(results: dict, path: str, target_mb: float = 150.0) -> str:
-    """Peak RSS of sessionshift migrate against the corpus size."""
+    """Peak RSS of sessionshift migrate against the corpus size; the largest run's rate over time."""
     points = results["points"]
     sizes = [p["sessions"] for p in points]
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    timeline = points[-1].get("keys_over_time") or []
+    panels = 2 if len(timeline) > 1 else 1
+    figure, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 4.2), squeeze=False)
+    axis = axes[0][0]
     axis.plot(sizes, [p["peak_rss_max_process_mb"] for p in points], "o-",
               label="largest process (exact, wait4 ru_maxrss)")
     axis.plot(sizes, [p["peak_rss_tree_sum_mb"] for p in points], "s--",
@@ -110,6 +114,22 @@ def rss(results: dict, path: str, target_mb: float = 150.0) -> str:
     axis.set_ylim(0, max(target_mb * 1.2, *(p["peak_rss_tree_sum_mb"] * 1.1 for p in points)))
     axis.set_title("sessionshift migrate: memory vs corpus size")
     axis.legend(fontsize=8)
+    if len(timeline) > 1:
+        right = axes[0][1]
+        keys = [keys for _t, keys, _load in timeline]
+        rates = [(k1 - k0) / (t1 - t0) for (t0, k0, _), (t1, k1, _) in itertools.pairwise(timeline)]
+        right.plot(keys[1:], rates, ".-", color="#4c72b0", label="sessions/s (5 s windows)")
+        right.set_xlabel(f"keys in Redis during the {points[-1]['sessions']:,} run")
+        right.set_ylabel("sessions / second")
+        right.set_ylim(bottom=0)
+        load_axis = right.twinx()
+        load_axis.plot(keys[1:], [load for _t, _k, load in timeline[1:]], ":", color="#c44e52",
+                       label="1-minute load average")
+        load_axis.set_ylabel("load average", color="#c44e52")
+        load_axis.set_ylim(bottom=0)
+        right.set_title("rate as Redis fills (and the machine's load)")
+        right.legend(fontsize=8, loc="lower left")
+        load_axis.legend(fontsize=8, loc="lower right")
     return _save(figure, path)
 
 
