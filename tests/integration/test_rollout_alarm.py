@@ -41,7 +41,12 @@ PREFIX = "sessionshift-"
 @pytest.fixture(scope="module")
 def stack():
     directory = make_stack_dir()
-    stack = LocalStack.create(directory, hosts=2, seed_sessions=50, watch_seconds=2)
+    # Short Redis timeouts in the app (as tests/load/apps.py uses): a paused Redis fails a session
+    # write in half a second (journaled, counted) instead of holding the request for 5 s x retries.
+    fast_fail = ("{{ sessionshift_redis | combine({'socket_timeout': 0.5, 'connect_timeout': 0.5, "
+                 "'retries': 0}) }}")
+    stack = LocalStack.create(directory, hosts=2, seed_sessions=50, watch_seconds=2,
+                              extra_vars={"session_app_redis": fast_fail})
     try:
         setup = stack.playbook("local_infra.yml")
         assert setup.returncode == 0, setup.output[-3000:]
@@ -126,18 +131,18 @@ def test_a_breach_in_the_watch_window_reverts_the_host_and_stops_the_rollout(sta
         while "redis_read" not in phases(stack).values():
             if flipped.wait(0.1) or time.monotonic() > deadline:
                 return
-        time.sleep(1.5)  # inside the watch window (10 s), after its first metrics sample
+        time.sleep(3)  # inside the watch window (15 s), after its first metrics sample
         os.kill(redis_pid, signal.SIGSTOP)
         paused.append(time.time())
         try:
-            time.sleep(4)
+            time.sleep(5)
         finally:
             os.kill(redis_pid, signal.SIGCONT)
 
     pauser = threading.Thread(target=pause_redis_once_a_host_reads_from_it, daemon=True)
     pauser.start()
     try:
-        run = stack.playbook("phase3.yml", extra={"rollout_watch_seconds": 10})
+        run = stack.playbook("phase3.yml", extra={"rollout_watch_seconds": 15})
     finally:
         flipped.set()
         pauser.join(30)
