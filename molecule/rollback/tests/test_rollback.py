@@ -1,0 +1,63 @@
+"""After the drills: every host back in `file`, through the steps it was asked to take, with
+every seeded session still logged in from its file and nothing left behind in Redis alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+testinfra_hosts = ["ansible://app1", "ansible://app2"]
+
+
+@pytest.fixture
+def app(hostvars):
+    return hostvars("session_app_port", "session_app_base_dir", "session_app_session_dir",
+                    "session_app_state_dir")
+
+
+def _phase(host, app):
+    return json.loads(host.file(app["session_app_state_dir"] + "/phase.json").content_string)
+
+
+def test_host_is_back_in_file_after_the_emergency(host, app):
+    record = _phase(host, app)
+    assert record["phase"] == "file"
+    moves = [(entry["from"], entry["to"]) for entry in record["history"]]
+    # the gradual rollback went one phase at a time...
+    assert ("redis_only", "redis_read") in moves and ("redis_read", "dual_write") in moves
+    # ...and the emergency from redis_only went through redis_read (export, flip, catch-up)
+    assert moves[-2:] == [("redis_only", "redis_read"), ("redis_read", "file")]
+    assert record["history"][-1]["emergency"] is True
+
+
+def test_the_exports_were_recorded(host, app):
+    export = json.loads(host.file(app["session_app_state_dir"] + "/export.json").content_string)
+    assert export["finished_at"] and export["complete"] is True
+
+
+def test_the_emergency_took_a_backup(host, app):
+    backups = host.file(app["session_app_state_dir"] + "/backups")
+    assert any(name.startswith("sessions-emergency-") for name in backups.listdir())
+    assert backups.mode == 0o700
+
+
+def test_every_seeded_session_is_still_logged_in_from_its_file(host, app):
+    """Phase 1 again: sessions are read from files only, so each one must have come back as a file.
+
+    The hosts are this machine (ansible_connection: local), so the test asks the app directly.
+    """
+    sids = host.file(app["session_app_base_dir"] + "/seeded-sids.txt").content_string.split()
+    assert len(sids) == 300
+    http = requests.Session()
+    lost = []
+    for sid in sids:
+        http.cookies.clear()
+        http.cookies.set("session", sid)
+        url = f"http://127.0.0.1:{app['session_app_port']}/"
+        reply = http.get(url, headers={"Accept": "application/json"},
+                         timeout=10)
+        if not (reply.ok and reply.json()["logged_in"] and reply.headers["X-Session-Source"] == "file"):
+            lost.append(sid[:8])
+    assert lost == []
