@@ -1,11 +1,13 @@
-"""What converge must leave on every app host: gunicorn answering /healthz, phase 1,
-a private session directory and config, and file sessions that work."""
+"""What converge (the local stack, then phases 2 to 5) must leave on every app host: gunicorn
+answering /healthz, phase 5, a private session directory and config, no file session left,
+and every session seeded in phase 1 still logged in, now from Redis."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import requests
 
 testinfra_hosts = ["ansible://app1", "ansible://app2"]
 
@@ -24,9 +26,11 @@ def test_gunicorn_answers_healthz(host, app):
     assert "gunicorn" in master.args
 
 
-def test_host_starts_in_phase_file(host, app):
+def test_host_went_through_every_phase_to_redis(host, app):
     phase = json.loads(host.file(app["session_app_state_dir"] + "/phase.json").content_string)
-    assert phase["phase"] == "file" and phase["number"] == 1
+    assert phase["phase"] == "redis" and phase["number"] == 5
+    assert [entry["to"] for entry in phase["history"]] == ["dual_write", "redis_read", "redis_only", "redis"]
+    assert phase["redis_only_since"]
 
 
 def test_session_dir_is_private_and_config_secret(host, app):
@@ -39,16 +43,29 @@ def test_session_dir_is_private_and_config_secret(host, app):
     assert settings["SESSION_FILE_DIR"] == session_dir.path
 
 
-def test_login_keeps_a_file_session(host, app):
-    """Phase 1: a login writes a cachelib file that the next request reads back."""
-    port = app["session_app_port"]
-    jar = f"/tmp/molecule-{port}.cookies"
-    base = f"curl -sf -H 'Accept: application/json' -b {jar} -c {jar} http://127.0.0.1:{port}"
-    before = set(host.file(app["session_app_session_dir"]).listdir())
-    try:
-        host.check_output(f"{base}/login -d username=molecule -d password=pw")
-        state = json.loads(host.check_output(f"{base}/"))
-    finally:
-        host.run(f"rm -f {jar}")
-    assert state["logged_in"] and state["user"] == "molecule"
-    assert set(host.file(app["session_app_session_dir"]).listdir()) - before
+def test_file_sessions_are_gone_after_phase_5(host, app):
+    sessions = host.file(app["session_app_session_dir"]).listdir()
+    assert [name for name in sessions if len(name) in (32, 64)] == []
+
+
+def test_every_seeded_session_is_still_logged_in_from_redis(host, app):
+    """No session lost: users seeded as files in phase 1 and idle since are served by Redis."""
+    sids = host.file(app["session_app_base_dir"] + "/seeded-sids.txt").content_string.split()
+    assert len(sids) == 300
+    http = requests.Session()
+    lost = []
+    for sid in sids:
+        http.cookies.clear()
+        http.cookies.set("session", sid)
+        reply = http.get(f"http://127.0.0.1:{app['session_app_port']}/",
+                         headers={"Accept": "application/json"}, timeout=10)
+        if not (reply.ok and reply.json()["logged_in"] and reply.headers["X-Session-Source"] == "redis"):
+            lost.append(sid[:8])
+    assert lost == []
+
+
+def test_backfill_and_validation_were_recorded(host, app):
+    migrate = json.loads(host.file(app["session_app_state_dir"] + "/migrate.json").content_string)
+    validation = json.loads(host.file(app["session_app_state_dir"] + "/validation.json").content_string)
+    assert migrate["complete"] is True
+    assert validation["consistency_percent"] == 100.0
