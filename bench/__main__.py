@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="smoke run: 5,000 sessions, small RSS/scale sizes, short latency windows")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="results directory")
     parser.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 3, quick 1)")
+    parser.add_argument("--export-rounds", type=int, default=None,
+                        help="rounds of the export part (default: --rounds; each writes every file twice)")
     parser.add_argument("--rss-sizes", help="comma list (default 50000,100000,250000,500000,1000000)")
     parser.add_argument("--scale-sizes", help="comma list of totals over 4 hosts "
                                               "(default 100000,250000,500000,1000000)")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 directory = corpus.corpus(args.out, sessions)
                 with bench_redis() as redis:
                     outcome[suite] = throughput.run(redis, directory, sessions, scratch, rounds=rounds,
-                                                    suites=parts)
+                                                    export_rounds=args.export_rounds or rounds, suites=parts)
             elif suite == "rss":
                 sizes = _sizes(args.rss_sizes, memory.QUICK_SIZES if quick else memory.DEFAULT_SIZES)
                 with bench_redis() as redis:

@@ -213,7 +213,7 @@ def markdown_section(suite: str, meta: dict, data: dict) -> str:
              f"other processes over the 1 s before it: {busy}.", ""]
     if suite == "throughput":
         lines += [f"{results['sessions']:,} sessions, median of {results['rounds']} round(s) "
-                  "(seed loop: one run).", "",
+                  f"(export: {results.get('export_rounds', results['rounds'])}; seed loop: one run).", "",
                   "| contender | seconds | sessions/s |", "|---|---|---|"]
         for name in ("migrate", "validate", "export"):
             block = results.get(name)

@@ -55,7 +55,7 @@ def _expect(what: str, got: int | None, expected: int) -> None:
 
 
 def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, rounds: int = 3,
-        suites: tuple[str, ...] = ("migrate", "validate", "export"), log=print) -> dict:
+        export_rounds: int | None = None, suites: tuple[str, ...] = ("migrate", "validate", "export"), log=print) -> dict:
     """Every contender of the selected suites; returns their results and the ratio rows."""
     log(f"throughput: {sessions:,} sessions, {rounds} round(s), warming the page cache")
     baselines.read_files(directory)
@@ -145,7 +145,8 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
             baselines.redis_pipe(redis, set_file, set_count)
         files = baselines.load_files(directory)
         writes, scans, engines = [], [], []
-        for index in range(rounds):
+        results["export_rounds"] = export_rounds or rounds
+        for index in range(export_rounds or rounds):
             target = os.path.join(scratch, f"export-floor-{index}")
             writes.append(baselines.write_files(target, files))
             scans.append(baselines.redis_scan(redis, "session:h:{*}", os.path.join(scratch, "keys.txt")))
