@@ -55,7 +55,8 @@ def _expect(what: str, got: int | None, expected: int) -> None:
 
 
 def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, rounds: int = 3,
-        export_rounds: int | None = None, suites: tuple[str, ...] = ("migrate", "validate", "export"), log=print) -> dict:
+        export_rounds: int | None = None, suites: tuple[str, ...] = ("migrate", "validate", "export"),
+        log=print) -> dict:
     """Every contender of the selected suites; returns their results and the ratio rows."""
     log(f"throughput: {sessions:,} sessions, {rounds} round(s), warming the page cache")
     baselines.read_files(directory)
