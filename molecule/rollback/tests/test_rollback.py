@@ -3,7 +3,9 @@ every seeded session still logged in from its file and nothing left behind in Re
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 
 import pytest
 import requests
@@ -37,10 +39,13 @@ def test_the_exports_were_recorded(host, app):
     assert export["finished_at"] and export["complete"] is True
 
 
-def test_the_emergency_took_a_backup(host, app):
-    backups = host.file(app["session_app_state_dir"] + "/backups")
-    assert any(name.startswith("sessions-emergency-") for name in backups.listdir())
-    assert backups.mode == 0o700
+def test_the_emergency_took_one_backup_for_the_fleet():
+    """One backup of the shared Redis (run_once), on the first app host's disk, private."""
+    local_dir = os.environ["SESSIONSHIFT_LOCAL_DIR"]
+    backups = glob.glob(os.path.join(local_dir, "*", "state", "backups", "sessions-emergency-*"))
+    assert len(backups) == 1
+    assert os.stat(backups[0]).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(backups[0])).st_mode & 0o777 == 0o700
 
 
 def test_every_seeded_session_is_still_logged_in_from_its_file(host, app):
