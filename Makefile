@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system-deps demo test unit integration lint bench load clean
+.PHONY: help setup system-deps demo test unit integration molecule lint bench load clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,9 +48,12 @@ lint: setup  ## ansible-lint (production profile), ansible-doc on every module, 
 	  $(BIN)/ansible-doc -M library -t module "$$(basename $$module .py)" >/dev/null || exit 1; \
 	done
 
-test: setup  ## everything CI runs: unit, integration, lint
+test: setup  ## everything CI runs: unit, integration, load (short), molecule scenarios, lint
 	$(BIN)/pytest tests
 	$(MAKE) --no-print-directory lint
+
+molecule: setup  ## the molecule scenarios alone (default, rollback, aws)
+	$(BIN)/pytest -q tests/integration/test_molecule.py
 
 bench: setup  ## benchmarks (not tests): ratios measured side by side, see docs/benchmarks.md
 	$(BIN)/python -m bench
