@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import resource
 import subprocess
 import time
 
@@ -95,15 +96,21 @@ def parse_pipe_summary(output: bytes) -> tuple[int, int]:
 
 def redis_pipe(redis: BenchRedis, commands_file: str, expected: int, name: str = "redis-cli --pipe") -> Timed:
     """Time ``redis-cli --pipe < commands_file``; every command must succeed."""
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = redis.server_cpu()
     with open(commands_file, "rb") as stdin:
         started = time.perf_counter()
         done = subprocess.run(redis.cli("--pipe"), stdin=stdin, capture_output=True, check=False)
         seconds = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {"client_cpu": round(children.ru_utime + children.ru_stime - children_before.ru_utime
+                               - children_before.ru_stime, 3),
+           "server_cpu": round(redis.server_cpu() - server_before, 3)}
     errors, replies = parse_pipe_summary(done.stdout + done.stderr)
     if done.returncode != 0 or errors or replies != expected:
         raise RuntimeError(f"redis-cli --pipe failed (rc {done.returncode}, {errors} errors, "
                            f"{replies}/{expected} replies): {done.stderr[-300:]!r}")
-    return Timed(name, seconds, replies)
+    return Timed(name, seconds, replies, cpu)
 
 
 # --------------------------------------------------------------------------- files
@@ -112,13 +119,14 @@ def redis_pipe(redis: BenchRedis, commands_file: str, expected: int, name: str =
 def read_files(directory: str) -> Timed:
     """Plain Python reading every file: open, read the bytes, nothing else."""
     count = size = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with os.scandir(directory) as entries:
         for entry in entries:
             with open(entry.path, "rb") as handle:
                 size += len(handle.read())
             count += 1
-    return Timed("read files (plain Python)", time.perf_counter() - started, count, {"bytes": size})
+    return Timed("read files (plain Python)", time.perf_counter() - started, count,
+                 {"bytes": size, "client_cpu": round(time.process_time() - cpu_started, 3)})
 
 
 def load_files(directory: str) -> list[tuple[str, bytes]]:

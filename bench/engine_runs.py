@@ -44,6 +44,7 @@ def run_migrate(redis: BenchRedis, directory: str, *, workers: int = 0, batch_si
         command += ["--workers", str(workers)]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
+    server_before = redis.server_cpu()
     try:
         measured = run_measured(command)
         result = _check(measured, "sessionshift migrate")
@@ -51,6 +52,8 @@ def run_migrate(redis: BenchRedis, directory: str, *, workers: int = 0, batch_si
         shutil.rmtree(state_dir, ignore_errors=True)
     counts = result.get("counts", {})
     detail = {"written": counts.get("written"), "engine_elapsed": result.get("elapsed"),
+              "client_cpu": round(measured.cpu_seconds, 3),
+              "server_cpu": round(redis.server_cpu() - server_before, 3),
               "workers": result.get("workers"), "batch_size": result.get("batch_size"),
               **measured.memory_dict()}
     return Timed(name, measured.seconds, counts.get("scanned", 0), detail), measured, result

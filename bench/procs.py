@@ -42,6 +42,7 @@ class Measured:
     peak_rss_tree_sum_mb: float
     processes_seen: int
     hwm_by_pid_mb: dict[int, float]
+    cpu_seconds: float = 0.0  # user + system, the command and its waited-for descendants
     cmdline_by_pid: dict[int, str] = dataclasses.field(default_factory=dict)
 
     def peak_hwm_matching(self, text: str) -> float:
@@ -55,7 +56,8 @@ class Measured:
                 "processes_seen": self.processes_seen}
 
 
-# Forks and execs the command, waits for it, writes its ru_maxrss (kB) to argv[1], exits with its code.
+# Forks and execs the command, waits for it, writes its ru_maxrss (kB) and user and system CPU seconds
+# (the command and every descendant it waited for) to argv[1], exits with its code.
 _LAUNCHER = """
 import os, sys
 pid = os.fork()
@@ -66,7 +68,7 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as handle:
-    handle.write(str(usage.ru_maxrss))
+    handle.write(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -174,12 +176,13 @@ def run_measured(command: list[str], *, env: dict | None = None, timeout: float 
         reader.join()
     try:
         with open(rusage_file) as handle:
-            max_rss_kb = int(handle.read() or 0)
+            fields = handle.read().split() or ["0", "0", "0"]
     finally:
         os.unlink(rusage_file)
+    max_rss_kb, cpu_seconds = int(fields[0]), float(fields[1]) + float(fields[2])
     return Measured(command=command, seconds=seconds, returncode=process.returncode,
                     stdout="".join(out), stderr="".join(err),
-                    peak_rss_max_process_mb=max_rss_kb / 1024,
+                    peak_rss_max_process_mb=max_rss_kb / 1024, cpu_seconds=cpu_seconds,
                     peak_rss_tree_sum_mb=sampler.peak_sum_kb / 1024,
                     processes_seen=len(sampler.hwm_kb),
                     hwm_by_pid_mb={pid: kb / 1024 for pid, kb in sampler.hwm_kb.items()},

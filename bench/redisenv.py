@@ -63,6 +63,18 @@ class BenchRedis:
         finally:
             client.close()
 
+    def server_cpu(self) -> float:
+        """redis-server's CPU seconds so far (user + system; every primary in cluster mode)."""
+        client = self.client()
+        try:
+            if not self.cluster:
+                info = client.info("cpu")
+                return info["used_cpu_user"] + info["used_cpu_sys"]
+            infos = client.info("cpu", target_nodes=client.PRIMARIES)
+            return sum(i["used_cpu_user"] + i["used_cpu_sys"] for i in infos.values())
+        finally:
+            client.close()
+
     def dbsize(self) -> int:
         client = self.client()
         try:
