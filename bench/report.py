@@ -192,14 +192,16 @@ def _load(values) -> str:
 
 
 def _rows_table(rows: list[dict]) -> list[str]:
-    lines = ["| measure | value | target | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r['measure']} | {r['value']} | {r.get('target', '')} | {r.get('verdict', '')} |"
-              for r in rows]
+    lines = ["| benchmark | measure | value | target | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {r['benchmark']} | {r['measure']} | {r['value']} | {r.get('target', '')} | "
+              f"{r.get('verdict', '')} |" for r in rows]
     return lines
 
 
 def _contender(t: dict) -> str:
-    return f"| {t['name']} | {t['seconds']:.2f} | {t['per_second']:,.0f} |"
+    rounds = ", ".join(f"{r:.2f}" for r in t.get("rounds", [])) or "one run"
+    cpu = " + ".join(f"{t[k]:.2f} {k.split('_')[0]}" for k in ("client_cpu", "server_cpu") if k in t)
+    return f"| {t['name']} | {t['seconds']:.2f} | {rounds} | {t['per_second']:,.0f} | {cpu} |"
 
 
 def markdown_section(suite: str, meta: dict, data: dict) -> str:
@@ -214,13 +216,13 @@ def markdown_section(suite: str, meta: dict, data: dict) -> str:
     if suite == "throughput":
         lines += [f"{results['sessions']:,} sessions, median of {results['rounds']} round(s) "
                   f"(export: {results.get('export_rounds', results['rounds'])}; seed loop: one run).", "",
-                  "| contender | seconds | sessions/s |", "|---|---|---|"]
+                  "| contender | seconds (median) | rounds | sessions/s | CPU s (client + Redis server) |",
+                  "|---|---|---|---|---|"]
+        shown = set()
         for name in ("migrate", "validate", "export"):
-            block = results.get(name)
-            if not block:
-                continue
-            for value in block.values():
-                if isinstance(value, dict) and "seconds" in value:
+            for value in (results.get(name) or {}).values():
+                if isinstance(value, dict) and "seconds" in value and value["name"] not in shown:
+                    shown.add(value["name"])
                     lines.append(_contender(value))
         lines.append("")
     elif suite == "rss":
@@ -279,3 +281,22 @@ def update_docs(path: str, sections: dict[str, str]) -> list[str]:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
     return updated
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render the docs tables of a saved run: python -m bench.report RUN.json DOC.md"""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m bench.report bench/results/run-<time>.json docs/benchmarks.md",
+              file=sys.stderr)
+        return 2
+    with open(args[0]) as handle:
+        run = json.load(handle)
+    meta = run.pop("meta")
+    sections = {suite: markdown_section(suite, meta, data) for suite, data in run.items()}
+    print("refreshed:", ", ".join(update_docs(args[1], sections)) or "nothing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

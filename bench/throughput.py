@@ -49,6 +49,17 @@ def _commands_file(directory: str, kind: str, writer) -> tuple[str, int]:
     return path, count
 
 
+def _remove_and_settle(directory: str) -> None:
+    """Delete a written directory and let the file system settle before the next contender.
+
+    Removing 200,000 files leaves ext4 (mounted with discard here) busy for a while; without a
+    sync and a pause, that work lands in whichever contender creates files next.
+    """
+    shutil.rmtree(directory)
+    os.sync()
+    time.sleep(3)
+
+
 def _expect(what: str, got: int | None, expected: int) -> None:
     if got != expected:
         raise RuntimeError(f"{what}: expected {expected:,} sessions, got {got}")
@@ -145,6 +156,7 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
             redis.flush()
             baselines.redis_pipe(redis, set_file, set_count)
         files = baselines.load_files(directory)
+        os.sync()
         writes, scans, engines = [], [], []
         results["export_rounds"] = export_rounds or rounds
         for index in range(export_rounds or rounds):
@@ -152,12 +164,12 @@ def run(redis: BenchRedis, directory: str, sessions: int, scratch: str, *, round
             writes.append(baselines.write_files(target, files))
             scans.append(baselines.redis_scan(redis, "session:h:{*}", os.path.join(scratch, "keys.txt")))
             _expect("redis-cli --scan", scans[-1].count, sessions)
-            shutil.rmtree(target)
+            _remove_and_settle(target)
             target = os.path.join(scratch, f"export-engine-{index}")
             timed, _measured, outcome = engine_runs.run_export(redis, target)
             _expect("export written", outcome.get("written"), sessions)
             engines.append(timed)
-            shutil.rmtree(target)
+            _remove_and_settle(target)
             log(f"  round {index + 1}: write {writes[-1].seconds:.2f}s + scan {scans[-1].seconds:.2f}s, "
                 f"export {timed.seconds:.2f}s")
         del files
