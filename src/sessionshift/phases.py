@@ -142,3 +142,37 @@ def check_transition(current: Phase | str | int, target: Phase | str | int, *,
             f"-e rollback_to={move.target.label} (it exports), or "
             "'sessionshift export' on each app host")
     return move
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackPlan:
+    fleet: Phase  # the most advanced phase of any host
+    target: Phase
+    steps: tuple[Phase, ...]  # the phases the whole fleet steps through, in order (empty: nothing to do)
+    emergency: bool
+
+    def as_dict(self) -> dict:
+        return {"fleet": self.fleet.label, "target": self.target.label, "emergency": self.emergency,
+                "steps": [step.label for step in self.steps]}
+
+
+def plan_rollback(host_phases: list[Phase | str | int], requested: str | int = "previous",
+                  emergency: bool = False) -> RollbackPlan:
+    """Where a rollback of the fleet goes, and through which phases.
+
+    ``requested`` is ``previous`` (one phase back from the most advanced host, what the alarm
+    watcher asks for), a phase number or a label; ``emergency`` always means ``file``. A
+    gradual rollback steps the whole fleet back one phase at a time; a fleet already at or
+    below the target has no steps.
+    """
+    if not host_phases:
+        raise ValueError("no host phases given: is the app_servers group empty?")
+    fleet = max(Phase.parse(phase) for phase in host_phases)
+    if emergency:
+        target = Phase.FILE
+    elif str(requested).strip().lower() == "previous":
+        target = Phase(max(int(fleet) - 1, int(Phase.FILE)))
+    else:
+        target = Phase.parse(requested)
+    steps = tuple(Phase(number) for number in range(int(fleet) - 1, int(target) - 1, -1))
+    return RollbackPlan(fleet, target, steps, emergency)

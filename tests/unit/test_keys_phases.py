@@ -64,3 +64,20 @@ def test_leaving_phase_four_needs_the_export():
     check_transition("redis", "file", emergency=True, export_done=True)
     with pytest.raises(TransitionRefused):
         check_transition("redis", "file", emergency=True)
+
+
+def test_rollback_plan_steps_the_fleet_back_one_phase_at_a_time():
+    from sessionshift.phases import plan_rollback
+
+    plan = plan_rollback(["redis_only", "redis_read"], "dual_write")
+    assert plan.as_dict() == {"fleet": "redis_only", "target": "dual_write", "emergency": False,
+                              "steps": ["redis_read", "dual_write"]}
+    assert plan_rollback([5, 5], "previous").as_dict()["steps"] == ["redis_only"]
+    assert plan_rollback(["file"], "previous").steps == ()  # nothing to do
+    assert plan_rollback(["dual_write"], "redis").steps == ()  # already below the target
+    emergency = plan_rollback(["redis"], "redis_read", emergency=True)
+    assert emergency.target is Phase.FILE and emergency.emergency
+    with pytest.raises(ValueError, match="expected one of"):
+        plan_rollback(["redis"], "sideways")
+    with pytest.raises(ValueError, match="app_servers"):
+        plan_rollback([], "previous")
