@@ -201,7 +201,7 @@ def _rows_table(rows: list[dict]) -> list[str]:
 def _contender(t: dict) -> str:
     rounds = ", ".join(f"{r:.2f}" for r in t.get("rounds", [])) or "one run"
     if "parts" in t:  # a floor: the sum of its parts' medians
-        rounds = "sum of " + " + ".join(f"{seconds:.2f}" for seconds in t["parts"].values())
+        rounds = " + ".join(f"{name} {seconds:.2f}" for name, seconds in t["parts"].items())
     cpu = " + ".join(f"{t[k]:.2f} {k.split('_')[0]}" for k in ("client_cpu", "server_cpu") if k in t)
     return f"| {t['name']} | {t['seconds']:.2f} | {rounds} | {t['per_second']:,.0f} | {cpu} |"
 
