@@ -289,7 +289,8 @@ def write_session_file(directory: str, file_name: str, data: dict, expiry: int, 
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-            os.fchmod(handle.fileno(), mode)
+            if mode != 0o600:  # mkstemp made it 0600 already; an export writes many files
+                os.fchmod(handle.fileno(), mode)
             if uid is not None or gid is not None:
                 os.fchown(handle.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
         if mtime is not None:
