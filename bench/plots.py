@@ -11,6 +11,7 @@ import itertools
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
@@ -120,6 +121,7 @@ def rss(results: dict, path: str, target_mb: float = 150.0) -> str:
         rates = [(k1 - k0) / (t1 - t0) for (t0, k0, _), (t1, k1, _) in itertools.pairwise(timeline)]
         right.plot(keys[1:], rates, ".-", color="#4c72b0", label="sessions/s (5 s windows)")
         right.set_xlabel(f"keys in Redis during the {points[-1]['sessions']:,} run")
+        right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x / 1000:,.0f}k"))
         right.set_ylabel("sessions / second")
         right.set_ylim(bottom=0)
         load_axis = right.twinx()
