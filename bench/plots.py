@@ -51,7 +51,7 @@ def throughput(results: dict, path: str) -> str:
         e = results["export"]
         groups.append(("export", [
             ("floor", [(name, seconds) for name, seconds in e["floor"]["parts"].items()]),
-            ("export_sessions", [("export", e["export"]["seconds"])]),
+            ("sessionshift export", [("export", e["export"]["seconds"])]),
         ]))
     figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
     palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
