@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import requests
-
 testinfra_hosts = ["ansible://app1", "ansible://app2"]
 
-
-@pytest.fixture
-def app(hostvars):
-    return hostvars("session_app_port", "session_app_base_dir", "session_app_session_dir",
-                    "session_app_state_dir")
 
 
 def test_gunicorn_answers_healthz(host, app):
@@ -48,20 +40,9 @@ def test_file_sessions_are_gone_after_phase_5(host, app):
     assert [name for name in sessions if len(name) in (32, 64)] == []
 
 
-def test_every_seeded_session_is_still_logged_in_from_redis(host, app):
+def test_every_seeded_session_is_still_logged_in_from_redis(seeded_sessions_not_served):
     """No session lost: users seeded as files in phase 1 and idle since are served by Redis."""
-    sids = host.file(app["session_app_base_dir"] + "/seeded-sids.txt").content_string.split()
-    assert len(sids) == 300
-    http = requests.Session()
-    lost = []
-    for sid in sids:
-        http.cookies.clear()
-        http.cookies.set("session", sid)
-        reply = http.get(f"http://127.0.0.1:{app['session_app_port']}/",
-                         headers={"Accept": "application/json"}, timeout=10)
-        if not (reply.ok and reply.json()["logged_in"] and reply.headers["X-Session-Source"] == "redis"):
-            lost.append(sid[:8])
-    assert lost == []
+    assert seeded_sessions_not_served("redis") == []
 
 
 def test_backfill_and_validation_were_recorded(host, app):
