@@ -41,7 +41,7 @@ integration: setup
 	$(BIN)/pytest -q tests/integration
 
 lint: setup  ## ansible-lint (production profile), ansible-doc on every module, ruff
-	$(BIN)/ruff check src tests library module_utils bench tools
+	$(BIN)/ruff check src tests library module_utils doc_fragments playbooks/filter_plugins molecule bench tools
 	@if ls roles/*/tasks/*.yml playbooks/*.yml >/dev/null 2>&1; then $(BIN)/ansible-lint; fi
 	@for module in library/*.py; do \
 	  [ -e "$$module" ] || continue; \
