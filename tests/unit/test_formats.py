@@ -195,3 +195,13 @@ def test_write_session_file_is_atomic_with_mode(tmp_path):
     path = formats.write_session_file(str(tmp_path), name, {"a": 1}, 5, mode=0o640)
     assert oct(os.stat(path).st_mode & 0o777) == "0o640"
     assert os.listdir(tmp_path) == [name]  # no temporary left behind
+
+
+def test_same_for_app_compares_values_not_bytes():
+    data = {"a": 1, "b": (2, 3)}
+    assert formats.same_for_app(data, formats.encode_value(data))
+    reordered = formats.encode_value({"b": [2, 3], "a": 1})  # other bytes, same session for the app
+    assert reordered != formats.encode_value(data) and formats.same_for_app(data, reordered)
+    assert not formats.same_for_app(data, formats.encode_value({"a": 2, "b": [2, 3]}))
+    assert formats.same_for_app(data, formats.encode_value(data, "pickle"), "pickle")
+    assert not formats.same_for_app(data, formats.encode_value({"a": 1}, "pickle"), "pickle")
