@@ -12,8 +12,6 @@ import datetime
 import zoneinfo
 from typing import Any
 
-from .phases import SPECS, Phase
-
 
 @dataclasses.dataclass
 class GateResult:
@@ -123,11 +121,6 @@ def cutoff_passed(now: datetime.datetime, redis_only_since: datetime.datetime | 
                       f"of {session_lifetime_seconds}s) has not passed; legacy file sessions may still "
                       "be in use")
     return result
-
-
-def describe() -> dict[str, str]:
-    """Each phase's gate in words (for status output and the runbook)."""
-    return {phase.label: SPECS[phase].gate for phase in Phase}
 
 
 # --------------------------------------------------------------------------- from a host's state
