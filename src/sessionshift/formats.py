@@ -215,6 +215,52 @@ def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
                        size=len(raw), mtime=stat.st_mtime)
 
 
+def read_entry(kind: str, name: str, path: str, *, prefix: str = DEFAULT_PREFIX,
+               default_lifetime: int = 0) -> tuple[str, int, dict]:
+    """(file name, expiry, session dict) of a directory entry that a scan classified as *kind*.
+
+    The hot path of every directory scan: a cachelib file is read with one
+    ``os.read`` and parsed, without the ``stat`` and the :class:`FileSession`
+    that :func:`read_session_file` makes. Seed files, and every file the fast
+    read cannot take, go through :func:`read_session_file`, which says
+    precisely what is wrong (:class:`SessionFileError`).
+    """
+    raw = _read_small_file(path) if kind == "session" else None
+    if raw is not None:
+        expiry, data, _style = parse_cachelib_bytes(raw, path)
+        return name, expiry, data
+    session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
+    return session.file_name, session.expiry, session.data
+
+
+_FIRST_READ = 64 * 1024
+
+
+def _read_small_file(path: str) -> bytes | None:
+    """The bytes of a session file, cheaply; None to let ``read_session_file`` say what is wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        # One small read covers nearly every session (a short read of a regular
+        # file is its end); a big buffer would cost more to allocate than the read.
+        chunks, size = [], 0
+        while size <= MAX_SESSION_BYTES:
+            chunk = os.read(fd, _FIRST_READ if not chunks else 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if len(chunks) == 1 and size < _FIRST_READ:
+                break
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if size <= MAX_SESSION_BYTES else None
+
+
 def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileSession:
     """The seed strategy's ``sess_<sid>`` JSON file; the sid is in the name."""
     sid = file_name[len(SEED_FILE_PREFIX):]

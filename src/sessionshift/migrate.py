@@ -24,22 +24,18 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import multiprocessing
 import os
-import queue
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import state
 from .formats import (
-    MAX_SESSION_BYTES,
     SerializerName,
     SessionFileError,
     SessionValueError,
     encode_value,
-    parse_cachelib_bytes,
-    read_session_file,
+    read_entry,
 )
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -53,12 +49,12 @@ from .redisconn import (
 )
 from .shares import SHARES, groups, iter_entries
 from .store import SessionStore
+from .workers import run_groups
 
 DEFAULT_BATCH_SIZE = 500
 MAX_DEFAULT_WORKERS = 8
 PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
 CHECKPOINT_VERSION = 1
-_FIRST_READ = 64 * 1024
 
 # Outcome counters, in the order reports list them.
 COUNT_NAMES = ("scanned", "written", "would_write", "exists", "tombstoned", "expired",
@@ -173,13 +169,8 @@ class _Pass:
                 continue
             counts["scanned"] += 1
             try:
-                raw = _read_small_file(path) if kind == "session" else None
-                if raw is not None:
-                    file_name = name
-                    expiry, data, _style = parse_cachelib_bytes(raw, path)
-                else:  # seed files, and every problem explained precisely
-                    session = read_session_file(path, prefix=prefix, default_lifetime=lifetime)
-                    file_name, expiry, data = session.file_name, session.expiry, session.data
+                file_name, expiry, data = read_entry(kind, name, path, prefix=prefix,
+                                                     default_lifetime=lifetime)
                 if expiry and expiry <= now:
                     counts["expired"] += 1
                     continue
@@ -210,6 +201,9 @@ class _Pass:
         if self.report:
             self.report(counts - reported)
         return counts, errors
+
+    def close(self) -> None:
+        self.store.client.close()
 
     def _flush(self, batch: list[tuple[str, bytes, int]], counts: collections.Counter) -> None:
         if self.before_write:
@@ -264,31 +258,6 @@ class _Pass:
                 if type(exc).__module__.startswith("redis"):
                     raise explain(exc, self.settings) from exc
                 raise
-
-
-def _read_small_file(path: str) -> bytes | None:
-    """The bytes of a session file, cheaply; None to let ``read_session_file`` say what is wrong."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        # One small read covers nearly every session (a short read of a regular
-        # file is its end); a big buffer would cost more to allocate than the read.
-        chunks, size = [], 0
-        while size <= MAX_SESSION_BYTES:
-            chunk = os.read(fd, _FIRST_READ if not chunks else 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if len(chunks) == 1 and size < _FIRST_READ:
-                break
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if size <= MAX_SESSION_BYTES else None
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -404,11 +373,15 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
 
     work = groups(pending, workers * PASSES_PER_WORKER)
     workers = min(workers, len(work)) or 1
+
+    def start_pass(report):
+        if workers > 1:
+            checkpoint.drop_inherited_lock()  # in a forked worker
+        return _Pass(config, SessionStore(connect(settings), config.layout), settings, report, before_write)
+
     try:
-        if workers == 1:
-            _run_here(settings, config, work, on_progress, on_pass, before_write)
-        else:
-            _run_forked(settings, config, work, workers, checkpoint, on_progress, on_pass)
+        run_groups(work, workers, start_pass, on_progress=on_progress,
+                   on_group=lambda shares, outcome: on_pass(shares, *outcome), name="migrate")
     except RedisUnavailable as exc:
         resume = f"{len(done)} of {SHARES} shares done; run migrate again to resume"
         if checkpoint.path:
@@ -428,96 +401,3 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
                          shares_skipped=sorted(skipped), resumed=bool(skipped), dry_run=config.dry_run,
                          workers=workers, batch_size=config.batch_size, elapsed=elapsed,
                          checkpoint=checkpoint.path)
-
-
-def _run_here(settings, config, work, on_progress, on_pass, before_write) -> None:
-    client = connect(settings)
-    try:
-        one_pass = _Pass(config, SessionStore(client, config.layout), settings, on_progress, before_write)
-        for shares in work:
-            counts, errors = one_pass.run(shares)
-            on_pass(shares, counts, errors)
-    finally:
-        client.close()
-
-
-# Messages from workers: ("progress", delta), ("pass", shares, counts, errors),
-# ("redis", endpoint, cause, hint), ("crash", text), ("exit", worker_index).
-
-
-def _run_forked(settings, config, work, workers, checkpoint, on_progress, on_pass) -> None:
-    # fork, not spawn: the workers need no re-import (and an Ansible module's
-    # __main__ could not be re-imported); they open their own connections.
-    context = multiprocessing.get_context("fork")
-    tasks, results = context.Queue(), context.Queue()
-    for shares in work:
-        tasks.put(shares)
-    for _ in range(workers):
-        tasks.put(None)
-    processes = [context.Process(target=_worker, name=f"sessionshift-migrate-{index}",
-                                 args=(index, os.getpid(), settings, config, checkpoint, tasks, results),
-                                 daemon=True)
-                 for index in range(workers)]
-    for process in processes:
-        process.start()
-    running, failure = workers, None
-    try:
-        while running:
-            try:
-                message = results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead and failure is None:
-                    failure = RuntimeError(f"migrate worker {dead[0].name} died with exit code "
-                                           f"{dead[0].exitcode}; rerun to resume")
-                if failure is not None:
-                    break
-                continue
-            kind = message[0]
-            if kind == "progress":
-                on_progress(message[1])
-            elif kind == "pass":
-                on_pass(*message[1:])
-            elif kind == "exit":
-                running -= 1
-            elif kind == "redis" and failure is None:
-                failure = RedisUnavailable(*message[1:])
-            elif kind == "crash" and failure is None:
-                failure = RuntimeError(f"migrate worker failed: {message[1]}")
-            if failure is not None:
-                break  # stop at the first failure; finished passes are already recorded
-    finally:
-        for process in processes:
-            if process.is_alive() and failure is not None:
-                process.terminate()
-        for process in processes:
-            process.join(10)
-        tasks.close()
-        results.close()
-    if failure is not None:
-        raise failure
-
-
-def _worker(index, parent_pid, settings, config, checkpoint, tasks, results) -> None:
-    checkpoint.drop_inherited_lock()
-
-    def report(delta: collections.Counter) -> None:
-        if os.getppid() != parent_pid:
-            os._exit(3)  # the parent was killed (SIGKILL): stop, a rerun redoes this pass
-        results.put(("progress", delta))
-
-    try:
-        client = connect(settings)
-        one_pass = _Pass(config, SessionStore(client, config.layout), settings, report)
-        while (shares := tasks.get()) is not None:
-            counts, errors = one_pass.run(shares)
-            results.put(("pass", shares, counts, errors))
-        client.close()
-    except RedisUnavailable as exc:
-        results.put(("redis", exc.endpoint, exc.cause, exc.hint))
-    except Exception as exc:  # reported to the parent, which fails the run with it
-        results.put(("crash", f"{type(exc).__name__}: {exc}"))
-    finally:
-        results.put(("exit", index))
-        results.close()
-        results.join_thread()
