@@ -4,6 +4,10 @@ and N demo app hosts under gunicorn, each with its own session and state directo
     with Fleet.start(directory, hosts=2, workers=2, phase="redis_read") as fleet:
         fleet.urls; fleet.set_phase("redis_only"); fleet.redis.pause() ...
 
+With ``replica=True`` the Redis gets a replica and the apps reach Redis through a TCP
+forwarder (``fleet.endpoint``) standing in for ElastiCache's primary endpoint, which a
+failover moves to the promoted replica.
+
 The rollout itself is driven by the real playbooks elsewhere (LocalStack); here the phase
 file is moved directly, as the session_phase module does, for fault runs that need seconds,
 not minutes, per scenario.
@@ -25,6 +29,7 @@ from sessionshift.phases import Phase
 from sessionshift.redisconn import connect
 from tests.support.gunicorn_app import GunicornApp
 from tests.support.redis_server import RedisServer
+from tests.support.tcp_forwarder import TcpForwarder
 from tests.support.tlsca import make_ca
 
 # Short timeouts: a paused Redis must cost a request a fraction of a second, not 5 s.
@@ -39,14 +44,20 @@ class Fleet:
     directory: str
     redis: RedisServer
     apps: list[GunicornApp]
+    replica: RedisServer | None = None
+    endpoint: TcpForwarder | None = None  # what the apps connect to, when there is a replica
 
     @classmethod
     def start(cls, directory: str, *, hosts: int = 2, workers: int = 2, phase: str = "file",
-              app_config: dict | None = None) -> Fleet:
+              app_config: dict | None = None, replica: bool = False) -> Fleet:
         tls = make_ca(os.path.join(directory, "tls"))
         redis = RedisServer.start(os.path.join(directory, "redis"), tls, extra_config=REDIS_DURABLE)
         fleet = cls(directory, redis, [])
         try:
+            if replica:
+                fleet.replica = redis.start_replica(os.path.join(directory, "replica"))
+                wait_for_replication(fleet.replica)
+                fleet.endpoint = TcpForwarder.start(redis.port)
             for index in range(hosts):
                 fleet.apps.append(fleet._start_app(index, workers, app_config or {}))
             fleet.set_phase(phase)
@@ -57,6 +68,8 @@ class Fleet:
 
     def _start_app(self, index: int, workers: int, extra: dict) -> GunicornApp:
         settings = dataclasses.asdict(self.redis.settings(**REDIS_TIMEOUTS))
+        if self.endpoint:
+            settings["url"] = f"rediss://127.0.0.1:{self.endpoint.port}/0"
         config = {"SESSIONSHIFT_REDIS": settings, "SESSIONSHIFT_REDIS_RETRY_AFTER": 0.5,
                   "SESSIONSHIFT_REPLAY_INTERVAL": 1, **extra}
         return GunicornApp.start(os.path.join(self.directory, f"app{index + 1}"), config, workers=workers)
@@ -82,6 +95,10 @@ class Fleet:
     def stop(self) -> None:
         for app in self.apps:
             app.stop()
+        if self.endpoint:
+            self.endpoint.stop()
+        if self.replica:
+            self.replica.stop()
         self.redis.stop()
 
     def __enter__(self) -> Fleet:
@@ -89,6 +106,17 @@ class Fleet:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_for_replication(replica: RedisServer, timeout: float = 20) -> None:
+    """Until the replica has synced with its primary and follows its stream."""
+    deadline = time.monotonic() + timeout
+    with contextlib.closing(connect(replica.settings())) as client:
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica on port {replica.port} not in sync after {timeout}s: "
+                                   f"{replica.log_tail()}")
+            time.sleep(0.1)
 
 
 def wait_for_phase(url: str, label: str, timeout: float = 20) -> None:

@@ -1,6 +1,7 @@
 """Faults during load: what users saw, and what was lost (target: nothing).
 
     python -m tests.load.faults [--only NAME,...] [--users 30] [--outage 30] [--pause 10]
+                                [--failover-delay 5]
 
 Each scenario gets a fresh fleet (a TLS Redis with AOF, two gunicorn app hosts x 2 workers,
 tests/load/apps.py), locust users (sticky, checking every answer, think time 0.2-1 s), a
@@ -11,6 +12,10 @@ after the fault), the journal depth at the end, and for the migration the valida
 How each fault is made:
   redis down        the primary is SIGKILLed and started again on the same port after --outage s
                     (its AOF, fsynced on every write, brings the data back, as a node reboot would)
+  redis failover    the fleet has a replica and the apps reach Redis through a TCP forwarder
+                    standing in for ElastiCache's primary endpoint; the primary is SIGKILLed,
+                    the replica promoted (REPLICAOF NO ONE), and after --failover-delay s the
+                    endpoint moves to it, dropping the connections it still held (the DNS move)
   redis paused      SIGSTOP for --pause s, then SIGCONT
   disk full         app1's session directory is a 4 MB tmpfs (needs root for mount); a filler
                     file takes every free block for --pause s
@@ -37,6 +42,7 @@ from collections.abc import Callable
 
 from sessionshift import state
 from sessionshift.journal import Journal
+from sessionshift.redisconn import connect
 from sessionshift.seed import seed_sessions
 from tests.load.apps import Fleet
 from tests.load.runner import (
@@ -62,6 +68,7 @@ class Scenario:
     errors_allowed: bool = False
     app_config: dict = dataclasses.field(default_factory=dict)
     mount_tmpfs: bool = False
+    replica: bool = False  # a replica behind a movable endpoint (tests/support/tcp_forwarder.py)
 
 
 # -- the faults -----------------------------------------------------------------------------
@@ -70,6 +77,26 @@ def redis_down(fleet: Fleet, options: dict) -> dict:
     time.sleep(options["outage"])
     fleet.redis.launch()
     return {"fault": f"Redis primary SIGKILLed, started again after {options['outage']:.0f} s (AOF)"}
+
+
+def redis_failover(fleet: Fleet, options: dict) -> dict:
+    primary, replica, delay = fleet.redis, fleet.replica, options["failover_delay"]
+    # How far the replica is behind at the kill: the primary's replication offset a moment
+    # before it dies, against what the replica holds once it is gone (writes acknowledged in
+    # between may be missing too; the users' checks count those).
+    with contextlib.closing(fleet.client()) as client:
+        sent = client.info("replication")["master_repl_offset"]
+    primary.kill()
+    killed = time.monotonic()
+    with contextlib.closing(connect(replica.settings())) as client:
+        received = client.info("replication")["master_repl_offset"]
+        client.replicaof("NO", "ONE")
+    time.sleep(max(0.0, delay - (time.monotonic() - killed)))
+    dropped = fleet.endpoint.retarget(replica.port)
+    fleet.redis, fleet.replica = replica, primary  # the promoted replica is the primary now
+    return {"fault": f"Redis primary SIGKILLed, replica promoted, endpoint moved to it after {delay:.0f} s",
+            "replication": f"replica {max(0, sent - received)} bytes behind the primary's last offset read "
+                           f"before the kill; {dropped} connections dropped by the endpoint move"}
 
 
 def redis_paused(fleet: Fleet, options: dict) -> dict:
@@ -154,6 +181,10 @@ def scenarios() -> list[Scenario]:
         Scenario("redis down in phase 4 + emergency", "redis_only", redis_down,
                  "503 for sessions only in Redis; new logins on files", errors_allowed=True,
                  app_config=emergency),
+        Scenario("redis failover in phase 3", "redis_read", redis_failover,
+                 "no 5xx; reads fall back to files until the endpoint moves", replica=True),
+        Scenario("redis failover in phase 4", "redis_only", redis_failover,
+                 "503 with the cause until the endpoint moves", errors_allowed=True, replica=True),
         Scenario("redis paused in phase 3", "redis_read", redis_paused, "no 5xx; slower while paused"),
         Scenario("redis paused in phase 4", "redis_only", redis_paused, "503 while paused",
                  errors_allowed=True),
@@ -189,7 +220,8 @@ def run_scenario(scenario: Scenario, *, users: int, options: dict, out_dir: str,
             if scenario.mount_tmpfs:
                 cleanup.enter_context(small_tmpfs(os.path.join(directory, "app1", "sessions")))
             fleet = cleanup.enter_context(Fleet.start(directory, hosts=2, workers=2, phase=scenario.phase,
-                                                      app_config=scenario.app_config))
+                                                      app_config=scenario.app_config,
+                                                      replica=scenario.replica))
             if scenario.fault is migration_killed:
                 seed_sessions(fleet.apps[0].session_dir, 20000, rng_seed="faults")
             load = LocustRun.start(fleet.urls, users=users, spawn_rate=users, run_time=600, out_dir=out_dir,
@@ -203,6 +235,8 @@ def run_scenario(scenario: Scenario, *, users: int, options: dict, out_dir: str,
             finally:
                 load.stop()
             journal = sum(Journal(app.state_dir, app.session_dir).depth() for app in fleet.apps)
+            if fleet.endpoint:  # proof that the apps found the promoted replica, not only their files
+                notes["promoted_connections"] = fleet.endpoint.forwarded.get(fleet.redis.port, 0)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     events = read_events(load.events_file)
@@ -222,7 +256,9 @@ def run_scenario(scenario: Scenario, *, users: int, options: dict, out_dir: str,
 
 def row(result: dict) -> dict:
     during, after, total = result["during"], result["after"], result["total"]
-    extra = result.get("validation", "")
+    extra = "; ".join(filter(None, [result.get("validation"), result.get("replication")]))
+    if "promoted_connections" in result:
+        extra += f"; {result['promoted_connections']} app connections to the promoted replica after the move"
     return {"scenario": result["scenario"], "fault": result["fault"] + (f"; {extra}" if extra else ""),
             "expected": result["expected"], "requests": total["requests"],
             "during": f"{during['errors']} ({during['errors_5xx']} 5xx) / {during['requests']}",
@@ -247,25 +283,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds Redis stays down")
     parser.add_argument("--pause", type=float, default=10.0,
                         help="seconds Redis is paused / the disk is full")
+    parser.add_argument("--failover-delay", type=float, default=5.0,
+                        help="seconds from the primary's death to the endpoint's move to the replica")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
-    about = machine()
+    if unknown := set(filter(None, args.only.split(","))) - {s.name for s in scenarios()}:
+        parser.error(f"no scenario named {', '.join(sorted(unknown))}")
+    arguments = argv if argv is not None else sys.argv[1:]
+    run = {"command": " ".join(["python -m tests.load.faults", *arguments]),
+           "settings": f"{args.users} locust users (think time 0.2-1 s) sticky over 2 app hosts x 2 gunicorn "
+                       f"workers; {QUIET:.0f} s before the fault, {RECOVERY:.0f} s after",
+           "machine": machine()}
     results = []
     for scenario in chosen:
         print(f"{scenario.name} ...", flush=True)
         result = run_scenario(scenario, users=args.users, options=vars(args), out_dir=RESULTS_DIR)
         print(f"  {json.dumps(row(result))}", flush=True)
-        results.append(result)
+        results.append({**result, "run": run})
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, "faults.json"), "w") as handle:
-        json.dump(results, handle, indent=1)
-    command = " ".join(["python -m tests.load.faults", *(argv if argv is not None else sys.argv[1:])])
-    if not args.only:
-        replace_section("faults", "\n".join([
-            f"`{command}` — {args.users} locust users (think time 0.2-1 s) sticky over 2 app hosts x 2 "
-            f"gunicorn workers; {QUIET:.0f} s before the fault, {RECOVERY:.0f} s after; {about}.", "",
-            markdown_table([row(r) for r in results], COLUMNS)]))
+    path = os.path.join(RESULTS_DIR, "faults.json")
+    table = merge_with_previous(results, path) if args.only else results
+    with open(path, "w") as handle:
+        json.dump(table, handle, indent=1)
+    table_text = markdown_table([row(result) for result in table], COLUMNS)
+    replace_section("faults", "\n\n".join([*runs_described(table), table_text]))
     return 0 if all(r["verdict"] == "as designed" for r in results) else 1
+
+
+def merge_with_previous(results: list[dict], path: str) -> list[dict]:
+    """A partial run (--only) replaces its own rows and keeps the others from the last runs."""
+    try:
+        with open(path) as handle:
+            previous = json.load(handle)
+    except FileNotFoundError:
+        previous = []
+    by_name = {result["scenario"]: result for result in [*previous, *results]}
+    order = {scenario.name: index for index, scenario in enumerate(scenarios())}
+    return sorted(by_name.values(), key=lambda result: order.get(result["scenario"], len(order)))
+
+
+def runs_described(results: list[dict]) -> list[str]:
+    """One line per run behind the table: its command, settings and machine (and its rows, if several)."""
+    runs: dict[str, tuple[dict, list[str]]] = {}
+    for result in results:
+        run = result.get("run", {"command": "python -m tests.load.faults",
+                                 "settings": "settings not recorded", "machine": "machine not recorded"})
+        runs.setdefault(json.dumps(run, sort_keys=True), (run, []))[1].append(result["scenario"])
+    lines = []
+    for run, names in runs.values():
+        rows = f" Rows: {', '.join(names)}." if len(runs) > 1 else ""
+        lines.append(f"`{run['command']}` — {run['settings']}; {run['machine']}.{rows}")
+    return lines
 
 
 if __name__ == "__main__":

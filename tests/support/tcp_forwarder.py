@@ -47,6 +47,7 @@ class TcpForwarder:
         self.target_port = target_port
         self.connect_timeout = connect_timeout
         self.accepted = 0  # connections accepted so far (for tests and reports)
+        self.forwarded: dict[int, int] = {}  # target port: connections that reached it
         self._listener = socket.create_server((LOOPBACK, 0))
         self._listener.settimeout(0.2)  # the accept loop checks for stop() this often
         self._pairs: set[_Pair] = set()
@@ -113,13 +114,14 @@ class TcpForwarder:
                 raise
             client.settimeout(None)  # accepted sockets inherit the listener's timeout otherwise
             self.accepted += 1
+            target = self.target_port
             try:
-                upstream = socket.create_connection((LOOPBACK, self.target_port),
-                                                    timeout=self.connect_timeout)
+                upstream = socket.create_connection((LOOPBACK, target), timeout=self.connect_timeout)
             except OSError:
                 client.close()  # the target is down: the client sees its connection closed
                 continue
             upstream.settimeout(None)
+            self.forwarded[target] = self.forwarded.get(target, 0) + 1
             pair = _Pair(client, upstream)
             with self._lock:
                 self._pairs.add(pair)
