@@ -2,7 +2,9 @@
 
 Ten locust users on two app hosts check every answer; Redis is paused in phase 3 (the
 files still answer: no 5xx) and killed in phase 4 (a clear 503 while it is down, as the
-phase design says); either way nothing any user wrote is lost once Redis is back.
+phase design says); either way nothing any user wrote is lost once Redis is back. The
+primary also fails over in phase 3: killed, its replica promoted and the endpoint moved to
+it; the files answer meanwhile and the apps then use the promoted replica.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pytest
 from tests.load.faults import run_scenario, scenarios
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-OPTIONS = {"outage": 3.0, "pause": 3.0}
+OPTIONS = {"outage": 3.0, "pause": 3.0, "failover_delay": 2.0}
 
 
 def _run(name, tmp_path):
@@ -35,4 +37,14 @@ def test_redis_down_in_phase_4_is_a_clear_503_and_loses_nothing(tmp_path):
     assert result["before"]["errors"] == 0 and result["after"]["errors"] <= result["during"]["errors"], result
     # ... and every session and write made before, during and after it is still there
     assert (result["total"]["sessions_lost"], result["total"]["writes_lost"]) == (0, 0), result
+    assert result["verdict"] == "as designed"
+
+
+def test_redis_failover_in_phase_3_fails_no_request_and_loses_nothing(tmp_path):
+    result = _run("redis failover in phase 3", tmp_path)
+    assert result["during"]["requests"] > 0 and result["after"]["requests"] > 0, result
+    assert result["total"]["errors"] == 0, result
+    total = result["total"]
+    assert (total["sessions_lost"], total["writes_lost"], result["journal_left"]) == (0, 0, 0), result
+    assert result["promoted_connections"] > 0, result  # the apps use the promoted replica, not only files
     assert result["verdict"] == "as designed"
