@@ -45,6 +45,10 @@ options:
     description: File names listed per kind of problem.
     type: int
     default: 20
+  workers:
+    description: Worker processes reading and comparing files; V(0) uses the CPU count (at most 8).
+    type: int
+    default: 0
 extends_documentation_fragment:
   - sessionshift
   - sessionshift.naming
@@ -138,6 +142,7 @@ def main():
             threshold=dict(type="float", default=100.0),
             recheck_delay=dict(type="float", default=2.0),
             max_examples=dict(type="int", default=20),
+            workers=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
@@ -146,7 +151,8 @@ def main():
     config = ValidateConfig(
         session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
         sample_percent=params["sample_percent"], threshold=params["threshold"],
-        recheck_delay=params["recheck_delay"], max_examples=params["max_examples"])
+        recheck_delay=params["recheck_delay"], max_examples=params["max_examples"],
+        workers=params["workers"])
     settings = redis_settings(params)
     try:
         config.check()

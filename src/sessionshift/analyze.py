@@ -20,10 +20,10 @@ from typing import Any
 
 from .formats import SerializerName, SessionFileError, SessionValueError, encode_value, read_session_file
 from .keys import KeyLayout
-from .migrate import MAX_DEFAULT_WORKERS, MigrateConfig
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
 from .shares import iter_entries
+from .workers import MAX_DEFAULT_WORKERS, resolve_workers
 
 # Upper bounds of the size histogram, in bytes; the last bucket is open.
 SIZE_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576)
@@ -127,8 +127,7 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
 def _estimate(config: AnalyzeConfig, client: RedisClient | None, sample_names: list[str],
               sample_seconds: float, live: int) -> dict[str, Any]:
     """Seconds the backfill would take, from the timed sample."""
-    workers = MigrateConfig(config.session_dir, workers=config.workers).resolved_workers()
-    workers = min(workers, MAX_DEFAULT_WORKERS)
+    workers = min(resolve_workers(config.workers), MAX_DEFAULT_WORKERS)
     if not sample_names:
         return {"seconds": 0.0, "sample_sessions": 0, "workers": workers, "redis_measured": False}
     redis_seconds = 0.0

@@ -221,7 +221,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = ValidateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
                             serializer=args.serializer, sample_percent=args.sample_percent,
                             threshold=args.threshold, recheck_delay=args.recheck_delay,
-                            max_examples=args.max_examples)
+                            max_examples=args.max_examples, workers=args.workers)
     client = connect_from_args(args)
     try:
         with progress_bar(args) as bar:
@@ -246,6 +246,8 @@ def register_validate(subparsers) -> None:
     parser.add_argument("--recheck-delay", type=float, default=2.0,
                         help="seconds before a difference is re-checked (live traffic heals some)")
     parser.add_argument("--max-examples", type=int, default=20, help="file names listed per problem")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes (default: the CPU count, capped)")
     parser.add_argument("--no-record", action="store_true",
                         help="do not write validation.json (the phase-3 gate reads it)")
     add_output_options(parser)

@@ -49,10 +49,9 @@ from .redisconn import (
 )
 from .shares import SHARES, groups, iter_entries
 from .store import SessionStore
-from .workers import run_groups
+from .workers import resolve_workers, run_groups
 
 DEFAULT_BATCH_SIZE = 500
-MAX_DEFAULT_WORKERS = 8
 PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
 CHECKPOINT_VERSION = 1
 
@@ -74,7 +73,7 @@ class MigrateConfig:
     serializer: SerializerName = "msgpack"
     state_dir: str | None = None  # None: no checkpoint (and no resume)
     batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int = 0  # 0: the CPU count, capped at MAX_DEFAULT_WORKERS
+    workers: int = 0  # 0: the CPU count, capped
     dry_run: bool = False  # count what would be written; write nothing, no checkpoint
     restart: bool = False  # ignore an unfinished checkpoint
     default_lifetime: int = 0  # for the seed's sess_<sid> files, which carry no expiry
@@ -82,9 +81,7 @@ class MigrateConfig:
     max_examples: int = 50  # corrupt files listed (path + reason); all are counted
 
     def resolved_workers(self) -> int:
-        if self.workers and self.workers > 0:
-            return self.workers
-        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+        return resolve_workers(self.workers)
 
     def fingerprint(self, endpoint: str) -> dict[str, Any]:
         """What makes a checkpoint valid for a rerun: the same files, keys and Redis."""

@@ -20,22 +20,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from . import state
 from .formats import (
-    FileSession,
     SerializerName,
     SessionFileError,
     SessionValueError,
-    read_session_file,
+    read_entry,
     same_for_app,
 )
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
-from .shares import iter_entries
+from .shares import SHARES, groups, iter_entries
+from .workers import resolve_workers, run_groups
 
 COUNT_NAMES = ("checked", "consistent", "missing", "different", "expired", "corrupt", "tombstoned",
                "vanished", "healed", "unverified", "foreign", "skipped")
+EXAMPLE_KINDS = ("missing", "different", "corrupt")
 
 
 @dataclasses.dataclass
@@ -50,6 +53,7 @@ class ValidateConfig:
     batch_size: int = 500
     default_lifetime: int = 0  # for the seed's sess_<sid> files
     recheck_limit: int = 100_000  # differences kept for the re-check; beyond, counted unverified
+    workers: int = 0  # scanning processes; 0: the CPU count, capped
 
     def check(self) -> None:
         if not 0 < self.sample_percent <= 100:
@@ -59,48 +63,74 @@ class ValidateConfig:
         if self.recheck_delay < 0 or self.batch_size < 1:
             raise ValueError("recheck_delay must be >= 0 and batch_size >= 1")
 
+    def resolved_workers(self) -> int:
+        return resolve_workers(self.workers)
+
+
+@dataclasses.dataclass(slots=True)
+class _Session:
+    """A live file session, as the scan read it."""
+
+    kind: str  # formats.classify_name's: how to read it again
+    name: str
+    path: str
+    data: dict
+
 
 @dataclasses.dataclass(slots=True)
 class _Pending:
-    """A difference waiting for its re-check: where, what, when it was seen."""
+    """A difference waiting for its re-check: where, what it was, when it was seen."""
 
+    kind: str
     name: str
     path: str
+    outcome: str  # missing or different
     seen: float
 
 
-class _Validation:
+class _Comparer:
+    """Reads both sides and compares them; counts and (capped) examples of what it found."""
+
     def __init__(self, client: RedisClient, config: ValidateConfig):
         self.client = client
         self.config = config
+        self.standalone = not isinstance(client, redis.cluster.RedisCluster)
         self.counts: collections.Counter = collections.Counter()
-        self.examples: dict[str, list] = {"missing": [], "different": [], "corrupt": []}
-        self.pending: list[_Pending] = []
+        self.examples: dict[str, list] = {kind: [] for kind in EXAMPLE_KINDS}
 
-    # -- reading both sides ------------------------------------------------------------
-    def _read(self, path: str) -> FileSession | str:
+    def read(self, kind: str, name: str, path: str, now: float) -> _Session | str:
         """The live session in *path*, or the count it falls under."""
         try:
-            session = read_session_file(path, prefix=self.config.layout.prefix,
-                                        default_lifetime=self.config.default_lifetime)
+            file_name, expiry, data = read_entry(kind, name, path, prefix=self.config.layout.prefix,
+                                                 default_lifetime=self.config.default_lifetime)
         except SessionFileError as exc:
             if exc.reason.startswith("vanished"):
                 return "vanished"
-            self._example("corrupt", {"file": exc.path.rsplit("/", 1)[-1], "reason": exc.reason})
+            self.example("corrupt", {"file": name, "reason": exc.reason})
             return "corrupt"
-        return "expired" if session.expired() else session
+        return "expired" if expiry and expiry < now else _Session(kind, file_name, path, data)
 
-    def _fetch(self, sessions: list[FileSession]) -> list[tuple[bytes | None, bool]]:
-        """(Redis value, tombstoned) for each session, one pipeline."""
+    def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
+        """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
         layout = self.config.layout
-        with self.client.pipeline(transaction=False) as pipe:
-            for session in sessions:
-                pipe.get(layout.session_key(session.file_name))
-                pipe.exists(layout.tombstone_key(session.file_name))
-            answers = pipe.execute()
-        return [(answers[i], bool(answers[i + 1])) for i in range(0, len(answers), 2)]
+        keys = [layout.session_key(session.name) for session in sessions]
+        if self.standalone:
+            values = self.client.mget(keys)
+        else:  # keys of a batch live in different slots: a pipeline, split per node by redis-py
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(key)
+                values = pipe.execute()
+        absent = [index for index, value in enumerate(values) if value is None]
+        tombstoned = set()
+        if absent:
+            with self.client.pipeline(transaction=False) as pipe:
+                for index in absent:
+                    pipe.exists(layout.tombstone_key(sessions[index].name))
+                tombstoned = {index for index, found in zip(absent, pipe.execute(), strict=True) if found}
+        return [(value, index in tombstoned) for index, value in enumerate(values)]
 
-    def _compare(self, session: FileSession, raw: bytes | None, tombstoned: bool) -> str:
+    def compare(self, session: _Session, raw: bytes | None, tombstoned: bool) -> str:
         if raw is None:
             return "tombstoned" if tombstoned else "missing"
         try:
@@ -108,61 +138,97 @@ class _Validation:
         except SessionValueError as exc:
             # The file's data cannot be stored by the app's serializer: the file is the problem.
             if "cannot encode" in str(exc):
-                self._example("corrupt", {"file": session.file_name, "reason": str(exc)})
+                self.example("corrupt", {"file": session.name, "reason": str(exc)})
                 return "corrupt"
             return "different"  # the Redis value does not decode: not what the app needs
 
-    def _example(self, kind: str, value: Any) -> None:
+    def example(self, kind: str, value: Any) -> None:
         if len(self.examples[kind]) < self.config.max_examples:
             self.examples[kind].append(value)
 
-    # -- the scan ----------------------------------------------------------------------
-    def scan(self, progress: Callable[[], None]) -> None:
-        batch: list[FileSession] = []
-        for kind, _name, path in iter_entries(self.config.session_dir,
-                                              sample_percent=self.config.sample_percent):
+
+class _Scan(_Comparer):
+    """One worker's scan of groups of shares: counts, examples, and the differences to re-check."""
+
+    def __init__(self, client: RedisClient, config: ValidateConfig,
+                 report: Callable[[collections.Counter], None], owns_client: bool):
+        super().__init__(client, config)
+        self.report = report
+        self.owns_client = owns_client
+        self.pending: list[_Pending] = []
+
+    def close(self) -> None:
+        if self.owns_client:  # a forked worker's copy of the caller's client
+            self.client.close()
+
+    def run(self, shares: tuple[int, ...]) -> tuple[collections.Counter, dict[str, list], list[_Pending]]:
+        self.counts, self.examples = collections.Counter(), {kind: [] for kind in EXAMPLE_KINDS}
+        self.pending = []
+        reported: collections.Counter = collections.Counter()
+        batch: list[_Session] = []
+        now = time.time()
+        for kind, name, path in iter_entries(self.config.session_dir, shares,
+                                             sample_percent=self.config.sample_percent):
             if kind in ("cachelib", "foreign"):
                 self.counts["skipped" if kind == "cachelib" else "foreign"] += 1
                 continue
             self.counts["checked"] += 1
-            found = self._read(path)
+            found = self.read(kind, name, path, now)
             if isinstance(found, str):
                 self.counts[found] += 1
                 continue
             batch.append(found)
             if len(batch) >= self.config.batch_size:
                 self._compare_batch(batch)
-                batch = []
-                progress()
+                batch, now = [], time.time()
+                self.report(self.counts - reported)
+                reported = self.counts.copy()
         if batch:
             self._compare_batch(batch)
-        progress()
+        self.report(self.counts - reported)
+        return self.counts, self.examples, self.pending
 
-    def _compare_batch(self, batch: list[FileSession]) -> None:
-        now = time.monotonic()
-        for session, (raw, tombstoned) in zip(batch, self._fetch(batch), strict=True):
-            outcome = self._compare(session, raw, tombstoned)
+    def _compare_batch(self, batch: list[_Session]) -> None:
+        seen = time.monotonic()  # system-wide: the parent's re-check waits from it
+        for session, (raw, tombstoned) in zip(batch, self.fetch(batch), strict=True):
+            outcome = self.compare(session, raw, tombstoned)
             if outcome in ("missing", "different"):
-                if len(self.pending) < self.config.recheck_limit:
-                    self.pending.append(_Pending(session.file_name, session.path, now))
-                    continue
-                self.counts["unverified"] += 1  # too many to re-check: counted as they are
-                self._example(outcome, session.file_name)
+                self.pending.append(_Pending(session.kind, session.name, session.path, outcome, seen))
+                continue  # counted after the re-check
             self.counts[outcome] += 1
 
-    # -- the re-check --------------------------------------------------------------------
+
+class _Validation(_Comparer):
+    """The whole run in this process: the scans' results merged, then the re-check."""
+
+    def __init__(self, client: RedisClient, config: ValidateConfig):
+        super().__init__(client, config)
+        self.pending: list[_Pending] = []
+
+    def merge(self, counts: collections.Counter, examples: dict[str, list], pending: list[_Pending]) -> None:
+        self.counts.update(counts)
+        for kind, found in examples.items():
+            for value in found:
+                self.example(kind, value)
+        room = max(self.config.recheck_limit - len(self.pending), 0)
+        self.pending += pending[:room]
+        for item in pending[room:]:  # too many to re-check: counted as they are
+            self.counts["unverified"] += 1
+            self.counts[item.outcome] += 1
+            self.example(item.outcome, item.name)
+
     def recheck(self) -> None:
         """Look at every difference again once it is ``recheck_delay`` old; count what persists."""
-        pending, self.pending = self.pending, []
+        pending, self.pending = sorted(self.pending, key=lambda item: item.seen), []
         size = self.config.batch_size
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
             wait = chunk[-1].seen + self.config.recheck_delay - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            sessions = []
+            sessions, now = [], time.time()
             for item in chunk:
-                found = self._read(item.path)
+                found = self.read(item.kind, item.name, item.path, now)
                 if isinstance(found, str):
                     # Gone, expired or broken since: no longer a difference to report.
                     self.counts[found] += 1
@@ -171,10 +237,10 @@ class _Validation:
                 sessions.append(found)
             if not sessions:
                 continue
-            for session, (raw, tombstoned) in zip(sessions, self._fetch(sessions), strict=True):
-                outcome = self._compare(session, raw, tombstoned)
+            for session, (raw, tombstoned) in zip(sessions, self.fetch(sessions), strict=True):
+                outcome = self.compare(session, raw, tombstoned)
                 if outcome in ("missing", "different"):
-                    self._example(outcome, session.file_name)
+                    self.example(outcome, session.name)
                 elif outcome in ("consistent", "tombstoned"):
                     self.counts["healed"] += 1
                 self.counts[outcome] += 1
@@ -190,14 +256,20 @@ def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressC
     config.check()
     started_at, started = state.utc_now(), time.monotonic()
     run = _Validation(client, config)
+    live: collections.Counter = collections.Counter()
 
-    def report() -> None:
+    def report(delta: collections.Counter) -> None:
+        live.update(delta)
         if progress:
-            shown = {name: run.counts[name] for name in ("consistent", "missing", "different", "corrupt")}
-            progress(Progress("validate", done=run.counts["checked"], counts=shown,
+            shown = {name: live[name] for name in ("consistent", "missing", "different", "corrupt")}
+            progress(Progress("validate", done=live["checked"], counts=shown,
                               elapsed=time.monotonic() - started))
 
-    run.scan(report)
+    workers = config.resolved_workers()
+    work = groups(range(SHARES), workers)
+    workers = min(workers, len(work))
+    run_groups(work, workers, lambda report: _Scan(client, config, report, owns_client=workers > 1),
+               on_progress=report, on_group=lambda _shares, found: run.merge(*found), name="validate")
     if before_recheck:
         before_recheck([item.name for item in run.pending])
     run.recheck()

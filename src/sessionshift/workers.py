@@ -23,6 +23,14 @@ from typing import Any, Protocol
 from .redisconn import RedisUnavailable
 
 Report = Callable[[collections.Counter], None]
+MAX_DEFAULT_WORKERS = 8
+
+
+def resolve_workers(requested: int) -> int:
+    """*requested* workers, or for 0 (the default) the CPU count, capped at MAX_DEFAULT_WORKERS."""
+    if requested > 0:
+        return requested
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
 class GroupPass(Protocol):

@@ -37,6 +37,23 @@ def test_all_consistent_after_the_backfill(redis_client, redis_server, session_d
     assert result["counts"]["consistent"] == 200 and result["comparable"] == 200
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_workers_report_what_one_process_reports(redis_client, redis_server, session_dir, workers):
+    """The forked scan merges every worker's counts, capped examples and re-check list."""
+    names = list(_backfilled(redis_server.settings(), session_dir, count=300))
+    for name in names[:30]:
+        redis_client.delete(LAYOUT.session_key(name))
+    make_corpus(session_dir, 5, lifetime=-60, start=5000)
+    config = ValidateConfig(session_dir, recheck_delay=0, max_examples=7, recheck_limit=20,
+                            batch_size=16, workers=workers)
+    result = validate(redis_client, config)
+    counts = result["counts"]
+    found = (counts["checked"], counts["consistent"], counts["missing"], counts["expired"])
+    assert found == (305, 270, 30, 5)
+    assert counts["unverified"] == 10  # 30 differences, 20 re-checked
+    assert len(result["examples"]["missing"]) == 7 and set(result["examples"]["missing"]) <= set(names[:30])
+
+
 def test_counts_each_kind_of_problem_by_file_name(redis_client, redis_server, session_dir):
     corpus = _backfilled(redis_server.settings(), session_dir)
     names = list(corpus)
