@@ -40,7 +40,7 @@ def _engine_call(engine: str, redis, directory: str, scratch: str):
     if engine == "validate":
         from sessionshift.validate import ValidateConfig, validate
 
-        return lambda: validate(client, ValidateConfig(session_dir=directory))
+        return lambda: validate(client, ValidateConfig(session_dir=directory, workers=1))
     from sessionshift.export import export_sessions
 
     target = os.path.join(scratch, "export")
