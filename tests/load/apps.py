@@ -6,7 +6,8 @@ and N demo app hosts under gunicorn, each with its own session and state directo
 
 With ``replica=True`` the Redis gets a replica and the apps reach Redis through a TCP
 forwarder (``fleet.endpoint``) standing in for ElastiCache's primary endpoint, which a
-failover moves to the promoted replica.
+failover moves to the promoted replica; the replica follows its primary through another
+(``fleet.replication_link``), which can hold bytes back to make the replica lag.
 
 The rollout itself is driven by the real playbooks elsewhere (LocalStack); here the phase
 file is moved directly, as the session_phase module does, for fault runs that need seconds,
@@ -46,6 +47,7 @@ class Fleet:
     apps: list[GunicornApp]
     replica: RedisServer | None = None
     endpoint: TcpForwarder | None = None  # what the apps connect to, when there is a replica
+    replication_link: TcpForwarder | None = None  # between the primary and its replica
 
     @classmethod
     def start(cls, directory: str, *, hosts: int = 2, workers: int = 2, phase: str = "file",
@@ -56,6 +58,9 @@ class Fleet:
         try:
             if replica:
                 fleet.replica = redis.start_replica(os.path.join(directory, "replica"))
+                fleet.replication_link = TcpForwarder.start(redis.port)
+                with contextlib.closing(connect(fleet.replica.settings())) as client:
+                    client.replicaof("127.0.0.1", fleet.replication_link.port)
                 wait_for_replication(fleet.replica)
                 fleet.endpoint = TcpForwarder.start(redis.port)
             for index in range(hosts):
@@ -95,8 +100,9 @@ class Fleet:
     def stop(self) -> None:
         for app in self.apps:
             app.stop()
-        if self.endpoint:
-            self.endpoint.stop()
+        for forwarder in (self.endpoint, self.replication_link):
+            if forwarder:
+                forwarder.stop()
         if self.replica:
             self.replica.stop()
         self.redis.stop()

@@ -15,7 +15,9 @@ How each fault is made:
   redis failover    the fleet has a replica and the apps reach Redis through a TCP forwarder
                     standing in for ElastiCache's primary endpoint; the primary is SIGKILLed,
                     the replica promoted (REPLICAOF NO ONE), and after --failover-delay s the
-                    endpoint moves to it, dropping the connections it still held (the DNS move)
+                    endpoint moves to it, dropping the connections it still held (the DNS move);
+                    "with a lagging replica": the replication stream is held back for
+                    --replica-lag s before the kill and what was held is lost with the primary
   redis paused      SIGSTOP for --pause s, then SIGCONT
   disk full         app1's session directory is a 4 MB tmpfs (needs root for mount); a filler
                     file takes every free block for --pause s
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -79,8 +82,15 @@ def redis_down(fleet: Fleet, options: dict) -> dict:
     return {"fault": f"Redis primary SIGKILLed, started again after {options['outage']:.0f} s (AOF)"}
 
 
-def redis_failover(fleet: Fleet, options: dict) -> dict:
+def redis_failover(fleet: Fleet, options: dict, *, lagging: bool = False) -> dict:
     primary, replica, delay = fleet.redis, fleet.replica, options["failover_delay"]
+    lag = options.get("replica_lag", 1.0) if lagging else 0.0
+    if lag:
+        # The replica falls behind: the replication stream waits on the link, and whatever
+        # waits there when the primary dies dies with it (on loopback the replica is otherwise
+        # never more than microseconds behind).
+        fleet.replication_link.hold()
+        time.sleep(lag)
     # How far the replica is behind at the kill: the primary's replication offset a moment
     # before it dies, against what the replica holds once it is gone (writes acknowledged in
     # between may be missing too; the users' checks count those).
@@ -88,13 +98,17 @@ def redis_failover(fleet: Fleet, options: dict) -> dict:
         sent = client.info("replication")["master_repl_offset"]
     primary.kill()
     killed = time.monotonic()
+    fleet.replication_link.drop_connections()
+    fleet.replication_link.release()
     with contextlib.closing(connect(replica.settings())) as client:
         received = client.info("replication")["master_repl_offset"]
         client.replicaof("NO", "ONE")
     time.sleep(max(0.0, delay - (time.monotonic() - killed)))
     dropped = fleet.endpoint.retarget(replica.port)
     fleet.redis, fleet.replica = replica, primary  # the promoted replica is the primary now
-    return {"fault": f"Redis primary SIGKILLed, replica promoted, endpoint moved to it after {delay:.0f} s",
+    held = f"replication held back {lag:g} s, then " if lag else ""
+    return {"fault": f"{held}Redis primary SIGKILLed, replica promoted, endpoint moved to it "
+                     f"after {delay:.0f} s",
             "replication": f"replica {max(0, sent - received)} bytes behind the primary's last offset read "
                            f"before the kill; {dropped} connections dropped by the endpoint move"}
 
@@ -173,6 +187,7 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
 
 def scenarios() -> list[Scenario]:
     emergency = {"SESSIONSHIFT_EMERGENCY_FILE_FALLBACK": True}
+    lagging_failover = functools.partial(redis_failover, lagging=True)
     return [
         Scenario("redis down in phase 2", "dual_write", redis_down, "no 5xx; writes journaled, replayed"),
         Scenario("redis down in phase 3", "redis_read", redis_down, "no 5xx; reads fall back to files"),
@@ -185,6 +200,12 @@ def scenarios() -> list[Scenario]:
                  "no 5xx; reads fall back to files until the endpoint moves", replica=True),
         Scenario("redis failover in phase 4", "redis_only", redis_failover,
                  "503 with the cause until the endpoint moves", errors_allowed=True, replica=True),
+        Scenario("redis failover in phase 4 with a lagging replica", "redis_only", lagging_failover,
+                 "503 until the endpoint moves; writes the replica lacked are lost (async replication)",
+                 errors_allowed=True, replica=True),
+        Scenario("redis failover in phase 4 with a lagging replica + WAIT 1", "redis_only", lagging_failover,
+                 "503 until the endpoint moves; WAIT 1 after each write: nothing lost (DESIGN.md)",
+                 errors_allowed=True, replica=True, app_config={"SESSIONSHIFT_WAIT_REPLICAS": 1}),
         Scenario("redis paused in phase 3", "redis_read", redis_paused, "no 5xx; slower while paused"),
         Scenario("redis paused in phase 4", "redis_only", redis_paused, "503 while paused",
                  errors_allowed=True),
@@ -285,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds Redis is paused / the disk is full")
     parser.add_argument("--failover-delay", type=float, default=5.0,
                         help="seconds from the primary's death to the endpoint's move to the replica")
+    parser.add_argument("--replica-lag", type=float, default=1.0,
+                        help="seconds the replication stream is held back before the kill (lagging replica)")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
     if unknown := set(filter(None, args.only.split(","))) - {s.name for s in scenarios()}:

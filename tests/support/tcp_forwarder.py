@@ -7,6 +7,10 @@
         endpoint.retarget(replica.port)                   # the DNS move: new connections go there,
                                                           # existing ones are dropped
 
+``hold()`` stops the bytes (they wait in the forwarder and the kernel's buffers, as on a
+slow link) until ``release()``; dropping the connections meanwhile loses them. On a
+replication link that makes a replica lag behind its primary.
+
 Each accepted connection opens one to the current target and two threads copy bytes both
 ways until either side closes; then both sides are closed. A connection that cannot reach
 its target (a dead primary) is closed at once, as a refused connection would be.
@@ -53,6 +57,8 @@ class TcpForwarder:
         self._pairs: set[_Pair] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, name="tcp-forwarder-accept",
                                           daemon=True)
@@ -85,8 +91,16 @@ class TcpForwarder:
             pair.close()
         return len(pairs)
 
+    def hold(self) -> None:
+        """Stop copying bytes (both ways) until release()."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
     def stop(self) -> None:
         self._stopping.set()
+        self._flowing.set()  # a held copying thread must see its closed sockets and end
         if self._acceptor.is_alive():
             self._acceptor.join(5)
         self._listener.close()
@@ -135,6 +149,7 @@ class TcpForwarder:
     def _copy(self, pair: _Pair, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass  # either side closed or reset: the connection is over, both ends are closed below

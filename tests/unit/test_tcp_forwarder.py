@@ -19,6 +19,7 @@ class TaggedEchoServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections: list[socket.socket] = []
+        self.received: list[bytes] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -33,6 +34,7 @@ class TaggedEchoServer:
     def _echo(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := conn.recv(65536):
+                self.received.append(data)
                 conn.sendall(self.tag + data)
         conn.close()
 
@@ -99,6 +101,28 @@ def test_a_dead_target_closes_the_client_at_once(servers):
         with _connect(forwarder) as sock:
             assert sock.recv(100) == b""  # closed at once, not left hanging (the timeout is 5 s)
         assert forwarder.open_connections == 0
+
+
+def test_held_bytes_wait_for_release_and_are_lost_if_dropped_meanwhile(servers):
+    old, _ = servers
+    with TcpForwarder.start(old.port) as forwarder:
+        sock = _connect(forwarder)
+        assert _ask(sock, b"a", 5) == b"old:a"
+        forwarder.hold()
+        sock.sendall(b"b")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # held: nothing comes back
+        sock.settimeout(5)
+        forwarder.release()
+        assert sock.recv(100) == b"old:b"
+        forwarder.hold()
+        sock.sendall(b"c")
+        forwarder.drop_connections()  # the link dies with "c" still held
+        forwarder.release()
+        assert sock.recv(100) == b""
+        sock.close()
+    assert old.received == [b"a", b"b"]
 
 
 def test_stop_closes_open_connections(servers):
