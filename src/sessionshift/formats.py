@@ -24,7 +24,6 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -325,29 +324,89 @@ def write_session_file(directory: str, file_name: str, data: dict, expiry: int, 
                        header_style: HeaderStyle = "struct", mode: int = 0o600,
                        uid: int | None = None, gid: int | None = None,
                        mtime: float | None = None) -> str:
-    """Write one cachelib file atomically (temporary file in the same directory + rename).
+    """Write one cachelib file atomically: readers see the old file or the whole new one.
 
-    The temporary file carries cachelib's own suffix, so a scan that meets it
-    half-written skips it like cachelib does.
+    The file is written unnamed (``O_TMPFILE``) and linked in under its name:
+    one directory operation when the session has no file yet, the common case
+    of an export, against two for a temporary name and a rename. An existing
+    file is replaced by linking under a temporary name and renaming over it.
+    Temporary names carry cachelib's own suffix, so a scan that meets one
+    skips it like cachelib does. File systems without ``O_TMPFILE`` (NFS...)
+    get a named temporary file.
     """
     payload = encode_cachelib(data, expiry, header_style)
-    fd, tmp = tempfile.mkstemp(suffix=CACHELIB_TEMP_SUFFIX, dir=directory)
+    target = os.path.join(directory, file_name)
+    fd = None
+    if _PROC_FD:
+        with contextlib.suppress(OSError):  # not supported by this file system
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    if fd is None:
+        tmp, fd = _create_temporary(directory)
+    else:
+        tmp = None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            if mode != 0o600:  # mkstemp made it 0600 already; an export writes many files
-                os.fchmod(handle.fileno(), mode)
-            if uid is not None or gid is not None:
-                os.fchown(handle.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
+        _write_fully(fd, payload)
+        if mode != 0o600:  # created 0600; an export writes many files
+            os.fchmod(fd, mode)
+        if uid is not None or gid is not None:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         if mtime is not None:
-            os.utime(tmp, (mtime, mtime))
-        target = os.path.join(directory, file_name)
+            os.utime(fd, (mtime, mtime))
+        if tmp is None:
+            if _link_unnamed(fd, target):
+                return target
+            tmp = _link_unnamed_temporary(fd, directory)
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)
     return target
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")  # how an O_TMPFILE file gets its name
+
+
+def _write_fully(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _link_unnamed(fd: int, path: str) -> bool:
+    """Give the O_TMPFILE file *fd* the name *path*; False if *path* exists.
+
+    Only linkat() with AT_SYMLINK_FOLLOW can link /proc's name of the file;
+    Python calls linkat() when given a dir fd, which an absolute path ignores.
+    """
+    try:
+        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _link_unnamed_temporary(fd: int, directory: str) -> str:
+    while True:
+        tmp = _temporary_name(directory)
+        if _link_unnamed(fd, tmp):
+            return tmp
+
+
+def _create_temporary(directory: str) -> tuple[str, int]:
+    while True:
+        tmp = _temporary_name(directory)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+
+
+def _temporary_name(directory: str) -> str:
+    return os.path.join(directory, f".{os.urandom(8).hex()}{CACHELIB_TEMP_SUFFIX}")
 
 
 # --------------------------------------------------------------------------- Redis values

@@ -190,11 +190,34 @@ def test_decode_value_errors_are_clear():
         formats.encode_value({"big": 2**70}, "msgpack")
 
 
-def test_write_session_file_is_atomic_with_mode(tmp_path):
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named temporary"])
+def test_write_session_file_creates_and_replaces_atomically(tmp_path, monkeypatch, unnamed):
+    monkeypatch.setattr(formats, "_PROC_FD", unnamed and formats._PROC_FD)
     name = formats.session_file_name("m")
-    path = formats.write_session_file(str(tmp_path), name, {"a": 1}, 5, mode=0o640)
-    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
+    path = formats.write_session_file(str(tmp_path), name, {"a": 1}, 5, mode=0o640, mtime=1_000_000)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o640" and os.stat(path).st_mtime == 1_000_000
+    before = os.stat(path).st_ino
+    formats.write_session_file(str(tmp_path), name, {"a": 2}, 7)  # replaces: a new inode, renamed in
+    assert os.stat(path).st_ino != before
+    assert formats.read_session_file(path).data == {"a": 2} and formats.read_session_file(path).expiry == 7
     assert os.listdir(tmp_path) == [name]  # no temporary left behind
+
+
+def test_write_session_file_leaves_nothing_when_the_write_fails(tmp_path, monkeypatch):
+    name = formats.session_file_name("full")
+    formats.write_session_file(str(tmp_path), name, {"old": True}, 0)
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(formats.os, "write", disk_full)
+    for proc_fd in (formats._PROC_FD, False):
+        monkeypatch.setattr(formats, "_PROC_FD", proc_fd)
+        with pytest.raises(OSError, match="No space"):
+            formats.write_session_file(str(tmp_path), name, {"new": True}, 0)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [name]
+    assert formats.read_session_file(str(tmp_path / name)).data == {"old": True}
 
 
 def test_same_for_app_compares_values_not_bytes():
