@@ -57,13 +57,22 @@ return 'exists'
 # tombstoned): parsing a 500-element array reply cost the client as much as
 # the rest of the batch's Redis work (measured with bench/profile.py).
 _COPY_MANY_IF_ABSENT = """
+local n = #KEYS / 2
+-- MGET the tombstones, 1000 at a time (unpack's limit is about 8000): a command
+-- per key would cost Redis more than the SET itself.
+local logged_out = {}
+for first = 1, n, 1000 do
+  local tombstones = {}
+  for i = first, math.min(first + 999, n) do tombstones[#tombstones + 1] = KEYS[2 * i] end
+  local found = redis.call('MGET', unpack(tombstones))
+  for j = 1, #found do logged_out[first + j - 1] = found[j] end
+end
 local outcomes = {}
-for i = 1, #KEYS / 2 do
-  local key, tombstone = KEYS[2 * i - 1], KEYS[2 * i]
-  local value, exat = ARGV[2 * i - 1], ARGV[2 * i]
-  if redis.call('EXISTS', tombstone) == 1 then
+for i = 1, n do
+  if logged_out[i] then
     outcomes[i] = 't'
   else
+    local key, value, exat = KEYS[2 * i - 1], ARGV[2 * i - 1], ARGV[2 * i]
     local done
     if exat == '0' then
       done = redis.call('SET', key, value, 'NX')
