@@ -47,12 +47,13 @@ def throughput(results: dict, path: str) -> str:
             ("floor", [(name, seconds) for name, seconds in parts.items()]),
             ("sessionshift validate", [("validate", v["validate"]["seconds"])]),
         ]))
-    if "export" in results:
-        e = results["export"]
-        groups.append(("export", [
-            ("floor", [(name, seconds) for name, seconds in e["floor"]["parts"].items()]),
-            ("sessionshift export", [("export", e["export"]["seconds"])]),
-        ]))
+    for key in ("export", "export_tmpfs"):
+        if key in results:
+            e = results[key]
+            groups.append((f"export ({e.get('place', 'disk')})", [
+                ("floor", [(name, seconds) for name, seconds in e["floor"]["parts"].items()]),
+                ("sessionshift export", [("export", e["export"]["seconds"])]),
+            ]))
     figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
     palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
     for axis, (title, bars) in zip(axes[0], groups, strict=True):

@@ -45,7 +45,7 @@ def _engine_call(engine: str, redis, directory: str, scratch: str):
 
     target = os.path.join(scratch, "export")
     os.makedirs(target)
-    return lambda: export_sessions(client, KeyLayout(), target)
+    return lambda: export_sessions(client, KeyLayout(), target, workers=1)
 
 
 def main(argv: list[str] | None = None) -> int:

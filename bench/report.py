@@ -221,7 +221,7 @@ def markdown_section(suite: str, meta: dict, data: dict) -> str:
                   "| contender | seconds (median) | rounds | sessions/s | CPU s (client + Redis server) |",
                   "|---|---|---|---|---|"]
         shown = set()
-        for name in ("migrate", "validate", "export"):
+        for name in ("migrate", "validate", "export", "export_tmpfs"):
             for value in (results.get(name) or {}).values():
                 if isinstance(value, dict) and "seconds" in value and value["name"] not in shown:
                     shown.add(value["name"])
