@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -82,8 +83,9 @@ def redis_down(fleet: Fleet, options: dict) -> dict:
     return {"fault": f"Redis primary SIGKILLed, started again after {options['outage']:.0f} s (AOF)"}
 
 
-def redis_failover(fleet: Fleet, options: dict, *, lagging: bool = False) -> dict:
-    primary, replica, delay = fleet.redis, fleet.replica, options["failover_delay"]
+def redis_failover(fleet: Fleet, options: dict, *, lagging: bool = False, delay: float | None = None) -> dict:
+    primary, replica = fleet.redis, fleet.replica
+    delay = options["failover_delay"] if delay is None else delay
     lag = options.get("replica_lag", 1.0) if lagging else 0.0
     if lag:
         # The replica falls behind: the replication stream waits on the link, and whatever
@@ -198,6 +200,12 @@ def scenarios() -> list[Scenario]:
                  app_config=emergency),
         Scenario("redis failover in phase 3", "redis_read", redis_failover,
                  "no 5xx; reads fall back to files until the endpoint moves", replica=True),
+        Scenario("redis failover in phase 3 with a lagging replica", "redis_read", lagging_failover,
+                 "no 5xx; reads fall back to files until the endpoint moves", replica=True),
+        Scenario("redis failover in phase 3 with a lagging replica and an instant move", "redis_read",
+                 functools.partial(redis_failover, lagging=True, delay=0.0),
+                 "no 5xx; writes the replica lacked may read back older (async replication)",
+                 replica=True),
         Scenario("redis failover in phase 4", "redis_only", redis_failover,
                  "503 with the cause until the endpoint moves", errors_allowed=True, replica=True),
         Scenario("redis failover in phase 4 with a lagging replica", "redis_only", lagging_failover,
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(filter(None, args.only.split(","))) - {s.name for s in scenarios()}:
         parser.error(f"no scenario named {', '.join(sorted(unknown))}")
     arguments = argv if argv is not None else sys.argv[1:]
-    run = {"command": " ".join(["python -m tests.load.faults", *arguments]),
+    run = {"command": shlex.join(["python", "-m", "tests.load.faults", *arguments]),
            "settings": f"{args.users} locust users (think time 0.2-1 s) sticky over 2 app hosts x 2 gunicorn "
                        f"workers; {QUIET:.0f} s before the fault, {RECOVERY:.0f} s after",
            "machine": machine()}
