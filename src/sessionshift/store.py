@@ -21,10 +21,9 @@ import enum
 import time
 
 import redis.cluster
-from redis.exceptions import NoScriptError, ResponseError
 
 from .keys import KeyLayout
-from .redisconn import RedisClient
+from .redisconn import RedisClient, evalsha_packed
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
 
@@ -182,48 +181,10 @@ class SessionStore:
             keys += (layout.session_key(file_name), layout.tombstone_key(file_name))
             args += (value, expiry)
         if live:
-            codes = _text(self._evalsha_packed(self._copy_many_script, keys, args))
+            codes = _text(evalsha_packed(self.client, self._copy_many_script, keys, args))
             for index, code in zip(live, codes, strict=True):
                 results[index] = CopyResult(_BATCH_CODES[code])
         return results
-
-    def _evalsha_packed(self, script, keys: list[str], args: list[bytes | int]):
-        """EVALSHA with the request serialised here in one join.
-
-        redis-py's generic packing costs several microseconds per argument,
-        as much as reading and decoding the session file; a backfill batch is
-        thousands of arguments. Errors are redis-py's own (the connection's
-        parser raises them), and NOSCRIPT (a restarted or failed-over Redis)
-        loads the script and sends again.
-        """
-        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args),
-                                                                   script.sha.encode()),
-                 b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
-        for key in keys:
-            encoded = key.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
-        for arg in args:
-            encoded = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
-        payload = b"".join(parts)
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            try:
-                connection.send_packed_command([payload])
-                return connection.read_response()
-            except NoScriptError:
-                connection.send_command("SCRIPT", "LOAD", script.script)
-                connection.read_response()
-                connection.send_packed_command([payload])
-                return connection.read_response()
-        except ResponseError:
-            raise  # a complete error reply: the connection is still in step
-        except BaseException:
-            connection.disconnect()  # never hand a half-read connection back to the pool
-            raise
-        finally:
-            pool.release(connection)
 
     # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
     def get_stock(self, sid: str) -> bytes | None:
