@@ -27,8 +27,9 @@ from .formats import (
     SerializerName,
     SessionFileError,
     SessionValueError,
+    encode_value,
     read_entry,
-    same_for_app,
+    same_value_for_app,
 )
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -69,12 +70,12 @@ class ValidateConfig:
 
 @dataclasses.dataclass(slots=True)
 class _Session:
-    """A live file session, as the scan read it."""
+    """A live file session, as the scan read it: its value as the app would store it."""
 
     kind: str  # formats.classify_name's: how to read it again
     name: str
     path: str
-    data: dict
+    value: bytes  # the session as the app would store it (its serializer)
 
 
 @dataclasses.dataclass(slots=True)
@@ -108,7 +109,14 @@ class _Comparer:
                 return "vanished"
             self.example("corrupt", {"file": name, "reason": exc.reason})
             return "corrupt"
-        return "expired" if expiry and expiry < now else _Session(kind, file_name, path, data)
+        if expiry and expiry < now:
+            return "expired"
+        try:
+            value = encode_value(data, self.config.serializer)
+        except SessionValueError as exc:  # the file is the problem: the app could not store it either
+            self.example("corrupt", {"file": name, "reason": str(exc)})
+            return "corrupt"
+        return _Session(kind, file_name, path, value)
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
         """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
@@ -134,13 +142,10 @@ class _Comparer:
         if raw is None:
             return "tombstoned" if tombstoned else "missing"
         try:
-            return "consistent" if same_for_app(session.data, raw, self.config.serializer) else "different"
-        except SessionValueError as exc:
-            # The file's data cannot be stored by the app's serializer: the file is the problem.
-            if "cannot encode" in str(exc):
-                self.example("corrupt", {"file": session.name, "reason": str(exc)})
-                return "corrupt"
+            same = same_value_for_app(session.value, raw, self.config.serializer)
+        except SessionValueError:
             return "different"  # the Redis value does not decode: not what the app needs
+        return "consistent" if same else "different"
 
     def example(self, kind: str, value: Any) -> None:
         if len(self.examples[kind]) < self.config.max_examples:
