@@ -65,15 +65,19 @@ def test_counts_each_kind_of_problem_by_file_name(redis_client, redis_server, se
     make_corpus(session_dir, 4, lifetime=-60, start=5000)  # expired files
     with open(os.path.join(session_dir, formats.session_file_name("broken")), "wb") as handle:
         handle.write(b"\x00\x01")  # corrupt
+    # A file the app's serializer cannot store (msgpack has no 2**70): the file is the problem.
+    formats.write_session_file(session_dir, formats.session_file_name("huge"), {"n": 2**70}, 0)
     result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0.1, threshold=100))
     counts = result["counts"]
     assert (counts["consistent"], counts["missing"], counts["different"]) == (195, 3, 2)
-    assert (counts["expired"], counts["corrupt"]) == (4, 1)
+    assert (counts["expired"], counts["corrupt"]) == (4, 2)
+    unstorable = [e for e in result["examples"]["corrupt"] if e["file"] == formats.session_file_name("huge")]
+    assert unstorable and "cannot encode" in unstorable[0]["reason"]
     assert result["comparable"] == 200 and result["consistency_percent"] == 97.5
     assert not result["passed"] and "BELOW THRESHOLD" in result["message"]
     assert sorted(result["examples"]["missing"]) == sorted(names[:3])
     assert sorted(result["examples"]["different"]) == sorted(names[3:5])
-    assert result["examples"]["corrupt"][0]["file"] == formats.session_file_name("broken")
+    assert formats.session_file_name("broken") in [e["file"] for e in result["examples"]["corrupt"]]
     # File names only: no session content anywhere in the result.
     assert "user1" not in str(result) and "someone else" not in str(result)
 
