@@ -56,7 +56,7 @@ from .keys import KeyLayout
 from .phasefile import PhaseWatcher
 from .phases import Phase
 from .redisconn import RedisSettings, client_from_settings
-from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, SessionStore
+from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, ReplicationShortfall, SessionStore
 
 log = logging.getLogger("sessionshift.flask")
 
@@ -191,8 +191,9 @@ class PhasedSessionInterface(SessionInterface):
             waiting = SessionStore(client, self.layout, self.config.tombstone_ttl,
                                    wait_replicas=self.config.wait_replicas)
             stores = self._stores[pid] = (plain, waiting)
-        # WAIT for replicas only from phase 4 on, when Redis is the only copy.
-        return stores[1] if phase >= Phase.REDIS_ONLY else stores[0]
+        # WAIT for replicas once the app reads Redis first (phase 3: an unconfirmed write is
+        # journaled, so its file is read until the replay) and when Redis is the only copy.
+        return stores[1] if phase >= Phase.REDIS_READ else stores[0]
 
     def _redis(self, phase: Phase, op: str, call: Callable[[SessionStore], Any]) -> Any:
         """Run one store call, timed; a failure opens the circuit for a short while."""
@@ -201,6 +202,8 @@ class PhasedSessionInterface(SessionInterface):
         try:
             with metrics.LATENCY.labels("redis", op).time():
                 return call(self._store(phase))
+        except ReplicationShortfall:
+            raise  # Redis answered: a lagging replica is no reason to stop asking it
         except RedisError:
             self._down_until = time.monotonic() + self.config.redis_retry_after
             raise

@@ -10,8 +10,10 @@ rules of DESIGN.md "Races" live in these few functions:
 * a copy made by a tool or by a read promotion never overwrites an existing key
   and never revives a tombstoned session (``copy_if_absent``, one Lua script
   with the session key and its tombstone in one hash slot);
-* ``wait_replicas`` makes a write wait for that many replicas (Redis ``WAIT``),
-  so that a failover right after it does not lose it.
+* ``wait_replicas`` makes an app write wait for that many replicas (Redis
+  ``WAIT``, sent on the write's own connection), and a write no replica
+  confirmed in time fails (:class:`ReplicationShortfall`): a failover right
+  after it could lose it, so the caller must not call it saved.
 """
 
 from __future__ import annotations
@@ -21,11 +23,20 @@ import enum
 import time
 
 import redis.cluster
+from redis.exceptions import RedisError
 
 from .keys import KeyLayout
 from .redisconn import RedisClient, evalsha_packed
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
+NO_REPLICA_RECHECK = 1.0  # seconds a primary with no replica is believed to have none
+
+
+class ReplicationShortfall(RedisError):
+    """Fewer connected replicas confirmed a write than ``wait_replicas`` asks for, within the timeout.
+
+    The primary has the write; a failover now could lose it.
+    """
 
 
 class CopyResult(enum.Enum):
@@ -34,6 +45,35 @@ class CopyResult(enum.Enum):
     TOMBSTONED = "tombstoned"  # the user logged out: not revived
     EXPIRED = "expired"  # expiry in the past: nothing written
 
+
+# The app's writes as scripts, so that each is atomic AND can share one pipeline
+# (one connection) with the WAIT after it: WAIT counts the writes of its own
+# connection, and inside MULTI it does not wait at all.
+# KEYS[1] = session key, KEYS[2] = tombstone key; ARGV[1] = value, ARGV[2] = EXAT (0 = none)
+_APP_WRITE = """
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+# KEYS[1] = stock Flask-Session key; ARGV as above
+_STOCK_WRITE = """
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+end
+return 1
+"""
+# KEYS as in _APP_WRITE; ARGV[1] = the tombstone's TTL
+_APP_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return 1
+"""
 
 # KEYS[1] = session key, KEYS[2] = tombstone key; ARGV[1] = value, ARGV[2] = EXAT (0 = none)
 _COPY_IF_ABSENT = """
@@ -97,6 +137,10 @@ class SessionStore:
     wait_timeout_ms: int = 100
 
     def __post_init__(self) -> None:
+        self._app_write_script = self.client.register_script(_APP_WRITE)
+        self._app_delete_script = self.client.register_script(_APP_DELETE)
+        self._stock_write_script = self.client.register_script(_STOCK_WRITE)
+        self._no_replica_until = 0.0
         self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
         self._copy_many_script = self.client.register_script(_COPY_MANY_IF_ABSENT)
 
@@ -112,24 +156,49 @@ class SessionStore:
     # -- the app's writes ----------------------------------------------------------------
     def app_write(self, file_name: str, value: bytes, expiry: int) -> None:
         """The app saved the session: its value wins over everything, tombstone cleared."""
-        key, tombstone = self.layout.session_key(file_name), self.layout.tombstone_key(file_name)
-        with self.client.pipeline(transaction=True) as pipe:
-            if expiry:
-                pipe.set(key, value, exat=expiry)
-            else:
-                pipe.set(key, value)
-            pipe.delete(tombstone)
-            pipe.execute()
-        self._wait()
+        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
+        self._run_and_wait(self._app_write_script, keys, [value, expiry])
 
     def app_delete(self, file_name: str) -> None:
         """The user logged out: delete the session and leave a tombstone for the tools."""
-        key, tombstone = self.layout.session_key(file_name), self.layout.tombstone_key(file_name)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.set(tombstone, b"1", ex=self.tombstone_ttl)
-            pipe.execute()
-        self._wait()
+        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
+        self._run_and_wait(self._app_delete_script, keys, [self.tombstone_ttl])
+
+    def _run_and_wait(self, script, keys: list[str], args: list) -> None:
+        """One of the app's write scripts, then (with ``wait_replicas``) WAIT on the same connection."""
+        waiting = self._should_wait()
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            # Routed by slot (MOVED is followed). redis-py cannot pin a cluster connection,
+            # so WAIT goes through the node's pool, which hands a single-threaded worker
+            # the connection it just released.
+            script(keys=keys, args=args)
+            confirmed = self._node_client(keys[0]).wait(self.wait_replicas, self.wait_timeout_ms) \
+                if waiting else None
+        else:
+            with self.client.pipeline(transaction=False) as pipe:
+                script(keys=keys, args=args, client=pipe)
+                if waiting:
+                    pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                confirmed = pipe.execute()[-1]
+        if waiting:
+            self._check_confirmed(confirmed, keys[0])
+
+    def _should_wait(self) -> bool:
+        # After a failover the new primary has no replica yet: WAIT would only time out.
+        return bool(self.wait_replicas) and time.monotonic() >= self._no_replica_until
+
+    def _check_confirmed(self, confirmed: int, key: str) -> None:
+        if confirmed >= self.wait_replicas:
+            return
+        # Fewer than asked: short of replicas, or replicas that lag? Asked only now, off the fast path.
+        connected = int(self._node_client(key).info("replication").get("connected_slaves", 0))
+        if connected == 0:
+            self._no_replica_until = time.monotonic() + NO_REPLICA_RECHECK
+            return  # nothing a failover could promote, so nothing it could lose
+        if confirmed < min(self.wait_replicas, connected):
+            raise ReplicationShortfall(
+                f"write confirmed by {confirmed} of {min(self.wait_replicas, connected)} connected "
+                f"replica(s) within {self.wait_timeout_ms} ms (WAIT): a failover now could lose it")
 
     # -- copies (backfill, promotion, restore) ------------------------------------------------
     def copy_if_absent(self, file_name: str, value: bytes, expiry: int,
@@ -193,11 +262,7 @@ class SessionStore:
     def write_stock(self, sid: str, value: bytes, expiry: int) -> None:
         """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
         key = self.layout.stock_key(sid)
-        if expiry:
-            self.client.set(key, value, exat=expiry)
-        else:
-            self.client.set(key, value)
-        self._wait()
+        self._run_and_wait(self._stock_write_script, [key], [value, expiry])
 
     def delete_stock(self, sid: str) -> None:
         self.client.delete(self.layout.stock_key(sid))
@@ -212,10 +277,6 @@ class SessionStore:
             node = self.client.get_node_from_key(key)
             return node.redis_connection or self.client.get_redis_connection(node)
         return self.client
-
-    def _wait(self) -> None:
-        if self.wait_replicas:
-            self.client.wait(self.wait_replicas, self.wait_timeout_ms)
 
 
 def _text(value: bytes | str) -> str:

@@ -365,7 +365,8 @@ def test_md5_file_names_for_apps_on_cachelib_before_0_17(env):
     assert env.redis.get(f"app:h:{{{name}}}") is not None
 
 
-def test_wait_replicas_applies_from_phase_4_on(env):
+def test_wait_replicas_applies_from_phase_3_on(env):
+    """Phase 3 reads Redis first, so its writes wait too (tests/integration/test_wait_replicas.py)."""
     client = env.app(SESSIONSHIFT_WAIT_REPLICAS=1).test_client()
     login(client)
     env.redis.config_resetstat()
@@ -373,12 +374,11 @@ def test_wait_replicas_applies_from_phase_4_on(env):
     def waits() -> int:
         return env.redis.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
 
-    for phase in ("dual_write", "redis_read"):
-        env.phase(phase)
-        translate(client, phase)
-    assert waits() == 0  # files still hold every session: no need to wait
-    env.phase("redis_only")
-    translate(client, "phase 4")
+    env.phase("dual_write")
+    translate(client, "phase 2")
+    assert waits() == 0  # phase 2 reads the files: Redis's copy needs no confirmation
+    env.phase("redis_read")
+    translate(client, "phase 3")
     assert waits() == 1
 
 
