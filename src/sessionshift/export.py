@@ -236,10 +236,18 @@ def _read_bytes(path: str) -> bytes | None:
         if exc.errno == errno.ELOOP:  # a symlink
             return b""
         raise
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return b""
-        return handle.read(formats.MAX_SESSION_BYTES + 1)
+        # Plain reads: a buffered file object costs more than the read of a small session.
+        chunks, size, limit = [], 0, min(info.st_size, formats.MAX_SESSION_BYTES) + 1
+        while size < limit and (chunk := os.read(fd, limit - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,
