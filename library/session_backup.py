@@ -124,15 +124,14 @@ from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     argument_spec,
-    fail_on_redis,
     key_layout,
+    redis_client,
     redis_settings,
     require_sessionshift,
 )
 
 try:
     from sessionshift.backup import BackupError, create_backup, restore_backup
-    from sessionshift.redisconn import RedisUnavailable, connect
 except ImportError:
     pass  # reported by require_sessionshift
 
@@ -179,16 +178,11 @@ def main():
     params = module.params
     settings = redis_settings(params)
     try:
-        client = connect(settings)
-        try:
+        with redis_client(module, settings, changed=False) as client:
             if params["state"] == "present":
                 result = backup(module, client, params, settings)
             else:
                 result = restore(module, client, params)
-        finally:
-            client.close()
-    except RedisUnavailable as exc:
-        fail_on_redis(module, exc, changed=False)
     except BackupError as exc:
         module.fail_json(msg=str(exc), path=exc.path, changed=False)
     except OSError as exc:

@@ -192,8 +192,8 @@ from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     argument_spec,
-    fail_on_redis,
     key_layout,
+    redis_client,
     redis_settings,
     require_sessionshift,
 )
@@ -201,7 +201,6 @@ from ansible.module_utils.sessionshift_common import (
 try:
     from sessionshift import state
     from sessionshift.export import export_sessions
-    from sessionshift.redisconn import RedisUnavailable, connect
 except ImportError:
     pass  # reported by require_sessionshift
 
@@ -249,17 +248,12 @@ def main():
     except (ValueError, KeyError) as exc:
         module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}")
     try:
-        client = connect(redis_settings(params))
-        try:
+        with redis_client(module, redis_settings(params), changed=False) as client:
             result = export_sessions(
                 client, key_layout(params), params["session_dir"], serializer=params["serializer"],
                 header_style=params["header_style"], mode=mode, uid=uid, gid=gid,
                 state_dir=params["state_dir"], batch_size=params["batch_size"],
                 max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
-        finally:
-            client.close()
-    except RedisUnavailable as exc:
-        fail_on_redis(module, exc, changed=False)
     except (OSError, RuntimeError) as exc:
         module.fail_json(msg=f"session_export: {exc}", changed=False)
 

@@ -146,15 +146,14 @@ from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     argument_spec,
-    fail_on_redis,
     key_layout,
+    redis_errors,
     redis_settings,
     require_sessionshift,
 )
 
 try:
     from sessionshift.migrate import MigrateBusy, MigrateConfig, migrate, summary
-    from sessionshift.redisconn import RedisUnavailable
 except ImportError:
     pass  # reported by require_sessionshift
 
@@ -179,10 +178,10 @@ def main():
         state_dir=params["state_dir"], batch_size=params["batch_size"], workers=params["workers"],
         dry_run=module.check_mode, restart=params["restart"], retry_seconds=params["retry_seconds"],
         default_lifetime=params["default_lifetime"], max_examples=params["max_examples"])
+    settings = redis_settings(params)
     try:
-        result = migrate(redis_settings(params), config)
-    except RedisUnavailable as exc:
-        fail_on_redis(module, exc, changed=False)
+        with redis_errors(module, settings, changed=False):
+            result = migrate(settings, config)
     except (MigrateBusy, ValueError, OSError) as exc:
         module.fail_json(msg=f"session_migrate: {exc}", changed=False)
     counts = result.counts

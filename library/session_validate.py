@@ -121,14 +121,13 @@ from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     argument_spec,
-    fail_on_redis,
     key_layout,
+    redis_client,
     redis_settings,
     require_sessionshift,
 )
 
 try:
-    from sessionshift.redisconn import RedisUnavailable, connect, explain
     from sessionshift.validate import ValidateConfig, record, validate
 except ImportError:
     pass  # reported by require_sessionshift
@@ -156,19 +155,10 @@ def main():
     settings = redis_settings(params)
     try:
         config.check()
-        client = connect(settings)
-        try:
+        with redis_client(module, settings, changed=False) as client:
             result = validate(client, config)
-        finally:
-            client.close()
-    except RedisUnavailable as exc:
-        fail_on_redis(module, exc, changed=False)
     except (ValueError, OSError) as exc:
         module.fail_json(msg=f"session_validate: {exc}", changed=False)
-    except Exception as exc:  # a Redis error mid-run: named with its endpoint, then reported
-        if not type(exc).__module__.startswith("redis"):
-            raise
-        fail_on_redis(module, explain(exc, settings), changed=False)
     recorded = None if module.check_mode else record(params["state_dir"], result)
     output = dict(changed=False, passed=result["passed"], consistency_percent=result["consistency_percent"],
                   comparable=result["comparable"], counts=result["counts"], examples=result["examples"],

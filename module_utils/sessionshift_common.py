@@ -10,6 +10,7 @@ package.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -18,7 +19,7 @@ try:
     import sessionshift  # noqa: F401
     from sessionshift.formats import HASH_NAMES, SERIALIZERS
     from sessionshift.keys import KeyLayout
-    from sessionshift.redisconn import RedisSettings, RedisUnavailable
+    from sessionshift.redisconn import RedisSettings, RedisUnavailable, connect, explain
 except ImportError:
     SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
     HASH_NAMES = ("md5", "sha256")
@@ -84,3 +85,31 @@ def fail_on_redis(module, exc, **result):
     if isinstance(exc, RedisUnavailable):
         module.fail_json(msg=str(exc), endpoint=exc.endpoint, cause=exc.cause, **result)
     module.fail_json(msg=f"{type(exc).__name__}: {exc}", exception=traceback.format_exc(), **result)
+
+
+@contextlib.contextmanager
+def redis_errors(module, settings, **result):
+    """Fail the module on any Redis problem in the block: endpoint, cause and fix, no traceback.
+
+    RedisUnavailable (the package's own, already explained) and redis-py's
+    errors raised mid-run (a refused command, a connection lost) alike.
+    """
+    try:
+        yield
+    except RedisUnavailable as exc:
+        fail_on_redis(module, exc, **result)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("redis"):
+            raise
+        fail_on_redis(module, explain(exc, settings), **result)
+
+
+@contextlib.contextmanager
+def redis_client(module, settings, **result):
+    """A connected client for the block (closed after it), with :func:`redis_errors` around it."""
+    with redis_errors(module, settings, **result):
+        client = connect(settings)
+        try:
+            yield client
+        finally:
+            client.close()

@@ -7,12 +7,12 @@ import os
 from unittest import mock
 
 import pytest
+import redis
 from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import state
 from sessionshift.keys import KeyLayout
 from sessionshift.migrate import MigrateConfig, migrate
-from sessionshift.redisconn import RedisUnavailable
 from tests.conftest import load_library_module
 from tests.integration.test_migrate import make_corpus
 from tests.unit.test_module_session_migrate import redis_option
@@ -62,13 +62,14 @@ def test_below_threshold_fails_with_a_clear_message_and_still_records(redis_clie
                    state_dir=state_dir, recheck_delay=0, threshold=97).get("failed")
 
 
-def test_unreachable_redis_fails_with_endpoint(tmp_path, capsys):
+def test_a_command_refused_mid_run_fails_with_endpoint_and_cause(redis_server, tmp_path, capsys):
     os.makedirs(tmp_path / "sessions")
-    with mock.patch.object(module, "connect",
-                           side_effect=RedisUnavailable("rediss://10.0.0.9:6379", "connection refused")):
-        result = run(capsys, redis={"url": "rediss://10.0.0.9:6379/0"},
+    refused = redis.exceptions.ResponseError("NOPERM User sessionshift has no permissions to run 'mget'")
+    with mock.patch.object(module, "validate", side_effect=refused):
+        result = run(capsys, redis=redis_option(redis_server.settings()),
                      session_dir=str(tmp_path / "sessions"))
-    assert result["failed"] and result["endpoint"] == "rediss://10.0.0.9:6379"
+    assert result["failed"] and result["endpoint"] == redis_server.settings().endpoint
+    assert "refused a command: NOPERM" in result["msg"] and "exception" not in result
 
 
 def test_bad_sample_percent_is_refused(tmp_path, capsys):
