@@ -49,23 +49,15 @@ class CopyResult(enum.Enum):
 # The app's writes as scripts, so that each is atomic AND can share one pipeline
 # (one connection) with the WAIT after it: WAIT counts the writes of its own
 # connection, and inside MULTI it does not wait at all.
-# KEYS[1] = session key, KEYS[2] = tombstone key; ARGV[1] = value, ARGV[2] = EXAT (0 = none)
+# KEYS[1] = session key, KEYS[2] = its tombstone (none for a stock Flask-Session key);
+# ARGV[1] = value, ARGV[2] = EXAT (0 = none)
 _APP_WRITE = """
 if ARGV[2] == '0' then
   redis.call('SET', KEYS[1], ARGV[1])
 else
   redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 end
-redis.call('DEL', KEYS[2])
-return 1
-"""
-# KEYS[1] = stock Flask-Session key; ARGV as above
-_STOCK_WRITE = """
-if ARGV[2] == '0' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-end
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 # KEYS as in _APP_WRITE; ARGV[1] = the tombstone's TTL
@@ -139,7 +131,6 @@ class SessionStore:
     def __post_init__(self) -> None:
         self._app_write_script = self.client.register_script(_APP_WRITE)
         self._app_delete_script = self.client.register_script(_APP_DELETE)
-        self._stock_write_script = self.client.register_script(_STOCK_WRITE)
         self._no_replica_until = 0.0
         self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
         self._copy_many_script = self.client.register_script(_COPY_MANY_IF_ABSENT)
@@ -262,7 +253,7 @@ class SessionStore:
     def write_stock(self, sid: str, value: bytes, expiry: int) -> None:
         """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
         key = self.layout.stock_key(sid)
-        self._run_and_wait(self._stock_write_script, [key], [value, expiry])
+        self._run_and_wait(self._app_write_script, [key], [value, expiry])  # no tombstone in phase 5
 
     def delete_stock(self, sid: str) -> None:
         self.client.delete(self.layout.stock_key(sid))
