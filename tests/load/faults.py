@@ -190,6 +190,8 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
 def scenarios() -> list[Scenario]:
     emergency = {"SESSIONSHIFT_EMERGENCY_FILE_FALLBACK": True}
     lagging_failover = functools.partial(redis_failover, lagging=True)
+    instant_lagging_failover = functools.partial(redis_failover, lagging=True, delay=0.0)
+    wait_one = {"SESSIONSHIFT_WAIT_REPLICAS": 1}  # the production inventory's session_app_wait_replicas
     return [
         Scenario("redis down in phase 2", "dual_write", redis_down, "no 5xx; writes journaled, replayed"),
         Scenario("redis down in phase 3", "redis_read", redis_down, "no 5xx; reads fall back to files"),
@@ -203,17 +205,22 @@ def scenarios() -> list[Scenario]:
         Scenario("redis failover in phase 3 with a lagging replica", "redis_read", lagging_failover,
                  "no 5xx; reads fall back to files until the endpoint moves", replica=True),
         Scenario("redis failover in phase 3 with a lagging replica and an instant move", "redis_read",
-                 functools.partial(redis_failover, lagging=True, delay=0.0),
+                 instant_lagging_failover,
                  "no 5xx; writes the replica lacked may read back older (async replication)",
                  replica=True),
+        Scenario("redis failover in phase 3 with a lagging replica and an instant move + WAIT 1",
+                 "redis_read", instant_lagging_failover,
+                 "no 5xx; writes no replica confirmed are journaled and read from the files: nothing lost",
+                 replica=True, app_config=wait_one),
         Scenario("redis failover in phase 4", "redis_only", redis_failover,
                  "503 with the cause until the endpoint moves", errors_allowed=True, replica=True),
         Scenario("redis failover in phase 4 with a lagging replica", "redis_only", lagging_failover,
                  "503 until the endpoint moves; writes the replica lacked are lost (async replication)",
                  errors_allowed=True, replica=True),
         Scenario("redis failover in phase 4 with a lagging replica + WAIT 1", "redis_only", lagging_failover,
-                 "503 until the endpoint moves; WAIT 1 after each write: nothing lost (DESIGN.md)",
-                 errors_allowed=True, replica=True, app_config={"SESSIONSHIFT_WAIT_REPLICAS": 1}),
+                 "503 for writes no replica confirmed, and until the endpoint moves; "
+                 "nothing acknowledged is lost",
+                 errors_allowed=True, replica=True, app_config=wait_one),
         Scenario("redis paused in phase 3", "redis_read", redis_paused, "no 5xx; slower while paused"),
         Scenario("redis paused in phase 4", "redis_only", redis_paused, "503 while paused",
                  errors_allowed=True),
