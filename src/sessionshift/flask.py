@@ -86,6 +86,7 @@ class InterfaceConfig:
     redis: dict | None = None
     emergency_file_fallback: bool = False
     wait_replicas: int = 0
+    wait_timeout_ms: int = 100  # how long a write waits for its replicas before it is refused
     move_to_stock_keys: bool = False
     shadow_read_rate: float = 0.0
     tombstone_ttl: int = DEFAULT_TOMBSTONE_TTL
@@ -112,6 +113,13 @@ class InterfaceConfig:
         rate = float(c.get("SESSIONSHIFT_SHADOW_READ_RATE", 0.0))
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
+        wait_ms = int(c.get("SESSIONSHIFT_WAIT_TIMEOUT_MS", 100))
+        redis_config = c.get("SESSIONSHIFT_REDIS") or {}
+        socket_timeout = float(redis_config.get("socket_timeout") or RedisSettings.socket_timeout)
+        if int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)) and wait_ms >= 1000 * socket_timeout:
+            raise ValueError(f"SESSIONSHIFT_WAIT_TIMEOUT_MS={wait_ms} must be shorter than the Redis "
+                             f"socket_timeout ({socket_timeout} s), or every unconfirmed write times out "
+                             "the connection instead")
         return cls(
             session_dir=c.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(), "flask_session"),
             state_dir=c.get("SESSIONSHIFT_STATE_DIR", state.DEFAULT_STATE_DIR),
@@ -125,6 +133,7 @@ class InterfaceConfig:
             redis=c.get("SESSIONSHIFT_REDIS"),
             emergency_file_fallback=bool(c.get("SESSIONSHIFT_EMERGENCY_FILE_FALLBACK", False)),
             wait_replicas=int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)),
+            wait_timeout_ms=wait_ms,
             move_to_stock_keys=bool(c.get("SESSIONSHIFT_MOVE_TO_STOCK_KEYS", False)),
             shadow_read_rate=rate,
             tombstone_ttl=int(c.get("SESSIONSHIFT_TOMBSTONE_TTL", DEFAULT_TOMBSTONE_TTL)),
@@ -189,7 +198,8 @@ class PhasedSessionInterface(SessionInterface):
                 raise RedisConnectionError("no Redis configured: set SESSIONSHIFT_REDIS before phase 2")
             plain = SessionStore(client, self.layout, self.config.tombstone_ttl)
             waiting = SessionStore(client, self.layout, self.config.tombstone_ttl,
-                                   wait_replicas=self.config.wait_replicas)
+                                   wait_replicas=self.config.wait_replicas,
+                                   wait_timeout_ms=self.config.wait_timeout_ms)
             stores = self._stores[pid] = (plain, waiting)
         # WAIT for replicas once the app reads Redis first (phase 3: an unconfirmed write is
         # journaled, so its file is read until the replay) and when Redis is the only copy.

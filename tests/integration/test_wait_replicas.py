@@ -8,6 +8,7 @@ told were saved. Here the replica lags because it is SIGSTOPped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import pytest
@@ -82,7 +83,11 @@ def _post(client, text):
 
 def _app(tmp_path, primary, phase, **extra):
     env = Env(tmp_path, primary, connect(primary.settings()))
-    app = env.app(SESSIONSHIFT_WAIT_REPLICAS=1, **extra)
+    # A long WAIT timeout (and a socket timeout longer still): a healthy replica always
+    # confirms within it, however busy the machine.
+    redis_settings = dataclasses.asdict(primary.settings(socket_timeout=10, retries=0))
+    app = env.app(SESSIONSHIFT_WAIT_REPLICAS=1, SESSIONSHIFT_WAIT_TIMEOUT_MS=3000,
+                  SESSIONSHIFT_REDIS=redis_settings, **extra)
     env.phase(phase)
     return env, app
 
@@ -116,3 +121,9 @@ def test_phase_3_journals_an_unconfirmed_write_and_reads_the_file_until_replayed
     replica.resume()
     _wait_until(lambda: user.get("/", headers=JSON).status_code == 200
                 and b"kept in the file" in (client.get(env.layout.session_key(name)) or b""))
+
+
+def test_a_wait_longer_than_the_socket_timeout_is_refused_at_start(redis_server, redis_client, tmp_path):
+    env = Env(tmp_path, redis_server, redis_client)
+    with pytest.raises(ValueError, match="SESSIONSHIFT_WAIT_TIMEOUT_MS=500 must be shorter"):
+        env.app(SESSIONSHIFT_WAIT_REPLICAS=1, SESSIONSHIFT_WAIT_TIMEOUT_MS=500)  # socket timeout 0.3 s
