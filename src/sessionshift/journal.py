@@ -34,7 +34,7 @@ from .keys import KeyLayout
 from .phasefile import read_phase
 from .phases import Phase
 from .redisconn import RedisSettings, client_from_settings
-from .store import SessionStore
+from .store import ReplicationShortfall, SessionStore
 
 _CLAIM_SUFFIX = ".replaying"
 
@@ -46,7 +46,7 @@ class ReplayResult:
     failed: int = 0
     skipped: int = 0
     remaining: int = 0
-    redis_error: bool = False  # stopped early: Redis is still away
+    redis_error: bool = False  # stopped early: Redis is still away (not merely a lagging replica)
     errors: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -125,7 +125,9 @@ class Journal:
             except RedisError as exc:
                 self._unclaim(claim, file_name)
                 result.failed += 1
-                result.redis_error = True
+                # A replica that lags leaves Redis answering: only a failure of Redis itself
+                # makes the caller stop asking it for a while.
+                result.redis_error = not isinstance(exc, ReplicationShortfall)
                 result.errors.append(f"{file_name}: {type(exc).__name__}: {exc}")
                 break
             except formats.SessionValueError as exc:

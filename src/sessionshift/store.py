@@ -175,14 +175,32 @@ class SessionStore:
             self._check_confirmed(confirmed, keys[0])
 
     def _should_wait(self) -> bool:
-        # After a failover the new primary has no replica yet: WAIT would only time out.
-        return bool(self.wait_replicas) and time.monotonic() >= self._no_replica_until
+        if not self.wait_replicas:
+            return False
+        if not self._no_replica_until:
+            return True
+        # After a failover the new primary has no replica yet, and WAIT would only time
+        # out: ask INFO (no waiting) now and then whether one has joined.
+        now = time.monotonic()
+        if now < self._no_replica_until:
+            return False
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return True  # which node's replicas? the next WAIT (on the key's node) tells
+        if self._connected_replicas(self.client) == 0:
+            self._no_replica_until = now + NO_REPLICA_RECHECK
+            return False
+        self._no_replica_until = 0.0
+        return True
+
+    @staticmethod
+    def _connected_replicas(node) -> int:
+        return int(node.info("replication").get("connected_slaves", 0))
 
     def _check_confirmed(self, confirmed: int, key: str) -> None:
         if confirmed >= self.wait_replicas:
             return
         # Fewer than asked: short of replicas, or replicas that lag? Asked only now, off the fast path.
-        connected = int(self._node_client(key).info("replication").get("connected_slaves", 0))
+        connected = self._connected_replicas(self._node_client(key))
         if connected == 0:
             self._no_replica_until = time.monotonic() + NO_REPLICA_RECHECK
             return  # nothing a failover could promote, so nothing it could lose

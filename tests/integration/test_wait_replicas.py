@@ -75,6 +75,11 @@ def test_with_no_replica_left_writes_go_on_without_waiting(pair):
     assert store._no_replica_until > time.monotonic()  # and the next writes do not WAIT for nobody
     store.app_write("b" * 64, b"v2", 0)
     assert client.get(store.layout.session_key("b" * 64)) == b"v2"
+    waits = client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+    store._no_replica_until = time.monotonic() - 1  # a second later: INFO, not WAIT, asks again
+    store.app_write("b" * 64, b"v3", 0)
+    assert client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) == waits
+    assert store._no_replica_until > time.monotonic()
 
 
 def _post(client, text):
@@ -106,7 +111,7 @@ def test_phase_4_answers_503_for_a_write_no_replica_confirmed(pair, tmp_path):
 
 def test_phase_3_journals_an_unconfirmed_write_and_reads_the_file_until_replayed(pair, tmp_path):
     primary, replica, client = pair
-    env, app = _app(tmp_path, primary, "redis_read")
+    env, app = _app(tmp_path, primary, "redis_read", SESSIONSHIFT_REDIS_RETRY_AFTER=30)
     user = app.test_client()
     login(user)
     name = env.file_name(user)
@@ -116,8 +121,9 @@ def test_phase_3_journals_an_unconfirmed_write_and_reads_the_file_until_replayed
     # A failover now would bring back the older Redis value; the file must win until the replay.
     older = formats.encode_value({"user": "alice", "history": []})
     client.set(env.layout.session_key(name), older)
-    page = user.get("/", headers=JSON)
+    page = user.get("/", headers=JSON)  # its journal replay meets the same lagging replica
     assert page.status_code == 200 and "kept in the file" in page.text
+    assert app.session_interface._down_until < time.monotonic()  # Redis answered: keep asking it
     replica.resume()
     _wait_until(lambda: user.get("/", headers=JSON).status_code == 200
                 and b"kept in the file" in (client.get(env.layout.session_key(name)) or b""))
