@@ -44,7 +44,7 @@ from collections.abc import Iterator
 
 import redis
 import redis.cluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import formats, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
@@ -85,23 +85,15 @@ def scan_batches(client: RedisClient, pattern: str, batch_size: int = DEFAULT_BA
             yield node, batch
 
 
-# KEYS = the keys; ARGV[1] = EXPIRETIME or PEXPIRETIME. Returns value, expiry, value,
-# expiry, ... (a missing key gives nil and -2; a key that is not a string nil and -3).
-_FETCH_SCRIPT = """
+# KEYS = the keys; ARGV[1] = EXPIRETIME or PEXPIRETIME: the expiry of each key (-2 missing).
+# The values come from one MGET beside it: read through Lua, every value would be copied
+# into a Lua string and back, which cost Redis more than the rest of the export's work.
+_EXPIRY_SCRIPT = """
 local out = {}
-for _, key in ipairs(KEYS) do
-  local value = redis.pcall('GET', key)
-  if type(value) == 'table' then
-    out[#out + 1] = false
-    out[#out + 1] = -3
-  else
-    out[#out + 1] = value
-    out[#out + 1] = redis.call(ARGV[1], key)
-  end
-end
+for i, key in ipairs(KEYS) do out[i] = redis.call(ARGV[1], key) end
 return out
 """
-_NOT_A_STRING = -3
+_NOT_A_STRING = ResponseError("WRONGTYPE not a string value")
 
 
 def is_cluster(client: RedisClient) -> bool:
@@ -116,28 +108,46 @@ def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = Fals
     A key that is not a string (someone else's hash under our prefix) gives a
     WRONGTYPE error as the value instead of failing the whole batch.
 
-    On one Redis (*scripted*) a batch is one script call: redis-py packs and
-    parses a command in Python, and two commands per key would cost more than
-    writing the key's file. A cluster batch spans many hash slots, which one
-    script may not touch, so there it is a pipeline of GET + EXPIRETIME.
+    On one Redis (*scripted*) a batch is one round trip of two commands: an
+    MGET and a script returning every expiry (redis-py packs and parses each
+    command in Python, and two commands per key would cost more than writing
+    the key's file). A cluster batch spans many hash slots, which neither may
+    touch, so there it is a pipeline of GET + EXPIRETIME.
     """
     command = "PEXPIRETIME" if millis else "EXPIRETIME"
     if scripted:
-        replies = node.register_script(_FETCH_SCRIPT)(keys=keys, args=[command])
-    else:
+        script = node.register_script(_EXPIRY_SCRIPT)
         pipe = node.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.execute_command(command, key)
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
+        pipe.mget(keys)
+        pipe.evalsha(script.sha, len(keys), *keys, command)
+        values, expiries = pipe.execute(raise_on_error=False)
+        if isinstance(expiries, NoScriptError):  # a restarted or failed-over Redis: load it, ask again
+            values, expiries = node.mget(keys), script(keys=keys, args=[command])
+        for reply in (values, expiries):
+            if isinstance(reply, Exception):
+                raise reply
+        fetched = [(value, 0 if expiry == -1 else expiry)
+                   for value, expiry in zip(values, expiries, strict=True)]
+        # MGET answers nil for a key that is not a string, and for one made after it:
+        # ask those few again, one by one.
+        unclear = [index for index, (value, expiry) in enumerate(fetched) if value is None and expiry != -2]
+        if unclear:
+            again = fetch_with_expiry(node, [keys[index] for index in unclear], millis=millis, scripted=False)
+            for index, pair in zip(unclear, again, strict=True):
+                fetched[index] = pair
+        return fetched
+    pipe = node.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+        pipe.execute_command(command, key)
+    replies = pipe.execute(raise_on_error=False)
+    fetched = []
+    for value, expiry in zip(replies[::2], replies[1::2], strict=True):
+        for reply in (value, expiry):
             if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                 raise reply  # a connection problem, not one key's
-    fetched = []
-    for i in range(0, len(replies), 2):
-        value, expiry = replies[i], replies[i + 1]
-        if expiry == _NOT_A_STRING:
-            value = ResponseError("WRONGTYPE not a string value")
+        if isinstance(value, ResponseError):
+            value = _NOT_A_STRING  # someone else's hash (or list...) under our prefix
         fetched.append((value, 0 if expiry == -1 else expiry))
     return fetched
 
