@@ -57,3 +57,21 @@ def test_batched_copies_report_each_outcome(store):
     assert results[:3] == [CopyResult.EXISTS, CopyResult.TOMBSTONED, CopyResult.EXPIRED]
     assert results[3:] == [CopyResult.WRITTEN] * 197
     assert store.get(names[0]) == b"app" and store.get(names[1]) is None
+
+
+def test_an_app_write_is_one_script_call_even_after_redis_forgot_the_script(redis_client):
+    store = SessionStore(redis_client, KeyLayout())
+    redis_client.config_resetstat()
+    store.app_write("c" * 64, b"v1", 0)
+    store.app_delete("c" * 64)
+
+    def calls(command):
+        return redis_client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+
+    # No SCRIPT EXISTS per write (what a script handed to a redis-py pipeline costs).
+    assert (calls("evalsha"), calls("script|exists"), calls("script|load")) == (2, 0, 0)
+    redis_client.script_flush()  # as a restarted or failed-over Redis
+    store.app_write("c" * 64, b"v2", 0)
+    assert redis_client.get(store.layout.session_key("c" * 64)) == b"v2"
+    assert not redis_client.exists(store.layout.tombstone_key("c" * 64))
+    assert calls("script|load") == 1
