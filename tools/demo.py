@@ -179,13 +179,19 @@ def report_failure(run: subprocess.Popen, log_path: str) -> int:
     return 1
 
 
+def _utc(text: str) -> datetime.datetime:
+    """An ISO time; Ansible's now(utc=true) writes it without an offset."""
+    moment = datetime.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
 def print_summary(records: list[dict], tallies: dict[str, Tally], seeded: dict, started_at: str,
                   elapsed: float) -> None:
     print("\nstep                     time   requests  errors  logged out  lost writes   p95 ms  phases")
     previous_at = started_at
     for index, record in enumerate(records):
         at = record["at"]
-        delta = datetime.datetime.fromisoformat(at) - datetime.datetime.fromisoformat(previous_at)
+        delta = _utc(at) - _utc(previous_at)
         seconds = f"{delta.total_seconds():5.0f}s"
         previous_at = at
         name = STEPS[index] if index < len(STEPS) else record["step"]
