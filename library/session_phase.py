@@ -117,7 +117,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import require_sessionshift
 
 try:
-    from sessionshift.phasefile import phase_path, read_phase, set_phase
+    from sessionshift.phasefile import export_caveat, phase_path, read_phase, set_phase
     from sessionshift.phases import Phase, TransitionRefused
 except ImportError:
     pass  # reported by require_sessionshift
@@ -157,6 +157,11 @@ def main():
     except (ValueError, OSError) as exc:
         module.fail_json(msg=f"phase file in {params['state_dir']}: {exc}", changed=False)
     result = _result(change.after, change.before)
+    leaves_redis_only = change.before.phase >= Phase.REDIS_ONLY and change.after.phase <= Phase.REDIS_READ
+    if change.changed and leaves_redis_only:
+        caveat = export_caveat(params["state_dir"])
+        if caveat:
+            module.warn(caveat)
     if module._diff:
         result["diff"] = dict(
             before=_as_text(change.before),

@@ -98,6 +98,24 @@ def export_finished_since(state_dir: str, record: PhaseRecord) -> bool:
     return since is None or finished >= since
 
 
+def export_caveat(state_dir: str) -> str | None:
+    """What an operator leaving phase 4/5 should know about the last export, if anything.
+
+    An export that left keys undecodable or still changing (``complete: false``)
+    still counts: the catch-up export after the flip settles the changing ones,
+    and an undecodable value is broken for the app as well. But it is said.
+    """
+    try:
+        export = state.read_json(state.state_path(state_dir, state.EXPORT_FILE)) or {}
+    except ValueError:
+        return None
+    if export.get("complete", True):
+        return None
+    return (f"the last export left {export.get('unstable', 0)} session(s) still changing and "
+            f"{export.get('undecodable', 0)} undecodable (export.json complete: false): run the "
+            "catch-up export after this flip and read its undecodable_keys")
+
+
 def _entered_redis_only_from_history(record: PhaseRecord) -> str | None:
     """When the history last shows a move from <= 3 to >= 4 (phase files written by hand)."""
     for entry in reversed(record.history):

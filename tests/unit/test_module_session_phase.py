@@ -8,7 +8,7 @@ import os
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from sessionshift import state
+from sessionshift import phasefile, state
 from sessionshift.phasefile import read_phase
 from tests.conftest import load_library_module
 
@@ -77,6 +77,19 @@ def test_rollback_from_redis_only_needs_an_export_finished_after_phase_4(tmp_pat
     state.write_json(str(tmp_path / "export.json"), {"finished_at": state.utc_now()})
     back = run(capsys, state_dir=state_dir, phase="redis_read")
     assert back["changed"] is True and back["redis_only_since"] is None
+
+
+def test_leaving_phase_4_after_an_incomplete_export_goes_ahead_with_a_warning(tmp_path, capsys):
+    state_dir = str(tmp_path)
+    walk(capsys, state_dir, "dual_write", "redis_read", "redis_only")
+    state.write_json(str(tmp_path / "export.json"), {"finished_at": state.utc_now(), "complete": False,
+                                                     "unstable": 3, "undecodable": 1})
+    back = run(capsys, state_dir=state_dir, phase="redis_read")
+    assert back["changed"] is True and not back.get("failed")
+    warnings = json.dumps(back["warnings"])  # ansible-core 2.19 sends structured warnings
+    assert "3 session(s) still changing and 1 undecodable" in warnings and "catch-up export" in warnings
+    state.write_json(str(tmp_path / "export.json"), {"finished_at": state.utc_now(), "complete": True})
+    assert phasefile.export_caveat(state_dir) is None  # a complete export: nothing to say
 
 
 def test_from_redis_back_to_redis_only_needs_no_export(tmp_path, capsys):
