@@ -44,13 +44,13 @@ from collections.abc import Iterator
 
 import redis
 import redis.cluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from . import formats, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
-from .redisconn import RedisClient, RedisUnavailable
+from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
 
 DEFAULT_BATCH = 500
 DEFAULT_MAX_ROUNDS = 5
@@ -117,15 +117,12 @@ def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = Fals
     command = "PEXPIRETIME" if millis else "EXPIRETIME"
     if scripted:
         script = node.register_script(_EXPIRY_SCRIPT)
-        pipe = node.pipeline(transaction=False)
-        pipe.mget(keys)
-        pipe.evalsha(script.sha, len(keys), *keys, command)
-        values, expiries = pipe.execute(raise_on_error=False)
-        if isinstance(expiries, NoScriptError):  # a restarted or failed-over Redis: load it, ask again
-            values, expiries = node.mget(keys), script(keys=keys, args=[command])
-        for reply in (values, expiries):
-            if isinstance(reply, Exception):
-                raise reply
+
+        def fill(pipe) -> None:
+            pipe.mget(keys)
+            pipe.evalsha(script.sha, len(keys), *keys, command)
+
+        values, expiries = pipeline_with_script(node, script, fill)
         fetched = [(value, 0 if expiry == -1 else expiry)
                    for value, expiry in zip(values, expiries, strict=True)]
         # MGET answers nil for a key that is not a string, and for one made after it:

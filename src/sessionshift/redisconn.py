@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -235,3 +236,24 @@ def evalsha_packed(client: redis.Redis, script, keys: list[str], args: list[byte
         raise
     finally:
         pool.release(connection)
+
+
+def pipeline_with_script(client: redis.Redis, script, fill: Callable[[Any], None]) -> list:
+    """The replies of one pipeline that *fill* builds, its script calls sent as ``EVALSHA``.
+
+    A script handed to a redis-py pipeline costs a ``SCRIPT EXISTS`` round trip
+    on every execute; so *fill* calls ``pipe.evalsha(script.sha, ...)``, and the
+    script is loaded only when Redis answers NOSCRIPT (a restarted or
+    failed-over Redis), then the pipeline runs again. Any error reply is raised.
+    """
+    for _attempt in range(2):
+        with client.pipeline(transaction=False) as pipe:
+            fill(pipe)
+            replies = pipe.execute(raise_on_error=False)
+        if not any(isinstance(reply, NoScriptError) for reply in replies):
+            break
+        client.script_load(script.script)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

@@ -23,10 +23,10 @@ import enum
 import time
 
 import redis.cluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from .keys import KeyLayout
-from .redisconn import RedisClient, evalsha_packed
+from .redisconn import RedisClient, evalsha_packed, pipeline_with_script
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
 NO_REPLICA_RECHECK = 1.0  # seconds a primary with no replica is believed to have none
@@ -171,24 +171,13 @@ class SessionStore:
             self._check_confirmed(confirmed, keys[0])
 
     def _evalsha_then_wait(self, script, keys: list[str], args: list, waiting: bool):
-        """EVALSHA (and WAIT) in one round trip; WAIT's answer, if asked.
+        """EVALSHA (and WAIT) in one round trip, on one connection; WAIT's answer, if asked."""
+        def fill(pipe) -> None:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if waiting:
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
 
-        A script handed to a redis-py pipeline costs a SCRIPT EXISTS round trip
-        on every execute, doubling the latency of each app write; so the script
-        is sent by its sha, and loaded only when Redis answers NOSCRIPT.
-        """
-        for _attempt in range(2):
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                if waiting:
-                    pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-                replies = pipe.execute(raise_on_error=False)
-            if not isinstance(replies[0], NoScriptError):
-                break
-            self.client.script_load(script.script)  # a restarted or failed-over Redis
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        replies = pipeline_with_script(self.client, script, fill)
         return replies[-1] if waiting else None
 
     def _should_wait(self) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from cachelib.file import FileSystemCache
 
 from sessionshift import formats, state
-from sessionshift.export import export_sessions
+from sessionshift.export import export_sessions, fetch_with_expiry
 from sessionshift.keys import KeyLayout
 from sessionshift.store import SessionStore
 
@@ -362,3 +362,10 @@ def test_a_file_with_the_other_header_style_is_rewritten(redis_client, session_d
     result = export_sessions(redis_client, store.layout, session_dir, header_style="pickle", workers=1)
     assert result.written == 1
     assert formats.read_session_file(os.path.join(session_dir, name)).header_style == "pickle"
+
+
+def test_the_fetch_loads_its_script_again_after_redis_forgot_it(redis_client):
+    redis_client.set("session:h:{k}", b"v", exat=2_000_000_000)
+    redis_client.script_flush()  # as a restarted or failed-over Redis
+    assert fetch_with_expiry(redis_client, ["session:h:{k}", "session:h:{gone}"]) == [
+        (b"v", 2_000_000_000), (None, -2)]
