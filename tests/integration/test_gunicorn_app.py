@@ -59,7 +59,7 @@ def app(app_server, redis_client):
     for directory in (app_server.session_dir, os.path.join(app_server.state_dir, state.JOURNAL_DIR)):
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory)
-    wait_for_phase(app_server, "file")
+    app_server.wait_for_phase("file")
     return app_server
 
 
@@ -136,18 +136,6 @@ def phases_seen(app: GunicornApp, requests_count: int = 12, all_workers: bool = 
     return seen
 
 
-def wait_for_phase(app: GunicornApp, label: str, timeout: float = 15) -> None:
-    """Until 2 x WORKERS answers in a row (fresh connections) report *label*."""
-    deadline, in_a_row = time.monotonic() + timeout, 0
-    while in_a_row < 2 * WORKERS:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers did not all reach {label} in {timeout}s")
-        response = requests.get(app.url + "/healthz", timeout=5, headers={"Connection": "close"})
-        in_a_row = in_a_row + 1 if response.headers["X-Session-Phase"] == label else 0
-        if not in_a_row:
-            time.sleep(0.1)
-
-
 def flip(app: GunicornApp, target: str, redis_client) -> None:
     """One step, as the playbooks do it (export first when leaving phase 4+ for 3 or lower)."""
     current = phasefile.read_phase(app.state_dir).phase
@@ -215,7 +203,7 @@ def test_fifty_users_keep_every_write_through_every_flip_and_rollback(app, redis
         for target in sequence:
             time.sleep(0.5)  # traffic in the old phase, then the flip under traffic
             flip(app, target, redis_client)
-            wait_for_phase(app, target)
+            app.wait_for_phase(target)
             if target == "redis_only" and not idle_checked:
                 idle_checked = True
                 for user in idle:
@@ -253,7 +241,7 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
     for phase in ("file", "dual_write", "redis_read"):
         if phase != "file":
             flip(app, phase, redis_client)
-            wait_for_phase(app, phase)
+            app.wait_for_phase(phase)
         outage(kill=False)
         outage(kill=True)  # Redis comes back empty: in phases 1-3 the files are the truth
         assert all_errors(users) == [], phase
@@ -270,7 +258,7 @@ def test_redis_outages_in_each_phase(app, redis_server, redis_client, store):
     # it and written to it; sessions that live only in Redis get a clear 503 (never a
     # new sid, never an older copy); new logins work.
     flip(app, "redis_only", fresh)
-    wait_for_phase(app, "redis_only")
+    app.wait_for_phase("redis_only")
     users[0].write()  # now only in Redis: its legacy file is retired
     assert not os.path.exists(os.path.join(app.session_dir, users[0].file_name))
     redis_server.pause()
@@ -310,4 +298,4 @@ def test_a_dead_workers_live_gauges_leave_the_metrics(app):
     while glob.glob(pattern) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not glob.glob(pattern)  # gunicorn's child_exit hook marked it dead
-    wait_for_phase(app, "file")  # the master started a new worker
+    app.wait_for_phase("file")  # the master started a new worker

@@ -21,8 +21,6 @@ import dataclasses
 import os
 import time
 
-import requests
-
 from sessionshift import phasefile
 from sessionshift.export import export_sessions
 from sessionshift.keys import KeyLayout
@@ -87,15 +85,20 @@ class Fleet:
         return connect(self.redis.settings())
 
     def set_phase(self, target: str) -> None:
-        """Move every host to *target* as the playbooks do (export first when leaving 4+ for 3-)."""
+        """Move every host to *target* as the playbooks do: one phase at a time, waiting after
+        each step until every worker serves it (so that only adjacent phases ever mix), and
+        exporting Redis to files first when leaving 4+ for 3-."""
         for app in self.apps:
             current = phasefile.read_phase(app.state_dir).phase
-            if current >= Phase.REDIS_ONLY and Phase.parse(target) <= Phase.REDIS_READ:
-                with contextlib.closing(self.client()) as client:
-                    export_sessions(client, KeyLayout(), app.session_dir, state_dir=app.state_dir)
-            phasefile.set_phase(app.state_dir, target, by="load-test", force=True)
-        for app in self.apps:
-            wait_for_phase(app.url, target)
+            goal = Phase.parse(target)
+            step = 1 if goal > current else -1
+            for phase in (Phase(number) for number in range(current + step, goal + step, step)):
+                if current >= Phase.REDIS_ONLY and phase <= Phase.REDIS_READ:
+                    with contextlib.closing(self.client()) as client:
+                        export_sessions(client, KeyLayout(), app.session_dir, state_dir=app.state_dir)
+                phasefile.set_phase(app.state_dir, phase, by="load-test")
+                app.wait_for_phase(phase.label)
+                current = phase
 
     def stop(self) -> None:
         for app in self.apps:
@@ -122,16 +125,4 @@ def wait_for_replication(replica: RedisServer, timeout: float = 20) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"replica on port {replica.port} not in sync after {timeout}s: "
                                    f"{replica.log_tail()}")
-            time.sleep(0.1)
-
-
-def wait_for_phase(url: str, label: str, timeout: float = 20) -> None:
-    """Until 6 fresh connections in a row answer in *label* (every worker re-read its phase file)."""
-    deadline, in_a_row = time.monotonic() + timeout, 0
-    while in_a_row < 6:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url}: workers did not all reach {label} in {timeout}s")
-        response = requests.get(url + "/healthz", timeout=5, headers={"Connection": "close"})
-        in_a_row = in_a_row + 1 if response.headers.get("X-Session-Phase") == label else 0
-        if not in_a_row:
             time.sleep(0.1)

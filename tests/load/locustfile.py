@@ -15,7 +15,7 @@ the hosts.
 Environment:
   LOAD_HOSTS          comma-separated app base URLs (else locust's --host)
   LOAD_WAIT           think time range in seconds, "min,max" (default "1,3", the seed's)
-  LOAD_EVENTS_FILE    write one line per request: unix time, name, ms, status, verdict
+  LOAD_EVENTS_FILE    write one line per request: unix time, name, ms, status, verdict, phase
   LOAD_CHECKS_FILE    write the check counters as JSON when the run ends
 """
 
@@ -51,9 +51,9 @@ def _open_events(environment, **_kwargs) -> None:
         _events_file = open(path, "a", buffering=1 << 16)
 
 
-def _record(name: str, started: float, elapsed_ms: float, status: int, verdict: str) -> None:
+def _record(name: str, started: float, elapsed_ms: float, status: int, verdict: str, phase: str) -> None:
     if _events_file is not None:
-        _events_file.write(f"{started:.3f},{name},{elapsed_ms:.1f},{status},{verdict}\n")
+        _events_file.write(f"{started:.3f},{name},{elapsed_ms:.1f},{status},{verdict},{phase}\n")
 
 
 @events.quitting.add_listener
@@ -99,6 +99,7 @@ class SessionUser(HttpUser):
                                  catch_response=True) as response:
             elapsed_ms = (time.time() - started) * 1000
             status = response.status_code or 0
+            phase = response.headers.get("X-Session-Phase", "") if response.headers else ""
             try:
                 body = response.json() if 200 <= status < 300 else None
             except ValueError:
@@ -106,7 +107,7 @@ class SessionUser(HttpUser):
             if body is None:
                 CHECKS["errors"] += 1
                 response.failure(f"HTTP {status}: {(response.text or '')[:120]!r}")
-                _record(path, started, elapsed_ms, status, "error")
+                _record(path, started, elapsed_ms, status, "error", phase)
                 return None  # the write may or may not have happened: the next check tells
             verdict = OK
             if check:
@@ -117,7 +118,7 @@ class SessionUser(HttpUser):
                 if verdict != OK:
                     response.failure(f"{verdict}: {self.expect.user} had {had} writes, the answer says "
                                      f"{body.get('writes')} for {body.get('user')!r}")
-            _record(path, started, elapsed_ms, status, verdict)
+            _record(path, started, elapsed_ms, status, verdict, phase)
             return body
 
     def _ensure_logged_in(self) -> bool:

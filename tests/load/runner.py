@@ -7,7 +7,7 @@
     events = read_events(run.events_file)
     window_stats(events, start, end)
 
-The locustfile logs one line per request (time, path, ms, status, verdict), so results can be
+The locustfile logs one line per request (time, path, ms, status, verdict, phase), so results can be
 cut into windows after the fact: per rollout step, per fault phase, per second.
 """
 
@@ -43,6 +43,7 @@ class Event:
     ms: float
     status: int
     verdict: str  # ok, session_lost, write_lost, error
+    phase: str = ""  # the phase the answering worker served it in (X-Session-Phase)
 
 
 @dataclasses.dataclass
@@ -109,8 +110,8 @@ def read_events(path: str) -> list[Event]:
     with open(path) as handle:
         for line in handle:
             parts = line.rstrip("\n").split(",")
-            if len(parts) == 5:
-                events.append(Event(float(parts[0]), parts[1], float(parts[2]), int(parts[3]), parts[4]))
+            if len(parts) in (5, 6):  # files written before the phase column have 5
+                events.append(Event(float(parts[0]), parts[1], float(parts[2]), int(parts[3]), *parts[4:]))
     return sorted(events, key=lambda event: event.at)
 
 

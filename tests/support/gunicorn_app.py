@@ -52,6 +52,10 @@ class GunicornApp:
     def state_dir(self) -> str:
         return self.config["SESSIONSHIFT_STATE_DIR"]
 
+    @property
+    def phase_check_interval(self) -> float:
+        return float(self.config.get("SESSIONSHIFT_PHASE_CHECK_INTERVAL", 1.0))
+
     @classmethod
     def start(cls, directory: str, config: dict, *, workers: int = 3, timeout: float = 30) -> GunicornApp:
         os.makedirs(directory, exist_ok=True)
@@ -92,6 +96,24 @@ class GunicornApp:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log_tail()}")
+
+    def wait_for_phase(self, label: str) -> None:
+        """Return once every worker serves *label*; call it after writing the phase file.
+
+        Probes alone cannot prove it: gunicorn hands a connection to whichever worker
+        accepts first, so a busy worker may answer none of them and still serve its next
+        request in the old phase. But a worker re-reads the phase file on its first request
+        at least ``phase_check_interval`` after its last look, so once that long has passed
+        since the write, every request sees the new phase. The probes only confirm it.
+        """
+        time.sleep(self.phase_check_interval + 0.1)
+        for _probe in range(3):
+            request = urllib.request.Request(self.url + "/healthz", headers={"Connection": "close"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                served = response.headers.get("X-Session-Phase")
+            if served != label:
+                raise RuntimeError(f"{self.url}: a worker serves {served!r} "
+                                   f"{self.phase_check_interval:g} s after the flip to {label}")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
