@@ -21,8 +21,9 @@ def test_host_is_back_in_file_after_the_emergency(host, app):
     moves = [(entry["from"], entry["to"]) for entry in record["history"]]
     # the gradual rollback went one phase at a time...
     assert ("redis_only", "redis_read") in moves and ("redis_read", "dual_write") in moves
-    # ...and the emergency from redis_only went through redis_read (export, flip, catch-up)
-    assert moves[-2:] == [("redis_only", "redis_read"), ("redis_read", "file")]
+    # ...and the emergency from redis_only went through redis_read (export, flip, catch-up), then
+    # through dual_write: redis_read and file workers must never serve side by side
+    assert moves[-3:] == [("redis_only", "redis_read"), ("redis_read", "dual_write"), ("dual_write", "file")]
     assert record["history"][-1]["emergency"] is True
 
 
