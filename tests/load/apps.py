@@ -24,7 +24,7 @@ import time
 from sessionshift import phasefile
 from sessionshift.export import export_sessions
 from sessionshift.keys import KeyLayout
-from sessionshift.phases import Phase
+from sessionshift.phases import Phase, Transition
 from sessionshift.redisconn import connect
 from tests.support.gunicorn_app import GunicornApp
 from tests.support.redis_server import RedisServer
@@ -93,7 +93,7 @@ class Fleet:
             goal = Phase.parse(target)
             step = 1 if goal > current else -1
             for phase in (Phase(number) for number in range(current + step, goal + step, step)):
-                if current >= Phase.REDIS_ONLY and phase <= Phase.REDIS_READ:
+                if Transition(current, phase).needs_export:
                     with contextlib.closing(self.client()) as client:
                         export_sessions(client, KeyLayout(), app.session_dir, state_dir=app.state_dir)
                 phasefile.set_phase(app.state_dir, phase, by="load-test")
