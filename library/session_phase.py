@@ -118,7 +118,7 @@ from ansible.module_utils.sessionshift_common import require_sessionshift
 
 try:
     from sessionshift.phasefile import export_caveat, phase_path, read_phase, set_phase
-    from sessionshift.phases import Phase, TransitionRefused
+    from sessionshift.phases import Phase, Transition, TransitionRefused
 except ImportError:
     pass  # reported by require_sessionshift
 
@@ -157,8 +157,7 @@ def main():
     except (ValueError, OSError) as exc:
         module.fail_json(msg=f"phase file in {params['state_dir']}: {exc}", changed=False)
     result = _result(change.after, change.before)
-    leaves_redis_only = change.before.phase >= Phase.REDIS_ONLY and change.after.phase <= Phase.REDIS_READ
-    if change.changed and leaves_redis_only:
+    if change.changed and Transition(change.before.phase, change.after.phase).needs_export:
         caveat = export_caveat(params["state_dir"])
         if caveat:
             module.warn(caveat)

@@ -22,7 +22,7 @@ from sessionshift import formats, metrics, phasefile, state
 from sessionshift.export import export_sessions
 from sessionshift.journal import Journal
 from sessionshift.keys import KeyLayout
-from sessionshift.phases import Phase
+from sessionshift.phases import Phase, Transition
 from sessionshift.store import CopyResult, SessionStore
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,7 @@ class Env:
         return create_app(config)
 
     def phase(self, target: str) -> None:
-        current = phasefile.read_phase(self.state_dir).phase
-        if current >= Phase.REDIS_ONLY and Phase.parse(target) <= Phase.REDIS_READ:
+        if Transition(phasefile.read_phase(self.state_dir).phase, Phase.parse(target)).needs_export:
             result = export_sessions(self.redis, self.layout, self.session_dir, state_dir=self.state_dir)
             assert result.undecodable == 0 and result.unstable == 0
         phasefile.set_phase(self.state_dir, target, by="test", force=True)
