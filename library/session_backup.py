@@ -11,11 +11,11 @@ module: session_backup
 short_description: Back up every session key in Redis to one file, or restore it without overwriting
 description:
   - O(state=present) makes sure a backup exists at O(dest). It holds every session key under O(key_prefix)
-    (hashed sessions, tombstones, stock Flask-Session keys) with its absolute expiry (C(PEXPIRETIME)), in one
-    gzip file of JSON lines (base64 values) whose first line is a manifest (format version, C(created_at),
-    source endpoint without credentials, counts per kind, SHA-256 of the payload). The file is written
-    atomically with mode V(0600). An existing backup at O(dest) is kept unless O(force), so a re-run does
-    not replace the backup taken before a rollback.
+    (hashed sessions, tombstones, stock Flask-Session keys) with its absolute expiry in epoch milliseconds
+    (read with C(TIME) and C(PTTL), which Redis 6.2 has), in one gzip file of JSON lines (base64 values)
+    whose first line is a manifest (format version, C(created_at), source endpoint without credentials,
+    counts per kind, SHA-256 of the payload). The file is written atomically with mode V(0600). An existing
+    backup at O(dest) is kept unless O(force), so a re-run does not replace the backup taken before a rollback.
   - O(state=restored) puts the backup at O(src) back. It verifies the checksum and every entry first (a
     corrupt file fails with the reason and writes nothing), never overwrites a key that exists now (a
     newer write wins), never revives a session whose tombstone exists, restores tombstones with their

@@ -8,7 +8,7 @@ live sessions), as two gzip members read back as one stream::
     {"format": "sessionshift-backup", "version": 1, "created_at": ..., "source": ...,
      "key_prefix": ..., "hash_method": ..., "counts": {"hashed": n, "tombstone": n,
      "stock": n}, "keys": n, "payload_sha256": ...}                <- line 1: the manifest
-    {"k": "<key>", "t": "hashed", "v": "<base64 value>", "x": <PEXPIRETIME ms, 0 = none>}
+    {"k": "<key>", "t": "hashed", "v": "<base64 value>", "x": <absolute expiry, epoch ms, 0 = none>}
     ...                                                            <- one line per key
 
 ``payload_sha256`` is the SHA-256 of every byte after the manifest line (the

@@ -51,6 +51,7 @@ from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValue
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
+from .store import EXPIRY_SCRIPT, absolute_expiry
 
 DEFAULT_BATCH = 500
 DEFAULT_MAX_ROUNDS = 5
@@ -85,14 +86,9 @@ def scan_batches(client: RedisClient, pattern: str, batch_size: int = DEFAULT_BA
             yield node, batch
 
 
-# KEYS = the keys; ARGV[1] = EXPIRETIME or PEXPIRETIME: the expiry of each key (-2 missing).
-# The values come from one MGET beside it: read through Lua, every value would be copied
-# into a Lua string and back, which cost Redis more than the rest of the export's work.
-_EXPIRY_SCRIPT = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call(ARGV[1], key) end
-return out
-"""
+# The values come from one MGET beside the expiry script: read through Lua, every value
+# would be copied into a Lua string and back, which cost Redis more than the rest of the
+# export's work.
 _NOT_A_STRING = ResponseError("WRONGTYPE not a string value")
 
 
@@ -104,27 +100,29 @@ def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = Fals
                       ) -> list[tuple[bytes | ResponseError | None, int]]:
     """(value, expiry) per key in one round trip; expiry 0 = none, -2 = missing.
 
-    The expiry is EXPIRETIME (epoch seconds) or, with *millis*, PEXPIRETIME.
+    The expiry is absolute, as EXPIRETIME (epoch seconds) or, with *millis*,
+    PEXPIRETIME would give it, but computed from TIME and PTTL, which every
+    engine the role provisions has (EXPIRETIME needs Redis 7.0).
     A key that is not a string (someone else's hash under our prefix) gives a
     WRONGTYPE error as the value instead of failing the whole batch.
 
     On one Redis (*scripted*) a batch is one round trip of two commands: an
-    MGET and a script returning every expiry (redis-py packs and parses each
-    command in Python, and two commands per key would cost more than writing
-    the key's file). A cluster batch spans many hash slots, which neither may
-    touch, so there it is a pipeline of GET + EXPIRETIME.
+    MGET and a script returning the clock and every PTTL (redis-py packs and
+    parses each command in Python, and two commands per key would cost more
+    than writing the key's file). A cluster batch spans many hash slots, which
+    neither may touch, so there it is a pipeline of TIME, then GET + PTTL per
+    key: an expiry is then early by at most the pipeline's run on the server.
     """
-    command = "PEXPIRETIME" if millis else "EXPIRETIME"
     if scripted:
-        script = node.register_script(_EXPIRY_SCRIPT)
+        script = node.register_script(EXPIRY_SCRIPT)
 
         def fill(pipe) -> None:
             pipe.mget(keys)
-            pipe.evalsha(script.sha, len(keys), *keys, command)
+            pipe.evalsha(script.sha, len(keys), *keys)
 
-        values, expiries = pipeline_with_script(node, script, fill)
-        fetched = [(value, 0 if expiry == -1 else expiry)
-                   for value, expiry in zip(values, expiries, strict=True)]
+        values, (now_ms, *pttls) = pipeline_with_script(node, script, fill)
+        fetched = [(value, absolute_expiry(now_ms, pttl, millis=millis))
+                   for value, pttl in zip(values, pttls, strict=True)]
         # MGET answers nil for a key that is not a string, and for one made after it:
         # ask those few again, one by one.
         unclear = [index for index, (value, expiry) in enumerate(fetched) if value is None and expiry != -2]
@@ -134,18 +132,22 @@ def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = Fals
                 fetched[index] = pair
         return fetched
     pipe = node.pipeline(transaction=False)
+    pipe.time()
     for key in keys:
         pipe.get(key)
-        pipe.execute_command(command, key)
-    replies = pipe.execute(raise_on_error=False)
+        pipe.pttl(key)
+    clock, *replies = pipe.execute(raise_on_error=False)
+    if isinstance(clock, Exception):
+        raise clock
+    now_ms = clock[0] * 1000 + clock[1] // 1000
     fetched = []
-    for value, expiry in zip(replies[::2], replies[1::2], strict=True):
-        for reply in (value, expiry):
+    for value, pttl in zip(replies[::2], replies[1::2], strict=True):
+        for reply in (value, pttl):
             if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                 raise reply  # a connection problem, not one key's
         if isinstance(value, ResponseError):
             value = _NOT_A_STRING  # someone else's hash (or list...) under our prefix
-        fetched.append((value, 0 if expiry == -1 else expiry))
+        fetched.append((value, absolute_expiry(now_ms, pttl, millis=millis)))
     return fetched
 
 

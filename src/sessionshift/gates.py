@@ -56,12 +56,30 @@ def maintenance_window(now: datetime.datetime, start: str = "02:00", end: str = 
     return result
 
 
+# SET ... EXAT, which every session write uses, came with Redis 6.2 (Valkey reports a
+# redis_version of 7.2 or later). Nothing newer is needed: expiries are read with PTTL.
+MIN_REDIS_VERSION = (6, 2)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return ()
+
+
 def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None,
-                alarms_in_alarm: list[str]) -> GateResult:
-    """Gate into phase 2: Redis reachable over TLS with AUTH, and no alarm firing."""
+                alarms_in_alarm: list[str], server_version: str | None = None) -> GateResult:
+    """Gate into phase 2: Redis reachable over TLS with AUTH, new enough, and no alarm firing."""
     result = GateResult("dual_write")
     if not ping_ok:
         result.refuse(f"Redis is not reachable: {error or 'no answer'}")
+    elif server_version is not None:
+        result.facts["redis_version"] = server_version
+        if _version_tuple(server_version) < MIN_REDIS_VERSION:
+            minimum = ".".join(map(str, MIN_REDIS_VERSION))
+            result.refuse(f"Redis {server_version} is too old: sessionshift needs Redis {minimum} or later "
+                          "(SET with EXAT); upgrade the engine (elasticache_engine_version) first")
     if not tls:
         result.refuse("the Redis URL is not rediss:// (TLS); ElastiCache requires in-transit encryption")
     if not authenticated:
@@ -159,14 +177,30 @@ def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
 
 
 def _redis_gate(params: dict[str, Any]) -> GateResult:
+    from redis.exceptions import RedisError
+
     from .redisconn import RedisSettings, RedisUnavailable, connect
 
     settings = RedisSettings.from_mapping(dict(params["redis"]))
-    error = None
+    error = version = None
     try:
-        connect(settings).close()
+        client = connect(settings)
+        try:
+            version = server_version(client)
+        finally:
+            client.close()
     except RedisUnavailable as exc:
         error = str(exc)
+    except RedisError as exc:
+        error = f"INFO server failed: {exc}"
     return redis_ready(ping_ok=error is None, tls=settings.tls,
                        authenticated=bool(settings.password), error=error,
-                       alarms_in_alarm=list(params.get("alarms_in_alarm") or []))
+                       alarms_in_alarm=list(params.get("alarms_in_alarm") or []), server_version=version)
+
+
+def server_version(client) -> str:
+    """The lowest ``redis_version`` of INFO server (a cluster answers per node)."""
+    info = client.info("server")
+    if "redis_version" not in info:  # {node: info} from a cluster
+        return min((str(node["redis_version"]) for node in info.values()), key=_version_tuple)
+    return str(info["redis_version"])

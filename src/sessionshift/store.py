@@ -39,6 +39,30 @@ class ReplicationShortfall(RedisError):
     """
 
 
+# KEYS = the keys. The reply: the server's clock in ms, then each key's PTTL (-1 none,
+# -2 missing). EXPIRETIME/PEXPIRETIME exist only from Redis 7.0 and the role provisions
+# 6.2; TIME and PTTL read in one script give the same absolute expiry (TIME first: in
+# Redis 7 a script's PTTL counts from the script's start).
+EXPIRY_SCRIPT = """
+local t = redis.call('TIME')
+local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+for i, key in ipairs(KEYS) do out[i + 1] = redis.call('PTTL', key) end
+return out
+"""
+
+
+def absolute_expiry(now_ms: int, pttl: int, *, millis: bool = False) -> int:
+    """A key's expiry as PEXPIRETIME (*millis*) or EXPIRETIME would give it, but 0 for none.
+
+    -2 = missing. Seconds round to the nearest, as EXPIRETIME does, so a key
+    set with ``EXAT n`` reads back as ``n``.
+    """
+    if pttl < 0:
+        return 0 if pttl == -1 else -2
+    at = now_ms + pttl
+    return at if millis else (at + 500) // 1000
+
+
 class CopyResult(enum.Enum):
     WRITTEN = "written"
     EXISTS = "exists"  # a (newer) value is already there: left alone
@@ -134,15 +158,16 @@ class SessionStore:
         self._no_replica_until = 0.0
         self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
         self._copy_many_script = self.client.register_script(_COPY_MANY_IF_ABSENT)
+        self._expiry_script = self.client.register_script(EXPIRY_SCRIPT)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, file_name: str) -> bytes | None:
         return self.client.get(self.layout.session_key(file_name))
 
     def expiry_of(self, key: str) -> int:
-        """EXPIRETIME of *key*: epoch seconds, 0 for no expiry, -2 if missing."""
-        value = self.client.expiretime(key)
-        return 0 if value == -1 else value
+        """The expiry of *key* in epoch seconds (as EXPIRETIME), 0 for no expiry, -2 if missing."""
+        now_ms, pttl = self._expiry_script(keys=[key])
+        return absolute_expiry(now_ms, pttl)
 
     # -- the app's writes ----------------------------------------------------------------
     def app_write(self, file_name: str, value: bytes, expiry: int) -> None:

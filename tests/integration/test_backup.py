@@ -14,6 +14,7 @@ from sessionshift import formats
 from sessionshift.backup import BackupError, create_backup, read_manifest, restore_backup, verify_backup
 from sessionshift.keys import KeyLayout
 from sessionshift.store import SessionStore
+from tests.support.redis_server import absolute_expiries
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,8 @@ def _populate(client) -> SessionStore:
 
 def _snapshot(client, layout: KeyLayout) -> dict[bytes, tuple[bytes, int]]:
     keys = [key for primary in _primaries(client) for key in primary.scan_iter(match=layout.all_pattern)]
-    return {key: (client.get(key), client.pexpiretime(key)) for key in keys}
+    return {key: (client.get(key), expiry)
+            for key, expiry in zip(keys, absolute_expiries(client, keys, millis=True), strict=True)}
 
 
 def _primaries(client):

@@ -17,7 +17,7 @@ from sessionshift.keys import KeyLayout
 from sessionshift.migrate import MigrateConfig, migrate
 from sessionshift.redisconn import RedisUnavailable, connect
 from sessionshift.store import SessionStore
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, absolute_expiries
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +73,14 @@ def write_bad_files(directory: str, marker: str) -> dict[str, str]:
 def assert_copied(client, corpus: dict[str, tuple], *, serializer="msgpack", except_names=()) -> None:
     """Every session of *corpus* is in Redis with the app's value and the file's expiry."""
     names = [name for name in corpus if name not in except_names]
+    keys = [LAYOUT.session_key(name) for name in names]
     with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.get(LAYOUT.session_key(name))
-            pipe.expiretime(LAYOUT.session_key(name))
-        answers = pipe.execute()
-    for index, name in enumerate(names):
+        for key in keys:
+            pipe.get(key)
+        values = pipe.execute()
+    expiries = absolute_expiries(client, keys)
+    for name, value, expiretime in zip(names, values, expiries, strict=True):
         data, expiry = corpus[name]
-        value, expiretime = answers[2 * index], answers[2 * index + 1]
         assert value is not None, f"{name} missing"
         assert formats.decode_value(value, serializer) == formats.app_view(data, serializer)
         assert expiretime == expiry
@@ -133,7 +133,7 @@ def test_the_apps_newer_write_between_read_and_write_stays(redis_client, redis_s
     result = migrate(redis_server.settings(), config, before_write=app_saves_first)
     (name, expiry), = raced
     assert redis_client.get(LAYOUT.session_key(name)) == b"newer-from-the-app"
-    assert redis_client.expiretime(LAYOUT.session_key(name)) == expiry
+    assert absolute_expiries(redis_client, [LAYOUT.session_key(name)]) == [expiry]
     assert result.counts["exists"] == 1 and result.written == 119
     assert_copied(redis_client, corpus, except_names={name})
 

@@ -29,6 +29,43 @@ APP_USER = "sessionshift"
 APP_PASSWORD = "test-password-0123456789abcdef"
 
 
+# Engine profiles: this redis-server made to refuse what a deployment the elasticache role
+# provisions refuses, by renaming those commands away (``rename-command X ""``).
+# - "elasticache": the commands ElastiCache keeps from its users. PSYNC and SYNC are
+#   disabled there too, but renaming them here would break this server's own replicas.
+# - "redis-6.2": the oldest engine the role provisions; the commands Redis 7.0 added.
+#   (New subcommands and options of 7.0, such as EXPIRE NX, cannot be renamed away.)
+ENGINE_PROFILES: dict[str, tuple[str, ...]] = {
+    "elasticache": ("BGREWRITEAOF", "BGSAVE", "CONFIG", "DEBUG", "MIGRATE", "MODULE", "REPLICAOF",
+                    "SAVE", "SHUTDOWN", "SLAVEOF"),
+    "redis-6.2": ("EXPIRETIME", "PEXPIRETIME", "FUNCTION", "FCALL", "FCALL_RO", "EVAL_RO", "EVALSHA_RO",
+                  "SORT_RO", "SINTERCARD", "ZINTERCARD", "LMPOP", "BLMPOP", "ZMPOP", "BZMPOP", "SPUBLISH",
+                  "SSUBSCRIBE", "SUNSUBSCRIBE"),
+}
+
+
+def engine_config(profile: str | None) -> tuple[str, ...]:
+    """The config lines of an engine profile (none for the default server)."""
+    if profile is None:
+        return ()
+    return tuple(f'rename-command {command} ""' for command in ENGINE_PROFILES[profile])
+
+
+def absolute_expiries(client, keys, *, millis: bool = False) -> list[int]:
+    """Each key's expiry as PEXPIRETIME (*millis*) or EXPIRETIME answer it: -1 none, -2 missing.
+
+    From PTTL and this machine's clock (the test Redis is local), so that it
+    works on an engine without EXPIRETIME; seconds round as EXPIRETIME does.
+    """
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+        pttls = pipe.execute()
+    now_ms = int(time.time() * 1000)
+    return [pttl if pttl < 0 else (now_ms + pttl if millis else (now_ms + pttl + 500) // 1000)
+            for pttl in pttls]
+
+
 def redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if not binary:
@@ -78,10 +115,11 @@ class RedisServer:
 
     @classmethod
     def start(cls, directory: str, tls: TlsFiles | None, *, port: int | None = None,
-              extra_config: tuple[str, ...] = ()) -> RedisServer:
+              extra_config: tuple[str, ...] = (), profile: str | None = None) -> RedisServer:
+        """*profile*: one of ENGINE_PROFILES, or None for a plain redis-server."""
         os.makedirs(directory, exist_ok=True)
         server = cls(directory=directory, port=port or free_port(), tls=tls,
-                     extra_config=extra_config)
+                     extra_config=engine_config(profile) + tuple(extra_config))
         server.launch()
         return server
 

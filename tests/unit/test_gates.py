@@ -86,3 +86,14 @@ def test_module_reads_the_host_state(tmp_path, capsys):
 def test_module_fails_clearly_on_bad_window(capsys):
     result = _run({"gate": "maintenance_window", "window_timezone": "Nowhere/Land"}, capsys)
     assert result["failed"] and "unknown time zone" in result["msg"]
+
+
+@pytest.mark.parametrize(("version", "passed"), [("6.0.16", False), ("5.0.6", False), ("6.2.14", True),
+                                                 ("7.0.15", True), ("7.2.4", True)])
+def test_the_dual_write_gate_refuses_a_redis_older_than_6_2(version, passed):
+    result = gates.redis_ready(ping_ok=True, tls=True, authenticated=True, error=None, alarms_in_alarm=[],
+                               server_version=version)
+    assert result.passed is passed and result.facts["redis_version"] == version
+    if not passed:
+        assert result.reasons == [f"Redis {version} is too old: sessionshift needs Redis 6.2 or later "
+                                  "(SET with EXAT); upgrade the engine (elasticache_engine_version) first"]
