@@ -238,25 +238,15 @@ def _read_bytes(path: str) -> bytes | None:
     name: such an entry is simply replaced by the rename.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return formats.read_regular_file(path)[0]
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symlink
-            return b""
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return b""
-        # Plain reads: a buffered file object costs more than the read of a small session.
-        chunks, size, limit = [], 0, min(info.st_size, formats.MAX_SESSION_BYTES) + 1
-        while size < limit and (chunk := os.read(fd, limit - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    except formats.NotRegularFile:
+        return b""
+    except SessionFileError as exc:
+        if exc.reason.startswith("too large"):
+            return b"\0"  # not a session the export could have written: replaced
+        raise OSError(errno.EACCES, exc.reason, path) from None
 
 
 def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,

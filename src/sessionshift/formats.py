@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
-import io
 import json
 import os
 import pickle
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -56,8 +57,8 @@ _STRUCT_HEADER = struct.Struct("I")  # native order and size, as cachelib writes
 # First opcode of a pickled int header: PROTO (protocol 2+) or INT/BININT*/LONG (0/1).
 _PICKLED_INT_OPCODES = frozenset((b"\x80", b"I", b"J", b"K", b"M", b"L"))
 _PICKLE_PROTO = pickle.HIGHEST_PROTOCOL
-# The largest session file we agree to decode; anything bigger is not a session.
-MAX_SESSION_BYTES = 16 * 1024 * 1024
+# The default budget's largest session (safepickle.Budget, SESSIONSHIFT_MAX_SESSION_BYTES).
+MAX_SESSION_BYTES = safepickle.Budget.max_session_bytes
 
 
 class SessionFileError(Exception):
@@ -126,7 +127,11 @@ def classify_name(file_name: str) -> Literal["session", "seed", "cachelib", "for
 
 
 def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, HeaderStyle]:
-    """(expiry, session dict, header style) from the bytes of one cachelib file."""
+    """(expiry, session dict, header style) from the bytes of one cachelib file.
+
+    Every failure, whatever raised it, is a :class:`SessionFileError` for this
+    one file: nothing in a file may stop the scan that met it.
+    """
     if not raw:
         raise SessionFileError(path, "empty file")
     # A pickled-int header starts with the PROTO opcode (0x80) or, for protocol
@@ -141,10 +146,10 @@ def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, 
             data = safepickle.loads(raw[payload_offset:])
         except safepickle.UnsafePickleError as exc:
             raise SessionFileError(path, f"hostile or foreign pickle: {exc}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error,
-                AttributeError, ImportError, IndexError, KeyError, MemoryError,
-                OverflowError, UnicodeDecodeError) as exc:
-            errors.append(f"{style} header: {type(exc).__name__}: {exc}")
+        except safepickle.DecodeRefused as exc:
+            raise SessionFileError(path, f"refused: {exc}") from None
+        except Exception as exc:
+            errors.append(f"{style} header: {type(exc).__name__}: {_short(exc)}")
             continue
         if not isinstance(data, dict):
             raise SessionFileError(path, f"payload is a {type(data).__name__}, not a session dict")
@@ -152,6 +157,11 @@ def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, 
     if len(raw) < _STRUCT_HEADER.size:
         raise SessionFileError(path, f"truncated file ({len(raw)} bytes, shorter than the header)")
     raise SessionFileError(path, "not a cachelib session file (" + "; ".join(errors) + ")")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _header_order(raw: bytes) -> tuple[HeaderStyle, ...]:
@@ -163,11 +173,10 @@ def _read_header(raw: bytes, style: HeaderStyle) -> tuple[int, int]:
         if len(raw) < _STRUCT_HEADER.size:
             raise EOFError("shorter than the 4-byte header")
         return _STRUCT_HEADER.unpack_from(raw)[0], _STRUCT_HEADER.size
-    stream = io.BytesIO(raw)
-    expiry = safepickle.load(stream)
+    expiry, end = safepickle.load_prefix(raw)
     if type(expiry) is not int or expiry < 0:
         raise ValueError(f"header is {expiry!r}, not an expiry time")
-    return expiry, stream.tell()
+    return expiry, end
 
 
 def encode_cachelib(data: dict, expiry: int, header_style: HeaderStyle = "struct") -> bytes:
@@ -181,6 +190,58 @@ def encode_cachelib(data: dict, expiry: int, header_style: HeaderStyle = "struct
     return header + pickle.dumps(data, _PICKLE_PROTO)
 
 
+class NotRegularFile(SessionFileError):
+    """A FIFO, socket, device, directory or symlink under a session's name: never opened as one."""
+
+
+def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes and ``fstat`` of a regular file of at most the budget's size.
+
+    The one way every reader opens a session file. It never follows a symlink
+    (``O_NOFOLLOW``) and never blocks on a FIFO planted under a session's name
+    (``O_NONBLOCK``, then ``fstat`` refuses anything but a regular file before
+    a byte is read). ``FileNotFoundError`` is left to the caller (a vanished
+    session means different things to different readers); every other problem
+    is a :class:`SessionFileError`.
+    """
+    limit = safepickle.current_budget().max_session_bytes
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(path, "is a symlink (never followed)") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            raise NotRegularFile(path, "is not a regular file") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise SessionFileError(path, "permission denied: run as the app's user or root") from None
+        raise SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "directory" if stat.S_ISDIR(info.st_mode) else "FIFO" if stat.S_ISFIFO(info.st_mode) \
+                else "socket" if stat.S_ISSOCK(info.st_mode) else "device or special file"
+            raise NotRegularFile(path, f"is a {kind}, not a regular file")
+        if info.st_size > limit:
+            raise SessionFileError(path, f"too large for a session ({info.st_size:,} bytes; the "
+                                   f"budget is {limit:,}, {safepickle.ENV_PREFIX}MAX_SESSION_BYTES)")
+        # Plain reads of the size fstat gave (plus one byte, to see growth): a
+        # buffered file object costs more than the read of a small session.
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, max(info.st_size - size, 0) + 1)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise SessionFileError(path, f"too large for a session (over {limit:,} bytes, "
+                               f"{safepickle.ENV_PREFIX}MAX_SESSION_BYTES)")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks), info
+
+
 def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
                       default_lifetime: int = 0) -> FileSession:
     """Read one session file (cachelib or the seed's ``sess_<sid>`` JSON).
@@ -192,72 +253,36 @@ def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
     kind = classify_name(file_name)
     if kind in ("cachelib", "foreign"):
         raise SessionFileError(path, f"not a session file ({kind} file name)")
-    try:
-        with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            if stat.st_size > MAX_SESSION_BYTES:
-                raise SessionFileError(path, f"too large for a session ({stat.st_size} bytes)")
-            raw = handle.read()
-    except FileNotFoundError:
-        raise SessionFileError(path, "vanished while reading (deleted or expired by the app)") from None
-    except IsADirectoryError:
-        raise SessionFileError(path, "is a directory") from None
-    except PermissionError:
-        raise SessionFileError(path, "permission denied: run as the app's user or root") from None
-    except OSError as exc:
-        raise SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    raw, info = _read_or_vanished(path)
     if kind == "seed":
-        return _seed_session(path, file_name, raw, stat, prefix, default_lifetime)
+        return _seed_session(path, file_name, raw, info, prefix, default_lifetime)
     expiry, data, style = parse_cachelib_bytes(raw, path)
     return FileSession(path=path, file_name=file_name, expiry=expiry, data=data,
                        header_style=style, hash_name=detect_hash(file_name),
-                       size=len(raw), mtime=stat.st_mtime)
+                       size=len(raw), mtime=info.st_mtime)
+
+
+def _read_or_vanished(path: str) -> tuple[bytes, os.stat_result]:
+    try:
+        return read_regular_file(path)
+    except FileNotFoundError:
+        raise SessionFileError(path, "vanished while reading (deleted or expired by the app)") from None
 
 
 def read_entry(kind: str, name: str, path: str, *, prefix: str = DEFAULT_PREFIX,
                default_lifetime: int = 0) -> tuple[str, int, dict]:
     """(file name, expiry, session dict) of a directory entry that a scan classified as *kind*.
 
-    The hot path of every directory scan: a cachelib file is read with one
-    ``os.read`` and parsed, without the ``stat`` and the :class:`FileSession`
-    that :func:`read_session_file` makes. Seed files, and every file the fast
-    read cannot take, go through :func:`read_session_file`, which says
-    precisely what is wrong (:class:`SessionFileError`).
+    The hot path of every directory scan: a cachelib file is read and parsed
+    without the :class:`FileSession` that :func:`read_session_file` makes.
+    Raises :class:`SessionFileError` (vanished, not a regular file, corrupt...).
     """
-    raw = _read_small_file(path) if kind == "session" else None
-    if raw is not None:
+    if kind == "session":
+        raw, _info = _read_or_vanished(path)
         expiry, data, _style = parse_cachelib_bytes(raw, path)
         return name, expiry, data
     session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
     return session.file_name, session.expiry, session.data
-
-
-_FIRST_READ = 64 * 1024
-
-
-def _read_small_file(path: str) -> bytes | None:
-    """The bytes of a session file, cheaply; None to let ``read_session_file`` say what is wrong."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        # One small read covers nearly every session (a short read of a regular
-        # file is its end); a big buffer would cost more to allocate than the read.
-        chunks, size = [], 0
-        while size <= MAX_SESSION_BYTES:
-            chunk = os.read(fd, _FIRST_READ if not chunks else 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if len(chunks) == 1 and size < _FIRST_READ:
-                break
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if size <= MAX_SESSION_BYTES else None
 
 
 def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileSession:
@@ -265,8 +290,11 @@ def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileS
     sid = file_name[len(SEED_FILE_PREFIX):]
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SessionFileError(path, f"not JSON: {exc}") from None
+        safepickle.check_value(document)
+    except safepickle.DecodeRefused as exc:
+        raise SessionFileError(path, f"refused: {exc}") from None
+    except Exception as exc:
+        raise SessionFileError(path, f"not JSON: {type(exc).__name__}: {_short(exc)}") from None
     if not isinstance(document, dict):
         raise SessionFileError(path, f"JSON {type(document).__name__}, not a session object")
     # Either the session dict itself or {"data": {...}, "expires": <epoch>}.
@@ -422,25 +450,33 @@ def encode_value(data: dict, serializer: SerializerName = "msgpack") -> bytes:
             return _MSGPACK_ENCODER.encode(data)
         if serializer == "pickle":
             return pickle.dumps(data, _PICKLE_PROTO)
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, pickle.PicklingError) as exc:
-        raise SessionValueError(f"cannot encode session with {serializer}: {exc}") from None
+    except Exception as exc:
+        raise SessionValueError(f"cannot encode session with {serializer}: "
+                                f"{type(exc).__name__}: {_short(exc)}") from None
     raise ValueError(f"unknown serializer {serializer!r}")
 
 
 def decode_value(raw: bytes, serializer: SerializerName = "msgpack") -> dict:
     """A Redis value back into the session dict the app would see."""
+    if serializer not in SERIALIZERS:
+        raise ValueError(f"unknown serializer {serializer!r}")
     try:
         if serializer == "msgpack":
+            budget = safepickle.current_budget()
+            if len(raw) > budget.max_session_bytes:
+                raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
+                                                "max_session_bytes")
             value = _MSGPACK_DECODER.decode(raw)
-        elif serializer == "pickle":
-            value = safepickle.loads(raw)
+            safepickle.check_value(value, budget)
         else:
-            raise ValueError(f"unknown serializer {serializer!r}")
+            value = safepickle.loads(raw)
     except safepickle.UnsafePickleError as exc:
         raise SessionValueError(f"hostile or foreign pickle in Redis value: {exc}") from None
-    except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, TypeError, struct.error,
-            AttributeError, ImportError, IndexError, KeyError, OverflowError) as exc:
-        raise SessionValueError(f"cannot decode {serializer} value: {exc}") from None
+    except safepickle.DecodeRefused as exc:
+        raise SessionValueError(f"refused {serializer} value: {exc}") from None
+    except Exception as exc:
+        raise SessionValueError(f"cannot decode {serializer} value: {type(exc).__name__}: "
+                                f"{_short(exc)}") from None
     if not isinstance(value, dict):
         raise SessionValueError(f"{serializer} value is a {type(value).__name__}, not a session dict")
     return value

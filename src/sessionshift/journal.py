@@ -203,15 +203,9 @@ def read_live_file(path: str, now: float | None = None) -> formats.FileSession |
     Corrupt and hostile files raise :class:`formats.SessionFileError`.
     """
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(formats.MAX_SESSION_BYTES + 1)
-            stat = os.fstat(handle.fileno())
+        raw, stat = formats.read_regular_file(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise formats.SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > formats.MAX_SESSION_BYTES:
-        raise formats.SessionFileError(path, "too large for a session")
     expiry, data, style = formats.parse_cachelib_bytes(raw, path)
     name = os.path.basename(path)
     session = formats.FileSession(path=path, file_name=name, expiry=expiry, data=data,

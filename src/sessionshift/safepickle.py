@@ -1,23 +1,56 @@
-"""A restricted unpickler for session data we did not write ourselves.
+"""A restricted, budgeted unpickler for session data we did not write ourselves.
 
 Session files and pickle-serialised Redis values may have been written by an
 attacker who could drop a file into the session directory. ``pickle.load`` on
 such bytes runs arbitrary code (``__reduce__`` -> ``os.system``). This
 unpickler resolves only an allow-list of globals: the builtin containers and
 scalars, which need no global at all, plus the few standard-library value types
-that sessions commonly hold.
+that sessions commonly hold. Each allowed callable is admitted only with the
+arguments that build a complete value (``bytearray`` from bytes, never from a
+size; ``copyreg._reconstructor`` only for a ``uuid.UUID``).
+
+Code execution is not the only danger: a small pickle can be expensive. Every
+decoded value is held to a :class:`Budget` (see :func:`check_value`):
+
+* bytes: the size of the encoded input;
+* depth: how deeply containers nest (a 4 KB list nested 2,000 deep makes every
+  recursive encoder raise ``RecursionError``);
+* objects: how many values the pickle creates (counted *while* decoding large
+  inputs, so a pickle of a million empty lists stops at the budget instead of
+  allocating them all);
+* encoded bytes: the size the value would take once written out without
+  sharing (msgpack, JSON, a comparison). Pickle's memo lets 449 bytes reference
+  one list from seven levels of lists: tiny decoded, gigabytes encoded. The size
+  is computed by a walk that memoizes each shared container and stops at the
+  budget, so nothing of that size is ever allocated.
+
+A value over budget raises :class:`BudgetExceeded`; nothing is executed and the
+caller reports the one input. Defaults suit any real session; the environment
+variables below (read when this module is imported) or :func:`configure`
+change them for the whole process, so every reader (the engines, the app's
+interface, export, backup) shares them.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
+import copyreg
+import dataclasses
+import datetime
+import decimal
 import io
+import itertools
+import os
 import pickle
+import struct
+import uuid
+from typing import Any
 
-# (module, qualified name) pairs that find_class may return. Containers and
+# (module, qualified name) pairs that find_class may resolve. Containers and
 # scalars (dict, list, tuple, str, bytes, int, float, bool, None) are encoded
 # with dedicated opcodes and never reach find_class, except the few below that
-# protocol 2+ pickles reference by name.
+# protocol 0-2 pickles reference by name.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
         ("builtins", "set"),
@@ -32,7 +65,8 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("datetime", "timezone"),
         ("uuid", "UUID"),
         ("decimal", "Decimal"),
-        # Protocol 0/1 pickles of sets and bytes go through copyreg / codecs.
+        # Protocol 0/1 pickles of UUIDs and protocol 0-2 pickles of bytes go
+        # through these; each is replaced by a guard below.
         ("copyreg", "_reconstructor"),
         ("builtins", "object"),  # _reconstructor's base argument
         ("codecs", "encode"),
@@ -40,11 +74,70 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
-# copyreg._reconstructor(cls, base, state) is only safe when cls is allowed too;
-# find_class checks cls separately when the pickle names it.
+# --------------------------------------------------------------------------- budgets
+
+ENV_PREFIX = "SESSIONSHIFT_"
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Limits on one decoded session value; see the module docstring.
+
+    Environment: ``SESSIONSHIFT_MAX_SESSION_BYTES``, ``SESSIONSHIFT_MAX_DEPTH``,
+    ``SESSIONSHIFT_MAX_OBJECTS``, ``SESSIONSHIFT_MAX_ENCODED_BYTES``.
+    """
+
+    max_session_bytes: int = 4 * 1024 * 1024  # input: a file or a Redis value
+    max_depth: int = 100  # nesting of containers
+    max_objects: int = 1_000_000  # values created while decoding
+    max_encoded_bytes: int = 32 * 1024 * 1024  # the value written out without sharing
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"decoding budget {field.name} must be a positive integer, not {value!r}")
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> Budget:
+        values = {}
+        for field in dataclasses.fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            text = environ.get(name)
+            if text:
+                try:
+                    values[field.name] = int(text)
+                except ValueError:
+                    raise ValueError(f"{name}={text!r}: must be a positive integer") from None
+        return cls(**values)
+
+
+_budget = Budget.from_env()
+
+
+def current_budget() -> Budget:
+    return _budget
+
+
+def configure(budget: Budget | None = None, **changes: int | None) -> Budget:
+    """Set the process-wide budget (``None`` values keep the current ones); returns it.
+
+    Forked workers inherit it.
+    """
+    global _budget
+    base = budget or _budget
+    _budget = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+    return _budget
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DecodeRefused(pickle.UnpicklingError):
+    """The input was refused as a whole (unsafe, incomplete, over budget); nothing was executed."""
+
+
+class UnsafePickleError(DecodeRefused):
     """The pickle names a global outside the allow-list; nothing was executed."""
 
     def __init__(self, module: str, name: str):
@@ -52,28 +145,276 @@ class UnsafePickleError(pickle.UnpicklingError):
         super().__init__(f"refused to load global '{self.global_name}' (not an allowed session type)")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        # Protocol 0-2 pickles use Python 2 names ('__builtin__.set', 'copy_reg...').
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) in ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafePickleError(module, name)
+class IncompleteValue(DecodeRefused):
+    """An allowed type built with arguments that do not make a complete value."""
 
-    def persistent_load(self, pid):  # pragma: no cover - nobody writes these
-        raise pickle.UnpicklingError("persistent ids are not allowed in session data")
+
+class BudgetExceeded(DecodeRefused):
+    """The value is over one of the decoding budgets; names the budget and its option."""
+
+    def __init__(self, what: str, limit: int, field: str):
+        self.field = field
+        super().__init__(f"{what}: over the decoding budget {field}={limit:,} "
+                         f"(raise {ENV_PREFIX}{field.upper()} if real sessions are this big)")
+
+
+# --------------------------------------------------------------------------- guarded callables
+
+
+class _ObjectBase:
+    """What ``builtins.object`` resolves to: usable only as ``_reconstructor``'s base.
+
+    ``NEWOBJ`` on it, or on ``object`` itself, would make a bare ``object()``.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise IncompleteValue("a bare 'object' is not a session value")
+
+
+def _reconstructor(cls, base, state):
+    # copyreg._reconstructor(cls, object, None) is object.__new__(cls): an empty
+    # shell that a BUILD opcode fills in. Only UUID is pickled that way (protocol
+    # 0/1); check_value refuses a UUID whose BUILD never came.
+    if cls is not uuid.UUID or base is not _ObjectBase or state is not None:
+        raise IncompleteValue(f"copyreg._reconstructor({getattr(cls, '__name__', cls)!r}, ...) "
+                              "does not build a session value")
+    return copyreg._reconstructor(cls, object, None)
+
+
+def _bytearray(*args):
+    # bytearray(600000000) is 47 bytes of pickle and 600 MB of zeros: only the
+    # forms pickle itself writes are admitted.
+    if not args or (len(args) == 1 and type(args[0]) in (bytes, bytearray)) or (
+            len(args) == 2 and type(args[0]) is str and args[1] in ("latin-1", "latin1")):
+        return bytearray(*args)
+    raise IncompleteValue("bytearray() from anything but bytes is refused (a size allocates zeros)")
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    # Protocol 0-2 pickles write bytes as _codecs.encode(str, 'latin1').
+    if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise IncompleteValue("codecs.encode is admitted only for latin-1 text (bytes in old pickles)")
+    return codecs.encode(text, "latin1")
+
+
+_GUARDS: dict[tuple[str, str], Any] = {
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("builtins", "object"): _ObjectBase,
+    ("builtins", "bytearray"): _bytearray,
+    ("codecs", "encode"): _latin1_encode,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+def _resolve(unpickler, module: str, name: str):
+    # Protocol 0-2 pickles use Python 2 names ('__builtin__.set', 'copy_reg...').
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    if (module, name) not in ALLOWED_GLOBALS:
+        raise UnsafePickleError(module, name)
+    guard = _GUARDS.get((module, name))
+    return guard if guard is not None else pickle.Unpickler.find_class(unpickler, module, name)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """The C unpickler with the allow-list: for inputs small enough that no count is needed."""
+
+    def find_class(self, module: str, name: str):
+        return _resolve(self, module, name)
+
+    def persistent_load(self, pid):
+        raise DecodeRefused("persistent ids are not allowed in session data")
+
+
+# Opcodes that make no new value (framing, marks, memo bookkeeping, stack moves):
+# everything else is counted against max_objects by _CountingUnpickler.
+_UNCOUNTED = frozenset(op[0] for op in (
+    pickle.PROTO, pickle.FRAME, pickle.STOP, pickle.MARK, pickle.POP, pickle.POP_MARK, pickle.DUP,
+    pickle.MEMOIZE, pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT,
+    pickle.APPEND, pickle.APPENDS, pickle.SETITEM, pickle.SETITEMS, pickle.ADDITEMS, pickle.BUILD))
+
+
+def _counted(function, opcode: int):
+    if opcode in _UNCOUNTED:
+        return function
+
+    def counted(self):
+        self._made += 1
+        if self._made > self._budget.max_objects:
+            raise BudgetExceeded("too many values", self._budget.max_objects,
+                                 "max_objects")
+        function(self)
+    return counted
+
+
+class _CountingUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, counting values as it makes them.
+
+    Slower than the C one, so only inputs larger than ``_COUNT_ABOVE`` take it:
+    a small input cannot allocate much (an empty list per byte at most), a large
+    one must be stopped before it does.
+    """
+
+    dispatch = {op: _counted(fn, op) for op, fn in pickle._Unpickler.dispatch.items()}
+
+    def __init__(self, stream, budget: Budget):
+        super().__init__(stream)
+        self._budget = budget
+        self._made = 0
+        self._size = len(stream.getbuffer())
+
+    def find_class(self, module: str, name: str):
+        return _resolve(self, module, name)
+
+    def persistent_load(self, pid):
+        raise DecodeRefused("persistent ids are not allowed in session data")
+
+    def load_bytearray8(self):
+        # The Python unpickler allocates the declared size before reading it.
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self._size:
+            raise pickle.UnpicklingError("BYTEARRAY8 longer than the pickle (truncated or hostile)")
+        self._made += 1
+        b = bytearray(size)
+        self.readinto(b)
+        self.append(b)
+
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+
+# Below this many bytes, the C unpickler runs without a count: it cannot build
+# more than one ~64-byte empty container per input byte (4 MB at most).
+_COUNT_ABOVE = 64 * 1024
+
+
+def load_prefix(data: bytes, budget: Budget | None = None) -> tuple[Any, int]:
+    """(value, bytes consumed) of the pickle at the start of *data*, allow-listed and budgeted."""
+    budget = budget or _budget
+    if len(data) > budget.max_session_bytes:
+        raise BudgetExceeded(f"{len(data):,} bytes long", budget.max_session_bytes, "max_session_bytes")
+    stream = io.BytesIO(data)
+    if len(data) <= _COUNT_ABOVE:
+        value = RestrictedUnpickler(stream).load()
+    else:
+        value = _CountingUnpickler(stream, budget).load()
+    check_value(value, budget)
+    return value, stream.tell()
+
+
+def loads(data: bytes, budget: Budget | None = None):
+    """One pickle from *data*, allow-listed and budgeted; trailing bytes are an error."""
+    value, end = load_prefix(data, budget)
+    if end != len(data):
+        raise pickle.UnpicklingError("trailing bytes after the pickle")
+    return value
 
 
 def load(stream: io.BufferedIOBase):
-    """Load one pickle from *stream* with the allow-list applied."""
-    return RestrictedUnpickler(stream).load()
+    """One pickle from *stream* (read whole), allow-listed and budgeted."""
+    return loads(stream.read())
 
 
-def loads(data: bytes):
-    """Load one pickle from *data* with the allow-list applied; trailing bytes are an error."""
-    stream = io.BytesIO(data)
-    value = load(stream)
-    if stream.read(1):
-        raise pickle.UnpicklingError("trailing bytes after the pickle")
-    return value
+# --------------------------------------------------------------------------- the value walk
+
+# Approximate encoded sizes (msgpack's, about): what matters is the order of magnitude.
+# In _KINDS, -1 marks a type whose size is its length, -2 a container.
+_FIXED_SIZE: dict[type, int] = {
+    int: 9, float: 9, bool: 1, type(None): 1, complex: 18,
+    datetime.datetime: 32, datetime.date: 12, datetime.time: 20, datetime.timedelta: 24,
+    datetime.timezone: 16,
+}
+_SIZED = (str, bytes, bytearray)
+_CONTAINERS = (dict, list, tuple, set, frozenset, slice)
+_KINDS: dict[type, int] = {**_FIXED_SIZE, **dict.fromkeys(_SIZED, -1), **dict.fromkeys(_CONTAINERS, -2)}
+
+
+def _children(value):
+    kind = type(value)
+    if kind is dict:
+        return itertools.chain(value, value.values())  # keys, then values: no item tuples
+    if kind is slice:
+        return iter((value.start, value.stop, value.step))
+    return iter(value)
+
+
+def _leaf_size(value) -> int:
+    """The encoded size of a non-container; IncompleteValue for what is not a session value."""
+    kind = type(value)
+    size = _KINDS.get(kind)
+    if size is not None and size >= 0:
+        return size
+    if size == -1:
+        return len(value) + 5
+    if kind is uuid.UUID:
+        try:
+            number = value.int
+        except AttributeError:
+            raise IncompleteValue("a UUID without its value (a pickle that skipped its state)") from None
+        if type(number) is not int or not 0 <= number < 1 << 128:
+            raise IncompleteValue(f"a UUID whose value is {type(number).__name__}, not a 128-bit int")
+        return 37
+    if kind is decimal.Decimal:
+        return len(value.as_tuple().digits) + 16
+    raise IncompleteValue(f"a value of type {kind.__module__}.{kind.__qualname__} is not a session value")
+
+
+def check_value(value: Any, budget: Budget | None = None) -> int:
+    """The size *value* would encode to without sharing; raises past any budget.
+
+    Iterative (a deep value cannot exhaust the stack of this walk), each shared
+    container measured once (memo by identity), stopped as soon as any partial
+    sum passes ``max_encoded_bytes``. Cycles are refused: no session has one and
+    every non-pickle encoder would loop. Also refuses values of types no session
+    holds and incomplete UUIDs.
+    """
+    budget = budget or _budget
+    kinds = _KINDS
+    if kinds.get(type(value)) != -2:
+        return _leaf_size(value)
+    limit, max_depth, max_objects = budget.max_encoded_bytes, budget.max_depth, budget.max_objects
+    memo: dict[int, int] = {}
+    active = {id(value)}
+    stack = [[value, _children(value), 5]]  # [container, its remaining children, size so far]
+    objects = 1 + len(value)
+    while True:
+        frame = stack[-1]
+        size = frame[2]
+        for child in frame[1]:
+            kind = kinds.get(type(child))
+            if kind is None:
+                size += _leaf_size(child)
+            elif kind >= 0:
+                size += kind
+            elif kind == -1:
+                size += len(child) + 5
+                if size > limit:
+                    raise BudgetExceeded("too large once encoded", limit, "max_encoded_bytes")
+            else:
+                key = id(child)
+                known = memo.get(key)
+                if known is not None:
+                    size += known
+                    if size > limit:
+                        raise BudgetExceeded("too large once encoded", limit, "max_encoded_bytes")
+                    continue
+                if key in active:
+                    raise IncompleteValue("a value that contains itself (cyclic reference)")
+                if len(stack) >= max_depth:
+                    raise BudgetExceeded("nested too deep", max_depth, "max_depth")
+                objects += len(child) if type(child) is not slice else 3
+                if objects > max_objects:
+                    raise BudgetExceeded("too many values", max_objects, "max_objects")
+                frame[2] = size
+                active.add(key)
+                stack.append([child, _children(child), 5])
+                break
+        else:
+            if size > limit:
+                raise BudgetExceeded("too large once encoded", limit, "max_encoded_bytes")
+            stack.pop()
+            key = id(frame[0])
+            memo[key] = size
+            active.discard(key)
+            if not stack:
+                return size
+            stack[-1][2] += size
