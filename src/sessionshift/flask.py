@@ -60,8 +60,15 @@ from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, ReplicationShortfall, Sess
 
 log = logging.getLogger("sessionshift.flask")
 
+# Flask-Session 0.8 also takes "json", the format of the bytes its other backends store. The
+# files are pickles whatever it says (Flask-Session's filesystem backend ignores it too), and
+# msgpack holds every value JSON can, so a "json" app's Redis values are msgpack (which stock
+# Flask-Session 0.8 configured for json also reads).
+_SERIALIZATION_ALIASES: dict[str, SerializerName] = {"json": "msgpack"}
+
 PHASE_HEADER = "X-Session-Phase"
 SOURCE_HEADER = "X-Session-Source"
+_UNAVAILABLE_KEY = "sessionshift.unavailable"  # request.environ: why no store could serve the session
 
 
 class SessionStoreUnavailable(Exception):
@@ -103,9 +110,11 @@ class InterfaceConfig:
     def from_app(cls, app: flask.Flask) -> InterfaceConfig:
         c = app.config
         fmt = c.get("SESSION_SERIALIZATION_FORMAT", "msgpack")
+        fmt = _SERIALIZATION_ALIASES.get(fmt, fmt)
         if fmt not in formats.SERIALIZERS:
             raise ValueError(f"SESSION_SERIALIZATION_FORMAT={fmt!r}: sessionshift supports "
-                             f"{', '.join(formats.SERIALIZERS)} (pickle for Flask-Session <= 0.6 values)")
+                             f"{', '.join([*formats.SERIALIZERS, *_SERIALIZATION_ALIASES])} "
+                             "(pickle for Flask-Session <= 0.6 values)")
         hash_name = c.get("SESSIONSHIFT_HASH_METHOD", "sha256")
         if hash_name not in formats.HASH_NAMES:
             raise ValueError(f"SESSIONSHIFT_HASH_METHOD={hash_name!r}: use md5 (cachelib < 0.17) "
@@ -176,6 +185,7 @@ class PhasedSessionInterface(SessionInterface):
     def from_app(cls, app: flask.Flask) -> PhasedSessionInterface:
         """The interface for *app*'s config, with its request hooks registered."""
         interface = cls(InterfaceConfig.from_app(app), redis_client=app.config.get("SESSION_REDIS"))
+        _log_ignored_settings(app.config)
         interface.register(app)
         return interface
 
@@ -312,11 +322,10 @@ class PhasedSessionInterface(SessionInterface):
         metrics.PHASE.set(int(phase) if self.watcher.known else 0)
         sid = request.cookies.get(self.get_cookie_name(app))
         if not self.watcher.known:
-            session = self.session_class(sid=sid, phase=phase, source="unavailable")
-            session.unavailable = (f"the phase file {self.watcher.path} is unreadable "
-                                   f"({self.watcher.last_error}); set the phase again with the "
-                                   "session_phase module")
-            return session
+            return self._unavailable(request, sid, phase,
+                                     f"the phase file {self.watcher.path} is unreadable "
+                                     f"({self.watcher.last_error}); set the phase again with the "
+                                     "session_phase module")
         if sid and self.config.use_signer:
             try:
                 sid = _signer(app).unsign(sid).decode()
@@ -330,13 +339,17 @@ class PhasedSessionInterface(SessionInterface):
                 data, source = self._load(phase, sid, file_name)
         except SessionStoreUnavailable as exc:
             metrics.UNAVAILABLE.labels(phase.label, "read").inc()
-            session = self.session_class(sid=sid, phase=phase, source="unavailable")
-            session.unavailable = str(exc)
-            return session
+            return self._unavailable(request, sid, phase, str(exc))
         if data is None:
             return self._new_session(phase)
         metrics.READS.labels(phase.label, source).inc()
         return self.session_class(data, sid=sid, phase=phase, source=source)
+
+    def _unavailable(self, request: flask.Request, sid: str | None, phase: Phase,
+                     reason: str) -> PhasedSessionData:
+        session = self.session_class(sid=sid, phase=phase, source="unavailable")
+        session.unavailable = request.environ[_UNAVAILABLE_KEY] = reason
+        return session
 
     def _new_session(self, phase: Phase) -> PhasedSessionData:
         metrics.READS.labels(phase.label, "none").inc()
@@ -514,8 +527,7 @@ class PhasedSessionInterface(SessionInterface):
         value = _signer(app).sign(want_bytes(session.sid)).decode() if self.config.use_signer else session.sid
         response.set_cookie(name, value, expires=self.get_expiration_time(app, session),
                             httponly=self.get_cookie_httponly(app), domain=domain, path=path,
-                            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app),
-                            partitioned=self.get_cookie_partitioned(app))
+                            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
         response.vary.add("Cookie")
 
     def _write(self, session: PhasedSessionData, file_name: str, data: dict, expiry: int) -> None:
@@ -608,10 +620,12 @@ class PhasedSessionInterface(SessionInterface):
 
     # ------------------------------------------------------------------ hooks
     def _refuse_unavailable(self):
-        session = flask.session
-        if getattr(session, "unavailable", None) and \
-                flask.request.endpoint not in self.config.sessionless_endpoints:
-            return flask.Response(f"503 Service Unavailable: {session.unavailable}\n", status=503,
+        # The reason is read from the request, not from flask.session: touching
+        # flask.session marks the session accessed, which would add Vary: Cookie
+        # to every response, health checks and static files included.
+        reason = flask.request.environ.get(_UNAVAILABLE_KEY)
+        if reason and flask.request.endpoint not in self.config.sessionless_endpoints:
+            return flask.Response(f"503 Service Unavailable: {reason}\n", status=503,
                                   mimetype="text/plain", headers={"Retry-After": "5"})
         return None
 
@@ -646,6 +660,21 @@ def _count_replay(result: ReplayResult) -> None:
     for outcome in ("replayed", "deleted", "failed"):
         if getattr(result, outcome):
             metrics.JOURNAL_REPLAYS.labels(outcome).inc(getattr(result, outcome))
+
+
+def _log_ignored_settings(config: flask.Config) -> None:
+    """Say at start which Flask-Session settings the interface does not follow, and why."""
+    threshold = config.get("SESSION_FILE_THRESHOLD")
+    if threshold is not None:
+        log.warning("SESSION_FILE_THRESHOLD=%s is ignored: every session is kept until it expires "
+                    "(Flask-Session's filesystem backend deletes sessions beyond the threshold, "
+                    "logging their users out)", threshold)
+    else:
+        log.info("no file threshold: every session is kept until it expires (Flask-Session's "
+                 "filesystem backend deletes sessions beyond 500 by default)")
+    if config.get("SESSION_COOKIE_PARTITIONED"):
+        log.warning("SESSION_COOKIE_PARTITIONED is ignored, as Flask-Session 0.8 ignores it: "
+                    "the session cookie is not partitioned")
 
 
 def _signer(app: flask.Flask) -> Signer:
