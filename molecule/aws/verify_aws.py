@@ -22,7 +22,8 @@ NODE_METRICS = {
     "ReplicationLag",
     "Evictions",
 }
-APP_METRICS = {"SessionWriteErrors", "SessionFallbackReads"}
+APP_METRICS = {"SessionWriteErrors", "SessionFallbackReads", "ShadowMismatches", "JournalDepth", "Http5xx"}
+APP_HOSTS = ["app1", "app2"]  # inventories/aws-moto: cloudwatch_alarms_app_hosts
 TOKEN_FORBIDDEN = set('@"/ ')
 
 
@@ -146,15 +147,17 @@ def main(endpoint: str) -> int:
                 and alarm["Dimensions"] == [{"Name": "CacheClusterId", "Value": node}]
                 and alarm["AlarmActions"] == [topic],
             )
-    for metric in sorted(APP_METRICS):
-        alarm = alarms.get(f"{PREFIX}-{metric}")
-        check(
-            f"alarm {metric}",
-            alarm is not None
-            and alarm["Namespace"] == "Sessionshift"
-            and alarm["MetricName"] == metric
-            and alarm["AlarmActions"] == [topic],
-        )
+    for host in APP_HOSTS:
+        for metric in sorted(APP_METRICS):
+            alarm = alarms.get(f"{PREFIX}-{host}-{metric}")
+            check(
+                f"alarm {metric} on {host}",
+                alarm is not None
+                and alarm["Namespace"] == "Sessionshift"
+                and alarm["MetricName"] == metric
+                and alarm["Dimensions"] == [{"Name": "host", "Value": host}]
+                and alarm["AlarmActions"] == [topic],
+            )
     thresholds = {name.rsplit("-", 1)[-1]: a["Threshold"] for name, a in alarms.items() if members[0] in name}
     check(
         "thresholds from AWS guidance",
@@ -167,7 +170,7 @@ def main(endpoint: str) -> int:
     )
     check(
         "no other alarms",
-        len(alarms) == len(members) * len(NODE_METRICS) + len(APP_METRICS),
+        len(alarms) == len(members) * len(NODE_METRICS) + len(APP_HOSTS) * len(APP_METRICS),
         str(len(alarms)),
     )
 
@@ -178,7 +181,7 @@ def main(endpoint: str) -> int:
         (m[1], m[3] if len(m) > 3 else None) for w in body["widgets"] for m in w["properties"]["metrics"]
     }
     expected = {(metric, node) for metric in NODE_METRICS for node in members} | {
-        (m, None) for m in APP_METRICS
+        (m, host) for m in APP_METRICS for host in APP_HOSTS
     }
     check("dashboard shows every alarmed metric", shown == expected, str(sorted(expected - shown)))
 

@@ -1,0 +1,124 @@
+"""CloudWatch's alarm evaluation, for a moto server that does not do it.
+
+moto (5.x) stores metric data and alarms but never evaluates an alarm: its
+``put_metric_data`` only appends datapoints, and an alarm's state changes only
+through ``set_alarm_state`` (moto/cloudwatch/models.py). Real CloudWatch
+evaluates every alarm each period. This stand-in does what CloudWatch does for
+the alarms our roles create (a single metric, a standard statistic), from the
+data in moto and the alarm's own definition, read back over the API:
+
+- the last ``EvaluationPeriods`` periods of ``Period`` seconds ending now, each
+  reduced by the alarm's statistic (``get_metric_data`` with its dimensions);
+- ``DatapointsToAlarm`` of them breaching the threshold = ALARM; a period with
+  no data counts as TreatMissingData says (notBreaching = good, breaching = bad,
+  missing/ignore = not a datapoint); no datapoint at all = INSUFFICIENT_DATA,
+  unless missing data is good or bad;
+- the state is written with ``set_alarm_state`` only when it changes (CloudWatch
+  moves StateUpdatedTimestamp only on a transition), with a reason that names
+  the breaching values.
+
+So the state an alarm ends in is computed from what the app published, never
+set by a test. Only metric alarms are evaluated (no math, no anomaly bands).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import operator
+import os
+import subprocess
+import sys
+
+from tests.support.moto_server import FAKE_CREDENTIALS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+COMPARE = {
+    "GreaterThanThreshold": operator.gt,
+    "GreaterThanOrEqualToThreshold": operator.ge,
+    "LessThanThreshold": operator.lt,
+    "LessThanOrEqualToThreshold": operator.le,
+}
+
+
+def alarm_state(alarm: dict, values: list[float]) -> tuple[str, str]:
+    """(state, reason) of *alarm* given one value per evaluated period (None = no data)."""
+    compare = COMPARE[alarm["ComparisonOperator"]]
+    missing = alarm.get("TreatMissingData", "missing")
+    datapoints, breaching = 0, 0
+    for value in values:
+        if value is None:
+            if missing in ("notBreaching", "breaching"):
+                datapoints += 1
+                breaching += missing == "breaching"
+            continue
+        datapoints += 1
+        breaching += bool(compare(value, alarm["Threshold"]))
+    needed = alarm.get("DatapointsToAlarm") or alarm["EvaluationPeriods"]
+    shown = [round(v, 3) if v is not None else None for v in values]
+    if breaching >= needed:
+        return "ALARM", (f"Threshold Crossed: {breaching} of the last {len(values)} datapoints {shown} "
+                         f"{alarm['ComparisonOperator']} {alarm['Threshold']} "
+                         "(evaluated by the test stand-in)")
+    if datapoints == 0:
+        return "INSUFFICIENT_DATA", "no datapoints (evaluated by the test stand-in)"
+    return "OK", f"{breaching} of {len(values)} datapoints {shown} breach (evaluated by the test stand-in)"
+
+
+def period_values(cloudwatch, alarm: dict, now: datetime.datetime) -> list[float | None]:
+    """The alarm's statistic for each of its last EvaluationPeriods periods, oldest first."""
+    period = int(alarm["Period"])
+    count = int(alarm["EvaluationPeriods"])
+    start = now - datetime.timedelta(seconds=period * count)
+    metric = {"Namespace": alarm["Namespace"], "MetricName": alarm["MetricName"],
+              "Dimensions": alarm.get("Dimensions", [])}
+    answer = cloudwatch.get_metric_data(
+        MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": metric, "Period": period,
+                                                      "Stat": alarm["Statistic"]}}],
+        StartTime=start, EndTime=now)
+    result = answer["MetricDataResults"][0]
+    by_start = {int((ts - start).total_seconds()) // period: value
+                for ts, value in zip(result["Timestamps"], result["Values"], strict=True)}
+    return [by_start.get(index) for index in range(count)]
+
+
+def evaluate(cloudwatch, prefix: str = "") -> dict[str, str]:
+    """Evaluate every metric alarm under *prefix* once; returns {alarm name: state now}."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=1)
+    states = {}
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix):
+        for alarm in page.get("MetricAlarms", []):
+            if not alarm["AlarmName"].startswith(prefix) or "MetricName" not in alarm:
+                continue
+            state, reason = alarm_state(alarm, period_values(cloudwatch, alarm, now))
+            if state != alarm["StateValue"]:
+                cloudwatch.set_alarm_state(AlarmName=alarm["AlarmName"], StateValue=state,
+                                           StateReason=reason[:1023])
+            states[alarm["AlarmName"]] = state
+    return states
+
+
+def apply_role(directory: str, role: str, variables: dict) -> str:
+    """Run *role* on localhost with *variables* through ansible-playbook; returns the output."""
+    playbook = os.path.join(directory, f"{role}.yml")
+    with open(playbook, "w") as handle:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "roles": [{"role": role}]}], handle)
+    run = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", playbook, "-e", json.dumps(variables)],
+        cwd=ROOT, env=dict(os.environ, **FAKE_CREDENTIALS, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+                           ANSIBLE_NOCOLOR="1"),
+        capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run.stdout
+
+
+def apply_alarm_role(moto, directory: str, hosts: list[str], prefix: str = "sessionshift", **extra) -> None:
+    """roles/cloudwatch_alarms against moto: one evaluation period of 60 s, one breaching datapoint."""
+    apply_role(directory, "cloudwatch_alarms", {
+        "cloudwatch_alarms_aws_endpoint_url": moto.endpoint_url,
+        "cloudwatch_alarms_aws_access_key": "testing", "cloudwatch_alarms_aws_secret_key": "testing",
+        "cloudwatch_alarms_cache_cluster_ids": ["node-001"], "cloudwatch_alarms_app_hosts": hosts,
+        "cloudwatch_alarms_prefix": prefix, "cloudwatch_alarms_period": 60,
+        "cloudwatch_alarms_evaluation_periods": 1, "cloudwatch_alarms_datapoints_to_alarm": 1, **extra})
