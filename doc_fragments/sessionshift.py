@@ -17,6 +17,8 @@ options:
         description:
           - V(rediss://host:port/db) for TLS (what ElastiCache with in-transit encryption needs),
             V(redis://host:port/db) for plain TCP.
+          - Never logged, since a URL can carry a password; prefer O(redis.password).
+          - C(ssl_*) query options are refused; TLS is set with the options below.
         type: str
         required: true
       username:
@@ -37,7 +39,8 @@ options:
       verify_tls:
         description:
           - Verify the server certificate and its host name.
-          - Only a throw-away test setup turns this off.
+          - Only a throw-away test setup turns this off; every run then warns, and the phase-2
+            gate (M(session_gate) O(gate=dual_write)) refuses the connection.
         type: bool
         default: true
       cluster:

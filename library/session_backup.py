@@ -176,7 +176,7 @@ def main():
     )
     require_sessionshift(module)
     params = module.params
-    settings = redis_settings(params)
+    settings = redis_settings(params, module)
     try:
         with redis_client(module, settings, changed=False) as client:
             if params["state"] == "present":

@@ -248,7 +248,7 @@ def main():
     except (ValueError, KeyError) as exc:
         module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}")
     try:
-        with redis_client(module, redis_settings(params), changed=False) as client:
+        with redis_client(module, redis_settings(params, module), changed=False) as client:
             result = export_sessions(
                 client, key_layout(params), params["session_dir"], serializer=params["serializer"],
                 header_style=params["header_style"], mode=mode, uid=uid, gid=gid,

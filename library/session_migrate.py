@@ -178,7 +178,7 @@ def main():
         state_dir=params["state_dir"], batch_size=params["batch_size"], workers=params["workers"],
         dry_run=module.check_mode, restart=params["restart"], retry_seconds=params["retry_seconds"],
         default_lifetime=params["default_lifetime"], max_examples=params["max_examples"])
-    settings = redis_settings(params)
+    settings = redis_settings(params, module)
     try:
         with redis_errors(module, settings, changed=False):
             result = migrate(settings, config)

@@ -152,7 +152,7 @@ def main():
         sample_percent=params["sample_percent"], threshold=params["threshold"],
         recheck_delay=params["recheck_delay"], max_examples=params["max_examples"],
         workers=params["workers"])
-    settings = redis_settings(params)
+    settings = redis_settings(params, module)
     try:
         config.check()
         with redis_client(module, settings, changed=False) as client:

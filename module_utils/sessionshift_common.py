@@ -19,7 +19,7 @@ try:
     import sessionshift  # noqa: F401
     from sessionshift.formats import HASH_NAMES, SERIALIZERS
     from sessionshift.keys import KeyLayout
-    from sessionshift.redisconn import RedisSettings, RedisUnavailable, connect, explain
+    from sessionshift.redisconn import INSECURE_TLS_WARNING, RedisSettings, RedisUnavailable, connect, explain
 except ImportError:
     SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
     HASH_NAMES = ("md5", "sha256")
@@ -29,7 +29,7 @@ else:
 
 # The Redis connection, as one dict option `redis` on every module that talks to Redis.
 REDIS_OPTIONS = dict(
-    url=dict(type="str", required=True),
+    url=dict(type="str", required=True, no_log=True),  # rediss://user:password@host may carry a secret
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
     ca_file=dict(type="path"),
@@ -71,9 +71,21 @@ def require_sessionshift(module):
             "installs it on app hosts)"), exception=SESSIONSHIFT_IMPORT_ERROR)
 
 
-def redis_settings(params):
-    """RedisSettings from the module's `redis` option."""
-    return RedisSettings.from_mapping(dict(params["redis"]))
+def redis_settings(params, module=None):
+    """RedisSettings from the module's `redis` option.
+
+    With *module*: settings that cannot be used fail the module in one line,
+    and TLS without verification is warned about in the play's output.
+    """
+    settings = RedisSettings.from_mapping(dict(params["redis"]))
+    if module is not None:
+        try:
+            settings.check()
+        except ValueError as exc:
+            module.fail_json(msg=f"redis: {exc}", changed=False)
+        if settings.insecure:
+            module.warn(INSECURE_TLS_WARNING)
+    return settings
 
 
 def key_layout(params):

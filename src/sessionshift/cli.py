@@ -48,7 +48,8 @@ def add_redis_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ca-file", metavar="PATH", help="CA bundle that signed the Redis certificate")
     group.add_argument("--cluster", action="store_true", help="Redis Cluster (cluster mode enabled)")
     group.add_argument("--no-verify-tls", dest="verify_tls", action="store_false",
-                       help="do not verify the server certificate (never in production)")
+                       help="do not verify the server certificate: a throw-away test setup only "
+                            "(warned on every run; the phase-2 gate refuses it)")
 
 
 def add_session_options(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
@@ -82,12 +83,20 @@ def read_password(args: argparse.Namespace) -> str | None:
 
 
 def redis_settings_from_args(args: argparse.Namespace):
-    from .redisconn import RedisSettings
+    from .redisconn import INSECURE_TLS_WARNING, RedisSettings
 
     if not args.redis_url:
         raise CliError("--redis-url (or SESSIONSHIFT_REDIS_URL) is required for this command")
-    return RedisSettings(url=args.redis_url, username=args.redis_user, password=read_password(args),
-                         ca_file=args.ca_file, verify_tls=args.verify_tls, cluster=args.cluster)
+    settings = RedisSettings(url=args.redis_url, username=args.redis_user, password=read_password(args),
+                             ca_file=args.ca_file, verify_tls=args.verify_tls, cluster=args.cluster)
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise CliError(f"--redis-url / --ca-file: {exc}") from None
+    if settings.insecure and not getattr(args, "_warned_tls", False):
+        print(f"sessionshift {args.command}: WARNING: {INSECURE_TLS_WARNING}", file=sys.stderr)
+        args._warned_tls = True
+    return settings
 
 
 def connect_from_args(args: argparse.Namespace):

@@ -124,6 +124,8 @@ class InterfaceConfig:
             raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
         wait_ms = int(c.get("SESSIONSHIFT_WAIT_TIMEOUT_MS", 100))
         redis_config = c.get("SESSIONSHIFT_REDIS") or {}
+        if redis_config:  # a URL with ssl_* options or a missing CA file stops the app at start
+            RedisSettings.from_mapping(redis_config).check()
         socket_timeout = float(redis_config.get("socket_timeout") or RedisSettings.socket_timeout)
         if int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)) and wait_ms >= 1000 * socket_timeout:
             raise ValueError(f"SESSIONSHIFT_WAIT_TIMEOUT_MS={wait_ms} must be shorter than the Redis "

@@ -69,7 +69,8 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None,
-                alarms_in_alarm: list[str], server_version: str | None = None) -> GateResult:
+                alarms_in_alarm: list[str], server_version: str | None = None,
+                verified: bool = True) -> GateResult:
     """Gate into phase 2: Redis reachable over TLS with AUTH, new enough, and no alarm firing."""
     result = GateResult("dual_write")
     if not ping_ok:
@@ -82,6 +83,10 @@ def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None
                           "(SET with EXAT); upgrade the engine (elasticache_engine_version) first")
     if not tls:
         result.refuse("the Redis URL is not rediss:// (TLS); ElastiCache requires in-transit encryption")
+    elif not verified:
+        result.refuse("TLS certificate verification is off (verify_tls: false): sessions would go to "
+                      "whoever answers on the network path; set verify_tls: true and pass ca_file "
+                      "if the CA is not a public one")
     if not authenticated:
         result.refuse("no AUTH token / ACL user configured for Redis")
     if alarms_in_alarm:
@@ -193,7 +198,7 @@ def _redis_gate(params: dict[str, Any]) -> GateResult:
         error = str(exc)
     except RedisError as exc:
         error = f"INFO server failed: {exc}"
-    return redis_ready(ping_ok=error is None, tls=settings.tls,
+    return redis_ready(ping_ok=error is None, tls=settings.tls, verified=settings.verify_tls,
                        authenticated=bool(settings.password), error=error,
                        alarms_in_alarm=list(params.get("alarms_in_alarm") or []), server_version=version)
 

@@ -10,6 +10,9 @@ untrusted certificate fails at once with a one-line cause.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Callable
@@ -36,6 +39,11 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 RedisClient = redis.Redis | redis.cluster.RedisCluster
+log = logging.getLogger("sessionshift.redis")
+
+INSECURE_TLS_WARNING = ("TLS certificate verification is OFF (verify_tls: false / --no-verify-tls): "
+                        "anyone on the network path can impersonate Redis and read every session. "
+                        "Use it only for a throw-away test setup; the phase-2 gate refuses it")
 
 # Transient: worth a retry. Authentication errors subclass ConnectionError in
 # redis-py, so they are excluded explicitly (see _Retry).
@@ -66,7 +74,7 @@ class RedisSettings:
     may come in the URL or separately; separate values win.
     """
 
-    url: str = "rediss://127.0.0.1:6379/0"
+    url: str = dataclasses.field(default="rediss://127.0.0.1:6379/0", repr=False)  # may hold a password
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     ca_file: str | None = None
@@ -88,6 +96,37 @@ class RedisSettings:
     @property
     def tls(self) -> bool:
         return urllib.parse.urlsplit(self.url).scheme == "rediss"
+
+    @property
+    def insecure(self) -> bool:
+        """TLS without certificate verification."""
+        return self.tls and not self.verify_tls
+
+    def check(self) -> None:
+        """ValueError, in one line, for settings that cannot be used as given.
+
+        redis-py lets URL query options override keyword arguments, so
+        ``?ssl_cert_reqs=none`` or ``?ssl_check_hostname=false`` would turn
+        verification off behind ``verify_tls``: every ``ssl_*`` option in the
+        URL is refused. Certificate files are checked here so that a missing
+        one is named, instead of surfacing as a connection failure.
+        """
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"Redis URL scheme {parts.scheme!r}: use rediss:// (TLS) or redis://")
+        options = sorted({name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+                          if name.lower().startswith("ssl")})
+        if options:
+            raise ValueError(f"the Redis URL sets {', '.join(options)}: TLS settings cannot come from the "
+                             "URL (they would override verify_tls); remove them and use ca_file, cert_file, "
+                             "key_file or, for a throw-away test setup only, verify_tls: false")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                what = "the CA bundle that signed the Redis certificate" if name == "ca_file" else "the file"
+                raise ValueError(f"{name} {path} does not exist or is not a file; pass the path of {what}")
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{name} {path} is not readable by this user; fix its permissions")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RedisSettings:
@@ -133,7 +172,13 @@ def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
 
 
 def client_from_settings(settings: RedisSettings) -> RedisClient:
-    """A client (standalone or cluster) for *settings*; does not connect yet."""
+    """A client (standalone or cluster) for *settings*; does not connect yet.
+
+    Raises ValueError for settings :meth:`RedisSettings.check` refuses.
+    """
+    settings.check()
+    if settings.insecure:
+        log.warning("%s (Redis at %s)", INSECURE_TLS_WARNING, settings.endpoint)
     kwargs = _connection_kwargs(settings)
     if settings.cluster:
         # RedisCluster retries at the cluster level (MOVED, failover); the
@@ -148,12 +193,41 @@ def client_from_settings(settings: RedisSettings) -> RedisClient:
 def connect(settings: RedisSettings, *, check: bool = True) -> RedisClient:
     """A client for *settings*, pinged once so that bad settings fail here, clearly."""
     try:
+        settings.check()
+    except ValueError as exc:
+        raise RedisUnavailable(settings.endpoint, str(exc)) from None
+    try:
+        if check and settings.tls:
+            _refuse_plain_server(settings)
         client = client_from_settings(settings)
         if check:
             client.ping()
     except Exception as exc:  # classified and re-raised; nothing is swallowed
         raise explain(exc, settings) from exc
     return client
+
+
+def _refuse_plain_server(settings: RedisSettings) -> None:
+    """RedisUnavailable at once when a rediss:// endpoint answers in plain RESP.
+
+    A plain Redis takes the TLS ClientHello for an unfinished command and
+    waits, so the handshake only ends at the connect timeout, once per retry
+    (about 20 s by default), and reads as a network timeout. A plain-text PING
+    tells the two apart in one round trip: a plain Redis answers ``+PONG`` or
+    ``-NOAUTH``, a TLS server closes the connection or sends a TLS alert.
+    """
+    parts = urllib.parse.urlsplit(settings.url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 6379),
+                                      timeout=min(settings.connect_timeout, 2.0)) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(16)
+    except OSError:
+        return  # not reachable, or not answering in plain text: the real connection says why
+    if answer[:1] in (b"+", b"-"):
+        raise RedisUnavailable(settings.endpoint, "the server speaks plain Redis, not TLS",
+                               "use redis:// for this server, or enable TLS on it (ElastiCache: "
+                               "in-transit encryption) and keep rediss://")
 
 
 def explain(exc: BaseException, settings: RedisSettings) -> RedisUnavailable:
@@ -167,12 +241,17 @@ def explain(exc: BaseException, settings: RedisSettings) -> RedisUnavailable:
         who = f"user '{settings.username}'" if settings.username else "the default user"
         return RedisUnavailable(endpoint, f"authentication failed for {who}",
                                 "check the password / AUTH token and the ACL user")
+    lowered = chain.lower()
+    if (("hostname" in lowered or "ip address" in lowered) and "mismatch" in lowered) or (
+            "doesn't match" in lowered):
+        host = urllib.parse.urlsplit(settings.url).hostname
+        return RedisUnavailable(endpoint, f"TLS certificate does not match the host name {host!r} "
+                                "(the certificate is trusted, the name is not in it)",
+                                "connect with a name the certificate lists (its subjectAltName), "
+                                "e.g. the ElastiCache endpoint name rather than an IP or alias")
     if "CERTIFICATE_VERIFY_FAILED" in chain or "certificate verify failed" in chain:
         return RedisUnavailable(endpoint, "TLS certificate not trusted",
                                 "pass the CA that signed the server certificate as ca_file")
-    if "hostname" in chain.lower() and "match" in chain.lower():
-        return RedisUnavailable(endpoint, "TLS certificate does not match the host name",
-                                "connect with the name in the certificate")
     if "Connection refused" in chain or "ECONNREFUSED" in chain or "Errno 111" in chain:
         return RedisUnavailable(endpoint, "connection refused",
                                 "is Redis running and is the port open to this host?")
