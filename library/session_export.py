@@ -157,13 +157,17 @@ counts:
   type: dict
   sample: {scanned: 199852, written: 1520, unchanged: 198320, removed: 12, expired: 0, vanished: 0, rewrites: 3,
            undecodable: 0, unstable: 0}
-undecodable_keys:
-  description: Keys whose value could not be decoded (names only, at most 50); they were skipped.
+undecodable_files:
+  description:
+    - Sessions whose Redis value could not be decoded (at most 50); they were skipped.
+    - Listed by hashed file name, never by key name (a stock key's name is the live session id).
   returned: always
   type: list
   elements: str
-unstable_keys:
-  description: Keys still changing after O(max_rounds) writes (at most 50); the catch-up export settles them.
+unstable_files:
+  description:
+    - Sessions still changing after O(max_rounds) writes (at most 50), by hashed file name; the catch-up
+      export settles them.
   returned: always
   type: list
   elements: str
@@ -260,7 +264,7 @@ def main():
     counts = {name: getattr(result, name) for name in COUNTS}
     if result.undecodable:
         module.warn(f"{result.undecodable} session(s) could not be decoded with the {params['serializer']} "
-                    "serializer and were not exported (see undecodable_keys)")
+                    "serializer and were not exported (see undecodable_files)")
     if result.unstable:
         module.warn(f"{result.unstable} session(s) kept changing while exported; flip to phase 3 and run "
                     "the catch-up export")
@@ -272,7 +276,7 @@ def main():
     module.exit_json(
         changed=result.changed, keys_exported=result.keys_exported, written=result.written,
         unchanged=result.unchanged, removed=result.removed, removed_files=result.removed_files,
-        counts=counts, undecodable_keys=result.undecodable_keys, unstable_keys=result.unstable_keys,
+        counts=counts, undecodable_files=result.undecodable_files, unstable_files=result.unstable_files,
         record=None if module.check_mode else state.state_path(params["state_dir"], state.EXPORT_FILE),
         phase=result.phase, finished_at=result.finished_at,
         diff=diff if module._diff and result.changed else {},

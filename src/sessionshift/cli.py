@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, RedisUnavailable, SessionFileError, ValueError, OSError) as exc:
+    except (CliError, RedisUnavailable, SessionFileError, ValueError, OSError, RuntimeError) as exc:
         # One line an operator can act on; these errors name the endpoint or path.
         print(f"sessionshift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -167,8 +167,9 @@ class ExportResult:
     rewrites: int = 0  # extra writes because the app changed a session meanwhile
     undecodable: int = 0
     unstable: int = 0  # still changing after max_rounds writes
-    undecodable_keys: list[str] = dataclasses.field(default_factory=list)
-    unstable_keys: list[str] = dataclasses.field(default_factory=list)
+    # Hashed file names, never key names: a stock key's name is the live session id.
+    undecodable_files: list[str] = dataclasses.field(default_factory=list)
+    unstable_files: list[str] = dataclasses.field(default_factory=list)
     removed_files: list[str] = dataclasses.field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
@@ -188,7 +189,7 @@ class ExportResult:
         for name in ("scanned", "written", "unchanged", "removed", "expired", "vanished", "rewrites",
                      "undecodable", "unstable"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("undecodable_keys", "unstable_keys", "removed_files"):
+        for name in ("undecodable_files", "unstable_files", "removed_files"):
             mine = getattr(self, name)
             mine.extend(getattr(other, name)[:max(LIST_LIMIT - len(mine), 0)])
 
@@ -371,6 +372,12 @@ class Exporter:
                 if not finished:
                     process.terminate()  # a failed run: the others would wait for tasks forever
                 process.join()
+            if not finished:
+                # Tasks still buffered for dead workers: without this, the queue's
+                # feeder thread is joined at exit and the process never ends.
+                tasks.cancel_join_thread()
+            tasks.close()
+            results.close()
 
     def _put(self, tasks, task, results, processes) -> None:
         """Queue a task, merging results meanwhile (a failed worker must not leave us waiting)."""
@@ -444,7 +451,7 @@ class Exporter:
                 self.result.rewrites += len(jobs)
         self.result.unstable += len(jobs)
         for job in jobs:
-            _note(self.result.unstable_keys, job.key)
+            _note(self.result.unstable_files, job.file_name)
 
     def _write_round(self, node: redis.Redis, jobs: list[_Job]) -> list[tuple[_Job, bytes | None, int]]:
         """Bring each job's file in line with Redis; the (job, value, expiry) written."""
@@ -486,7 +493,7 @@ class Exporter:
 
     def _undecodable(self, job: _Job) -> None:
         self.result.undecodable += 1
-        _note(self.result.undecodable_keys, job.key)  # the name only: values are secrets
+        _note(self.result.undecodable_files, job.file_name)  # not the key: it may hold the sid
 
     def _handle_missing(self, node: redis.Redis, jobs: list[_Job]) -> None:
         """Keys gone since SCAN (or since their file was written): a logged-out session's file goes."""
@@ -541,7 +548,7 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
 def record_export(state_dir: str, result: ExportResult) -> None:
     """``export.json``: when the export finished and what it did (session_phase reads it)."""
     record = result.as_dict()
-    for name in ("undecodable_keys", "unstable_keys", "removed_files", "dry_run", "changed"):
+    for name in ("undecodable_files", "unstable_files", "removed_files", "dry_run", "changed"):
         record.pop(name)
     record["complete"] = not (result.undecodable or result.unstable)
     state.write_json(state.state_path(state_dir, state.EXPORT_FILE), record)

@@ -113,7 +113,7 @@ def export_caveat(state_dir: str) -> str | None:
         return None
     return (f"the last export left {export.get('unstable', 0)} session(s) still changing and "
             f"{export.get('undecodable', 0)} undecodable (export.json complete: false): run the "
-            "catch-up export after this flip and read its undecodable_keys")
+            "catch-up export after this flip and read its undecodable_files")
 
 
 def _entered_redis_only_from_history(record: PhaseRecord) -> str | None:

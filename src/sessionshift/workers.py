@@ -50,9 +50,10 @@ def run_groups(work: Sequence[tuple[int, ...]], workers: int, start_pass: StartP
                name: str) -> None:
     """Run every group of *work* in *workers* forked processes (in this one when workers is 1).
 
-    Raises the first worker's :class:`RedisUnavailable` as it was, any other
-    failure as a RuntimeError naming the worker; groups already finished have
-    been passed to *on_group* by then (a checkpoint can keep them).
+    Raises the first worker's :class:`RedisUnavailable` and ``OSError`` (an
+    unreadable directory...) as they were, any other failure as a RuntimeError
+    naming the worker; groups already finished have been passed to *on_group*
+    by then (a checkpoint can keep them).
     """
     if workers <= 1:
         one_pass = start_pass(on_progress)
@@ -95,6 +96,8 @@ def run_groups(work: Sequence[tuple[int, ...]], workers: int, start_pass: StartP
                 running -= 1
             elif kind == "redis" and failure is None:
                 failure = RedisUnavailable(*message[1:])
+            elif kind == "os" and failure is None:
+                failure = OSError(*message[1:])
             elif kind == "crash" and failure is None:
                 failure = RuntimeError(f"{name} worker failed: {message[1]}")
             if failure is not None:
@@ -105,6 +108,8 @@ def run_groups(work: Sequence[tuple[int, ...]], workers: int, start_pass: StartP
                 process.terminate()
         for process in processes:
             process.join(10)
+        if failure is not None:
+            tasks.cancel_join_thread()  # groups left for dead workers: never wait to flush them
         tasks.close()
         results.close()
     if failure is not None:
@@ -130,6 +135,8 @@ def _worker(index: int, parent_pid: int, start_pass: StartPass, tasks, results) 
             one_pass.close()
     except RedisUnavailable as exc:
         results.put(("redis", exc.endpoint, exc.cause, exc.hint))
+    except OSError as exc:  # the environment (permissions, a vanished directory): exit 2, not a crash
+        results.put(("os", exc.errno, exc.strerror or str(exc), exc.filename))
     except Exception as exc:  # reported to the parent, which fails the run with it
         results.put(("crash", f"{type(exc).__name__}: {exc}"))
     finally:

@@ -1,0 +1,99 @@
+"""Environment and usage errors: one line on stderr and exit 2, whatever the worker count; no hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sessionshift import cli, formats
+from sessionshift.keys import KeyLayout
+from sessionshift.store import SessionStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_args(redis_server, tmp_path):
+    settings = redis_server.settings()
+    password_file = tmp_path / "password"
+    password_file.write_text(settings.password + "\n")
+    return ["--redis-url", settings.url, "--redis-user", settings.username,
+            "--redis-password-file", str(password_file), "--ca-file", settings.ca_file]
+
+
+def _unwritable_directory(tmp_path) -> str:
+    """A directory this user cannot create files in (root ignores modes: use a procfs one)."""
+    if os.geteuid() == 0:
+        return "/proc/self/fdinfo"
+    path = tmp_path / "read-only"
+    path.mkdir(mode=0o500)
+    return str(path)
+
+
+def test_export_into_an_unwritable_directory_fails_and_exits(redis_client, redis_args, tmp_path):
+    store = SessionStore(redis_client, KeyLayout())
+    with redis_client.pipeline(transaction=False) as pipe:  # enough batches to fill the task pipe
+        for i in range(20_000):
+            pipe.set(store.layout.session_key(store.layout.file_name(f"sid-{i}")),
+                     formats.encode_value({"n": i}))
+        pipe.execute()
+    command = [sys.executable, "-m", "sessionshift.cli", "export", "--session-dir",
+               _unwritable_directory(tmp_path), *redis_args, "--workers", "2", "--no-record", "--quiet"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("export hung after its workers failed")
+    assert done.returncode == cli.EXIT_ERROR
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sessionshift export: error:")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unreadable_session_directory_is_exit_2_in_one_line(redis_client, redis_args, tmp_path,
+                                                                 monkeypatch, capsys, workers):
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+    (session_dir / formats.session_file_name("a")).write_bytes(formats.encode_cachelib({"n": 1}, 0))
+    real_scandir = os.scandir
+
+    def unreadable(path="."):  # root reads any directory: make this one refuse as it would for the app user
+        if os.fspath(path) == str(session_dir):
+            raise PermissionError(13, "Permission denied", str(session_dir))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unreadable)
+    code = cli.main(["migrate", "--session-dir", str(session_dir), "--state-dir", str(tmp_path / "state"),
+                     *redis_args, "--workers", workers, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert err.count("\n") == 1 and "Permission denied" in err and str(session_dir) in err
+
+
+def test_redis_errors_name_the_fix_quickly(tmp_path, capsys):
+    code = cli.main(["backup", "--redis-url", "rediss://127.0.0.1:6379/0?ssl_cert_reqs=none",
+                     "--dest", str(tmp_path / "b.gz")])
+    assert code == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ssl_cert_reqs" in err
+
+
+def test_a_planted_file_does_not_stop_migrate(redis_client, redis_args, tmp_path, capsys):
+    from tests.support import hostile
+
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+    good = formats.session_file_name("good")
+    (session_dir / good).write_bytes(formats.encode_cachelib({"user": "ann"}, int(time.time()) + 600))
+    for index, builder in enumerate(hostile.HOSTILE.values()):
+        (session_dir / formats.session_file_name(f"planted-{index}")).write_bytes(builder())
+    for workers in ("1", "2"):
+        code = cli.main(["migrate", "--session-dir", str(session_dir), "--state-dir", str(tmp_path / "st"),
+                         *redis_args, "--workers", workers, "--quiet", "--restart"])
+        out = capsys.readouterr().out
+        assert code == cli.EXIT_OK
+        assert f"{len(hostile.HOSTILE)} corrupt" in out
+    assert redis_client.exists(KeyLayout().session_key(good))
