@@ -237,7 +237,7 @@ except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
-from ansible.module_utils.elasticache_plan import Plan, PlanError, describe, plan_changes, validate
+from ansible.module_utils.elasticache_plan import Plan, PlanError, describe, endpoints, plan_changes, validate
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
@@ -298,19 +298,28 @@ class Group:
 
 
 def check_references(module, client, desired):
-    """Fail before creating when the subnet group or the KMS key does not exist."""
+    """Fail before creating when the subnet group or the KMS key does not exist.
+
+    In check mode this only warns: the tasks before this one, which would
+    create them, changed nothing either.
+    """
+    def missing(message, maker):
+        if module.check_mode:
+            module.warn(f"{message} yet: in check mode the task that makes it ({maker}) made nothing either")
+        else:
+            module.fail_json(msg=f"{message}: create it first ({maker}); nothing was created")
+
     if desired.get("cache_subnet_group"):
         try:
             client.describe_cache_subnet_groups(CacheSubnetGroupName=desired["cache_subnet_group"], aws_retry=True)
         except is_boto3_error_code("CacheSubnetGroupNotFoundFault"):
-            module.fail_json(msg=f"cache subnet group {desired['cache_subnet_group']} does not exist: create it "
-                                 "first (community.aws.elasticache_subnet_group); nothing was created")
+            missing(f"cache subnet group {desired['cache_subnet_group']} does not exist",
+                    "community.aws.elasticache_subnet_group")
     if desired.get("kms_key_id"):
         try:
             module.client("kms", retry_decorator=RETRY).describe_key(KeyId=desired["kms_key_id"], aws_retry=True)
-        except is_boto3_error_code("NotFoundException"):
-            module.fail_json(msg=f"KMS key {desired['kms_key_id']} does not exist in this region: create it first "
-                                 "(amazon.aws.kms_key); nothing was created")
+        except is_boto3_error_code(["NotFoundException", "ValidationException"]):
+            missing(f"KMS key {desired['kms_key_id']} does not exist in this region", "amazon.aws.kms_key")
 
 
 def execute(module, client, group, plan):
@@ -416,12 +425,8 @@ def result(module, plan, group):
     if group:
         output["replication_group"] = camel_dict_to_snake_dict(group)
         output["member_clusters"] = group.get("MemberClusters", [])
-        node_group = (group.get("NodeGroups") or [{}])[0]
-        for key, name in (("PrimaryEndpoint", "primary_endpoint"), ("ReaderEndpoint", "reader_endpoint")):
-            if node_group.get(key):
-                output[name] = camel_dict_to_snake_dict(node_group[key])
-        if group.get("ConfigurationEndpoint"):
-            output["configuration_endpoint"] = camel_dict_to_snake_dict(group["ConfigurationEndpoint"])
+        for name, endpoint in endpoints(group).items():
+            output[name] = camel_dict_to_snake_dict(endpoint)
     return output
 
 

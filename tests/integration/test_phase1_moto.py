@@ -1,0 +1,80 @@
+"""playbooks/phase1.yml against a fresh moto account: --check changes nothing, and each tag runs alone.
+
+The runbook runs phase 1 tag by tag on different days (``--tags elasticache``, then
+``--tags cloudwatch_alarms``), each in its own ansible-playbook process with no fact
+cache, and says every playbook may be run with ``--check`` first. The network
+(VPC, subnets, the app hosts' security group) is the account's own, made first by
+playbooks/local_aws.yml as the local inventories do.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from tests.support.local_stack import ROOT, PlaybookRun
+from tests.support.moto_server import FAKE_CREDENTIALS, MotoServer
+
+pytestmark = pytest.mark.integration
+
+GROUP = "sessionshift-moto"  # inventories/aws-moto
+
+
+@pytest.fixture(scope="module")
+def account():
+    """A moto server of its own (a fresh account) with only the network in it."""
+    with MotoServer.start() as moto:
+        assert playbook(moto, "local_aws.yml").returncode == 0
+        yield moto
+
+
+def playbook(moto: MotoServer, name: str, *args: str) -> PlaybookRun:
+    env = dict(os.environ, **FAKE_CREDENTIALS, SESSIONSHIFT_MOTO_ENDPOINT=moto.endpoint_url,
+               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+                           "-i", os.path.join(ROOT, "inventories", "aws-moto"),
+                           os.path.join(ROOT, "playbooks", name), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return PlaybookRun(done.returncode, done.stdout + done.stderr)
+
+
+def resources(moto: MotoServer) -> dict[str, list]:
+    """Everything phase 1 provisions, by kind."""
+    kw = moto.client_kwargs()
+    return {
+        "kms_keys": boto3.client("kms", **kw).list_keys()["Keys"],
+        "secrets": boto3.client("secretsmanager", **kw).list_secrets()["SecretList"],
+        "groups": boto3.client("elasticache", **kw).describe_replication_groups()["ReplicationGroups"],
+        "alarms": boto3.client("cloudwatch", **kw).describe_alarms()["MetricAlarms"],
+        "topics": boto3.client("sns", **kw).list_topics()["Topics"],
+        "policies": boto3.client("iam", **kw).list_policies(Scope="Local")["Policies"],
+        "log_groups": boto3.client("logs", **kw).describe_log_groups()["logGroups"],
+        "security_groups": sorted(group["GroupName"] for group in boto3.client("ec2", **kw)
+                                  .describe_security_groups()["SecurityGroups"]),
+    }
+
+
+def test_check_on_a_fresh_account_passes_and_changes_nothing(account):
+    before = resources(account)
+    run = playbook(account, "phase1.yml", "--check")
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.changed > 0  # it reports what a real run would do...
+    assert resources(account) == before  # ...and does none of it
+    assert not before["groups"] and not before["kms_keys"]
+
+
+def test_cloudwatch_alarms_tag_runs_alone_after_the_elasticache_tag(account):
+    run = playbook(account, "phase1.yml", "--tags", "elasticache")
+    assert run.returncode == 0, run.output[-4000:]
+    members = resources(account)["groups"][0]["MemberClusters"]
+    assert members and not resources(account)["alarms"]
+
+    run = playbook(account, "phase1.yml", "--tags", "cloudwatch_alarms")  # a new process: no facts
+    assert run.returncode == 0, run.output[-4000:]
+    watched = {dimension["Value"] for alarm in resources(account)["alarms"]
+               for dimension in alarm["Dimensions"] if dimension["Name"] == "CacheClusterId"}
+    assert watched == set(members)
