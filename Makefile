@@ -58,10 +58,16 @@ molecule: setup  ## the molecule scenarios alone (default, rollback, aws)
 bench: setup  ## benchmarks (not tests): ratios measured side by side, see docs/benchmarks.md
 	$(BIN)/python -m bench
 
+# INVENTORY=inventories/staging: the 3 profiles against that inventory's app hosts instead.
+INVENTORY ?=
 load: setup  ## load tests: the seed's 3 profiles, live flips, faults (bench/results/load, docs/load.md)
+ifeq ($(INVENTORY),)
 	$(BIN)/python -m tests.load.profiles
 	$(BIN)/python -m tests.load.live_flip
 	$(BIN)/python -m tests.load.faults
+else
+	$(BIN)/python -m tests.load.profiles --inventory $(INVENTORY)
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run
