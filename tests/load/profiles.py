@@ -44,7 +44,8 @@ def inventory_urls(inventory: str) -> list[str]:
     env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"cannot read the app hosts of {inventory}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise SystemExit(f"cannot read the app hosts of {inventory}: "
+                         f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
     hosts = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]
     return [hosts[name]["msg"] for name in sorted(hosts)]
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase", default="redis_read", help="the phase every host serves in")
     parser.add_argument("--hosts", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per host")
-    parser.add_argument("--inventory", help="run against this inventory's app_servers instead of a local fleet")
+    parser.add_argument("--inventory",
+                        help="run against this inventory's app_servers instead of a local fleet")
     parser.add_argument("--out-dir", default=RESULTS_DIR, help="where locust's files go")
     args = parser.parse_args(argv)
     about = machine()

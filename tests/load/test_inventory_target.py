@@ -31,7 +31,8 @@ def test_the_baseline_profile_runs_against_an_inventorys_running_app_hosts(tmp_p
             f"app{index}": {"ansible_connection": "local", "sessionshift_load_url": url}
             for index, url in enumerate(fleet.urls)}}}}}))
         done = subprocess.run([sys.executable, "-m", "tests.load.profiles", "--inventory", str(inventory),
-                               "--profiles", "baseline", "--run-time", "10", "--out-dir", str(tmp_path / "out")],
+                               "--profiles", "baseline", "--run-time", "10",
+                               "--out-dir", str(tmp_path / "out")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert ", ".join(fleet.urls) in done.stdout
