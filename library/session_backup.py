@@ -185,7 +185,7 @@ def main():
                 result = restore(module, client, params)
     except BackupError as exc:
         module.fail_json(msg=str(exc), path=exc.path, changed=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         module.fail_json(msg=f"session_backup: {exc}", changed=False)
     module.exit_json(**result)
 

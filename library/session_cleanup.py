@@ -33,8 +33,15 @@ options:
     default: expired
     choices: [expired, older, all]
   max_age:
-    description: With O(scope=older), remove files last written more than this many seconds ago.
+    description:
+      - With O(scope=older), remove files last written more than this many seconds ago (0 or more).
+      - In phases V(file) and V(dual_write) the app reads sessions from files only, so a O(max_age) that would
+        remove a session whose own expiry has not passed is refused unless O(force).
     type: int
+  force:
+    description: With O(scope=older), remove live sessions even where files are the only copy the app reads.
+    type: bool
+    default: false
   include_corrupt:
     description:
       - Also remove session files that cannot be read (with O(scope=older), only those older than O(max_age)).
@@ -132,6 +139,7 @@ def main():
             scope=dict(type="str", default="expired", choices=["expired", "older", "all"]),
             max_age=dict(type="int"),
             include_corrupt=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
             state_dir=SESSION_ARG_SPEC["state_dir"],
             key_prefix=SESSION_ARG_SPEC["key_prefix"],
         ),
@@ -140,11 +148,15 @@ def main():
     )
     require_sessionshift(module)
     params = module.params
+    if params["max_age"] is not None and params["max_age"] < 0:
+        module.fail_json(msg=f"session_cleanup: max_age {params['max_age']} is negative; give the age in "
+                             "seconds (e.g. the session lifetime, 2678400 for 31 days)", changed=False)
     cutoff = time.time() - params["max_age"] if params["max_age"] is not None else None
     try:
         result = cleanup_sessions(params["session_dir"], scope=params["scope"], cutoff=cutoff,
                                   include_corrupt=params["include_corrupt"], dry_run=module.check_mode,
-                                  state_dir=params["state_dir"], prefix=params["key_prefix"])
+                                  state_dir=params["state_dir"], prefix=params["key_prefix"],
+                                  force=params["force"])
     except CleanupRefused as exc:
         module.fail_json(msg=f"session_cleanup: {exc}", changed=False)
     except (ValueError, OSError) as exc:

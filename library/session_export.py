@@ -42,7 +42,10 @@ options:
     default: struct
     choices: [struct, pickle]
   mode:
-    description: Permissions of the files written, as an octal string (V("0600")) or a number.
+    description:
+      - Permissions of the files written, as a quoted octal string (V("0600"), V("0640")).
+      - A number is refused (YAML reads an unquoted V(600) as decimal, mode 01130); so is a mode that takes
+        read or write from the owner.
     type: raw
     default: "0600"
   owner:
@@ -205,19 +208,12 @@ from ansible.module_utils.sessionshift_common import (
 try:
     from sessionshift import state
     from sessionshift.export import export_sessions
+    from sessionshift.options import file_mode
 except ImportError:
     pass  # reported by require_sessionshift
 
 COUNTS = ("scanned", "written", "unchanged", "removed", "expired", "vanished", "rewrites", "undecodable",
           "unstable")
-
-
-def file_mode(value):
-    """An octal string ("0600") or a number, as the file module takes it."""
-    mode = int(value, 8) if isinstance(value, str) else int(value)
-    if not 0 <= mode <= 0o7777:
-        raise ValueError(f"mode {value!r} is not a file mode")
-    return mode
 
 
 def numeric_id(name, lookup):
@@ -250,7 +246,7 @@ def main():
         uid = numeric_id(params["owner"], lambda name: pwd.getpwnam(name).pw_uid)
         gid = numeric_id(params["group"], lambda name: grp.getgrnam(name).gr_gid)
     except (ValueError, KeyError) as exc:
-        module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}")
+        module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}", changed=False)
     try:
         with redis_client(module, redis_settings(params, module), changed=False) as client:
             result = export_sessions(
@@ -258,7 +254,7 @@ def main():
                 header_style=params["header_style"], mode=mode, uid=uid, gid=gid,
                 state_dir=params["state_dir"], batch_size=params["batch_size"],
                 max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         module.fail_json(msg=f"session_export: {exc}", changed=False)
 
     counts = {name: getattr(result, name) for name in COUNTS}

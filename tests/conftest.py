@@ -75,6 +75,16 @@ def redis_client(redis_server):
     client.close()
 
 
+@pytest.fixture
+def redis_args(redis_server, tmp_path):
+    """The sessionshift command's Redis options for the shared server (password in a file)."""
+    settings = redis_server.settings()
+    password_file = tmp_path / "password"
+    password_file.write_text(settings.password + "\n")
+    return ["--redis-url", settings.url, "--redis-user", settings.username,
+            "--redis-password-file", str(password_file), "--ca-file", settings.ca_file]
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory, tls_files):
     cluster = RedisCluster3.start(str(tmp_path_factory.mktemp("cluster")), tls_files)

@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from . import state
+from . import options, state
 from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -145,6 +145,7 @@ def _manifest(layout: KeyLayout, source: str, counts: dict[str, int], sha256: st
 def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
                   progress: ProgressCallback | None) -> Iterator[tuple[bytes, str]]:
     started, seen = time.monotonic(), 0
+    options.at_least("batch_size", batch_size, 1)
     for node, keys in scan_batches(client, layout.all_pattern, batch_size):
         parsed = [(key.decode(), kind.kind) for key in keys if (kind := layout.parse(key))]
         fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True,
@@ -272,6 +273,7 @@ class RestoreResult:
 def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_BATCH,
                    dry_run: bool = False, progress: ProgressCallback | None = None) -> RestoreResult:
     """Put a backup back without overwriting anything newer; verifies the checksum first."""
+    options.at_least("batch_size", batch_size, 1)
     manifest = verify_backup(src)
     store = SessionStore(client, _layout(src, manifest))
     result = RestoreResult(src, dry_run=dry_run, manifest=manifest)

@@ -5,7 +5,10 @@ Three scopes, each a superset of the one before:
 * ``expired``: sessions whose own expiry has passed (cachelib would never
   serve them again); safe in every phase;
 * ``older``: also sessions whose file was last written before a cutoff
-  (``mtime``), e.g. the longest session lifetime ago;
+  (``mtime``), e.g. the longest session lifetime ago. In phases whose app
+  reads no Redis (``file``, ``dual_write``) a file is the only copy the app
+  serves, so a cutoff that would remove a session whose own expiry has not
+  passed is refused unless ``force``; a cutoff in the future always is;
 * ``all``: every session file. Refused unless this host's phase file says
   phase 5 (``redis``): before that, a file may still be the only copy of a
   session or the rollback's way back.
@@ -29,7 +32,8 @@ from typing import Literal
 
 from . import formats, state
 from .formats import FileSession, SessionFileError, SkippedEntry
-from .phases import Phase
+from .phasefile import read_phase
+from .phases import SPECS, Phase
 
 Scope = Literal["expired", "older", "all"]
 SCOPES: tuple[Scope, ...] = ("expired", "older", "all")
@@ -90,7 +94,7 @@ def require_phase_redis(state_dir: str) -> None:
 def cleanup_sessions(session_dir: str, *, scope: Scope = "expired", cutoff: float | None = None,
                      include_corrupt: bool = False, dry_run: bool = False,
                      state_dir: str | None = None, prefix: str = formats.DEFAULT_PREFIX,
-                     now: float | None = None) -> CleanupResult:
+                     now: float | None = None, force: bool = False) -> CleanupResult:
     """Remove the session files in *scope* from *session_dir*.
 
     *cutoff* (epoch seconds) is required for scope ``older``: files last
@@ -100,13 +104,18 @@ def cleanup_sessions(session_dir: str, *, scope: Scope = "expired", cutoff: floa
         raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
     if scope == "older" and cutoff is None:
         raise ValueError("scope 'older' needs a cutoff (remove files last written before it)")
+    now = time.time() if now is None else now
+    if scope == "older" and cutoff > now:
+        raise CleanupRefused(f"the cutoff is {cutoff - now:.0f} s in the future (a negative max_age?): every "
+                             "session file would go; give max_age as a positive number of seconds")
     if scope == "all":
         if not state_dir:
             raise CleanupRefused("scope 'all' needs state_dir, to check that the host is in phase 5")
         require_phase_redis(state_dir)
     if not os.path.isdir(session_dir):
         raise FileNotFoundError(f"session directory {session_dir} does not exist")
-    now = time.time() if now is None else now
+    if scope == "older" and not force:
+        _refuse_live_removal(session_dir, state_dir, cutoff, now, prefix)
     result = CleanupResult(session_dir, scope, dry_run=dry_run)
     for item in formats.scan_directory(session_dir, prefix=prefix):
         if isinstance(item, SkippedEntry):
@@ -124,6 +133,22 @@ def cleanup_sessions(session_dir: str, *, scope: Scope = "expired", cutoff: floa
         else:
             _remove(item.path, item.mtime, reason, result, dry_run)
     return result
+
+
+def _refuse_live_removal(session_dir: str, state_dir: str | None, cutoff: float, now: float,
+                         prefix: str) -> None:
+    """CleanupRefused if the cutoff would remove live sessions the app can only read from files."""
+    phase = read_phase(state_dir).phase if state_dir else Phase.FILE
+    if "redis" in SPECS[phase].reads:
+        return
+    live = sum(1 for item in formats.scan_directory(session_dir, prefix=prefix)
+               if isinstance(item, FileSession) and not item.expired(now) and item.mtime < cutoff)
+    if live:
+        raise CleanupRefused(
+            f"refusing to remove {live} live session file(s) last written {now - cutoff:.0f} s or more ago: "
+            f"in phase {phase.label} the app reads sessions from files only, so their users would be "
+            "logged out. Use scope 'expired', a max_age of at least the session lifetime, or force "
+            "(--force / force: true) if logging them out is intended")
 
 
 def _reason(session: FileSession, scope: Scope, cutoff: float | None, now: float) -> str | None:

@@ -163,8 +163,10 @@ def register_phases(subparsers) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import AnalyzeConfig, analyze, summary
+    from .options import at_least
 
     _check_dir(args.session_dir)
+    at_least("--sample-size", args.sample_size, 1)
     client = connect_from_args(args) if args.redis_url else None
     config = AnalyzeConfig(session_dir=args.session_dir, layout=layout_from_args(args),
                            serializer=args.serializer, sample_size=args.sample_size,
@@ -265,6 +267,7 @@ def register_validate(subparsers) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_sessions
+    from .options import file_mode
 
     _check_dir(args.session_dir)
     client = connect_from_args(args)
@@ -272,7 +275,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         with progress_bar(args) as bar:
             result = export_sessions(
                 client, layout_from_args(args), args.session_dir, serializer=args.serializer,
-                header_style=args.header_style, mode=int(args.mode, 8), uid=args.uid, gid=args.gid,
+                header_style=args.header_style, mode=file_mode(args.mode, "--mode"), uid=args.uid,
+                gid=args.gid,
                 state_dir=None if args.no_record else args.state_dir, batch_size=args.batch_size,
                 workers=args.workers, dry_run=args.dry_run, progress=bar)
     finally:
@@ -292,7 +296,8 @@ def register_export(subparsers) -> None:
     add_redis_options(parser)
     parser.add_argument("--header-style", default="struct", choices=("struct", "pickle"),
                         help="struct for cachelib >= 0.7 (default), pickle for older")
-    parser.add_argument("--mode", default="0600", help="octal file mode (default 0600)")
+    parser.add_argument("--mode", default="0600",
+                        help="octal file mode, keeping read and write for the owner (default 0600)")
     parser.add_argument("--uid", type=int, help="file owner (default: the session directory's)")
     parser.add_argument("--gid", type=int, help="file group (default: the session directory's)")
     parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
@@ -373,7 +378,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     try:
         result = cleanup_sessions(args.session_dir, scope=args.scope, cutoff=cutoff,
                                   include_corrupt=args.include_corrupt, dry_run=args.dry_run,
-                                  state_dir=args.state_dir, prefix=args.key_prefix)
+                                  state_dir=args.state_dir, prefix=args.key_prefix, force=args.force)
     except CleanupRefused as exc:
         raise CliError(str(exc)) from None
     listing = "".join(f"\n  {name}" for name in result.removed_files) if args.dry_run else ""
@@ -391,6 +396,9 @@ def register_cleanup(subparsers) -> None:
                         help="expired (default), older (also files older than --max-age), all (phase 5 only)")
     parser.add_argument("--max-age", type=int, metavar="SECONDS", help="with --scope older")
     parser.add_argument("--include-corrupt", action="store_true", help="also remove unreadable session files")
+    parser.add_argument("--force", action="store_true",
+                        help="with --scope older in phase file or dual_write: remove live sessions too "
+                             "(their users are logged out)")
     parser.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     add_output_options(parser)
     parser.set_defaults(func=cmd_cleanup)

@@ -46,12 +46,13 @@ import redis
 import redis.cluster
 from redis.exceptions import RedisError, ResponseError
 
-from . import formats, state
+from . import formats, options, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
 from .store import EXPIRY_SCRIPT, absolute_expiry
+from .workers import resolve_workers
 
 DEFAULT_BATCH = 500
 DEFAULT_MAX_ROUNDS = 5
@@ -533,11 +534,16 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
     one per CPU, at most 4) are forked to fetch, decode and write while this
     one scans; ``workers=1`` does everything in this process.
     """
+    options.at_least("batch_size", batch_size, 1)
+    options.at_least("max_rounds", max_rounds, 1)
+    workers = resolve_workers(workers) if workers else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    if not isinstance(mode, int) or isinstance(mode, bool) or mode & 0o600 != 0o600 or mode > 0o7777:
+        raise ValueError(f"mode {mode!r} must be a file mode that keeps read and write for the owner (0o600)")
     owner = FileOwner.of_directory(session_dir, mode, uid, gid) if os.path.isdir(session_dir) else None
     exporter = Exporter(client, layout, session_dir, serializer=serializer, header_style=header_style,
                         owner=owner, batch_size=batch_size, max_rounds=max_rounds, dry_run=dry_run,
                         progress=progress)
-    result = exporter.run(workers or min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+    result = exporter.run(workers)
     if state_dir:
         result.phase = recorded_phase(state_dir)
         if not dry_run:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import state
+from . import options, state
 from .formats import (
     SerializerName,
     SessionFileError,
@@ -328,8 +328,10 @@ def migrate(settings: RedisSettings, config: MigrateConfig, *, progress: Progres
     Raises :class:`RedisUnavailable` (endpoint, cause; the checkpoint lets a rerun
     resume) when Redis stays unreachable for ``retry_seconds``.
     """
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {config.batch_size}")
+    options.at_least("batch_size", config.batch_size, 1)
+    options.at_least("retry_seconds", config.retry_seconds, 0)
+    options.at_least("max_examples", config.max_examples, 0)
+    options.at_least("default_lifetime", config.default_lifetime, 0)
     if not os.path.isdir(config.session_dir):
         raise ValueError(f"session directory {config.session_dir} does not exist or is not a directory")
     workers = config.resolved_workers()

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from . import state
+from . import options, state
 from .formats import (
     SerializerName,
     SessionFileError,
@@ -61,8 +61,10 @@ class ValidateConfig:
             raise ValueError(f"sample_percent must be in (0, 100], not {self.sample_percent}")
         if not 0 <= self.threshold <= 100:
             raise ValueError(f"threshold must be in [0, 100], not {self.threshold}")
-        if self.recheck_delay < 0 or self.batch_size < 1:
-            raise ValueError("recheck_delay must be >= 0 and batch_size >= 1")
+        options.at_least("recheck_delay", self.recheck_delay, 0)
+        options.at_least("batch_size", self.batch_size, 1)
+        options.at_least("max_examples", self.max_examples, 0)
+        resolve_workers(self.workers)
 
     def resolved_workers(self) -> int:
         return resolve_workers(self.workers)

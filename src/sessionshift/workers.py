@@ -28,6 +28,8 @@ MAX_DEFAULT_WORKERS = 8
 
 def resolve_workers(requested: int) -> int:
     """*requested* workers, or for 0 (the default) the CPU count, capped at MAX_DEFAULT_WORKERS."""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"workers must be 0 (one per CPU) or a positive number, not {requested!r}")
     if requested > 0:
         return requested
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))

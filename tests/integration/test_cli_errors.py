@@ -16,15 +16,6 @@ from sessionshift.store import SessionStore
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def redis_args(redis_server, tmp_path):
-    settings = redis_server.settings()
-    password_file = tmp_path / "password"
-    password_file.write_text(settings.password + "\n")
-    return ["--redis-url", settings.url, "--redis-user", settings.username,
-            "--redis-password-file", str(password_file), "--ca-file", settings.ca_file]
-
-
 def _unwritable_directory(tmp_path) -> str:
     """A directory this user cannot create files in (root ignores modes: use a procfs one)."""
     if os.geteuid() == 0:
@@ -97,3 +88,54 @@ def test_a_planted_file_does_not_stop_migrate(redis_client, redis_args, tmp_path
         assert code == cli.EXIT_OK
         assert f"{len(hostile.HOSTILE)} corrupt" in out
     assert redis_client.exists(KeyLayout().session_key(good))
+
+
+@pytest.mark.parametrize(("command", "option", "named"), [
+    ("export", ["--workers", "-1"], "workers"),
+    ("export", ["--batch-size", "-5"], "batch_size"),
+    ("export", ["--mode", "600x"], "--mode"),
+    ("export", ["--mode", "0200"], "--mode"),
+    ("migrate", ["--workers", "-2"], "workers"),
+    ("migrate", ["--batch-size", "0"], "batch_size"),
+    ("validate", ["--workers", "-1"], "workers"),
+    ("validate", ["--max-examples", "-1"], "max_examples"),
+    ("backup", ["--batch-size", "-1"], "batch_size"),
+])
+def test_bad_numbers_are_named_in_one_line(redis_client, redis_args, tmp_path, capsys,
+                                           command, option, named):
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+    where = (["--dest", str(tmp_path / "b.gz")] if command == "backup"
+             else ["--session-dir", str(session_dir), "--state-dir", str(tmp_path / "state")])
+    code = cli.main([command, *where, *redis_args, *option, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert err.count("\n") == 1 and named in err and "Redis at" not in err
+
+
+def test_modules_refuse_an_integer_mode_and_negative_counts(redis_server, tmp_path, capsys):
+    import json
+
+    from ansible.module_utils.testing import patch_module_args
+
+    from tests.conftest import load_library_module
+
+    settings = redis_server.settings()
+    redis = {"url": settings.url, "username": settings.username, "password": settings.password,
+             "ca_file": settings.ca_file}
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+
+    def run(name, **params):
+        with patch_module_args(params), pytest.raises(SystemExit):
+            load_library_module(name).main()
+        return json.loads(capsys.readouterr().out)
+
+    common = {"redis": redis, "session_dir": str(session_dir), "state_dir": str(tmp_path / "state")}
+    result = run("session_export", mode=600, **common)
+    assert result["failed"] and "quote the octal mode" in result["msg"] and "0o1130" in result["msg"]
+    for name, option in (("session_export", "max_rounds"), ("session_export", "workers"),
+                         ("session_export", "batch_size"), ("session_migrate", "workers"),
+                         ("session_migrate", "batch_size"), ("session_validate", "workers")):
+        result = run(name, **{option: -3}, **common)
+        assert result["failed"] and option in result["msg"] and "Redis at" not in result["msg"], result

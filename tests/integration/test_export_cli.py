@@ -16,15 +16,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def redis_args(redis_server, tmp_path):
-    settings = redis_server.settings()
-    password_file = tmp_path / "password"
-    password_file.write_text(settings.password + "\n")
-    return ["--redis-url", settings.url, "--redis-user", settings.username,
-            "--redis-password-file", str(password_file), "--ca-file", settings.ca_file]
-
-
-@pytest.fixture
 def store(redis_client):
     store = SessionStore(redis_client, KeyLayout())
     for i in range(12):
@@ -47,7 +38,13 @@ def test_export_then_cleanup_json(store, redis_args, tmp_path, capsys):
 
     assert cli.main(["cleanup", *common, "--scope", "all"]) == cli.EXIT_ERROR
     assert "not phase 5" in capsys.readouterr().err
-    assert cli.main(["cleanup", *common, "--scope", "older", "--max-age", "0", "--dry-run"]) == cli.EXIT_OK
+    # No phase file (phase 1): the files are the only copy, so max-age 0 is refused without --force.
+    assert cli.main(["cleanup", *common, "--scope", "older", "--max-age", "0", "--dry-run"]) == cli.EXIT_ERROR
+    assert "refusing to remove 12 live session file(s)" in capsys.readouterr().err
+    assert cli.main(["cleanup", *common, "--scope", "older", "--max-age", "-60", "--force"]) == cli.EXIT_ERROR
+    assert "in the future" in capsys.readouterr().err
+    assert cli.main(["cleanup", *common, "--scope", "older", "--max-age", "0", "--dry-run",
+                     "--force"]) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert "would remove 12 session file(s)" in out and len(os.listdir(session_dir)) == 12
 

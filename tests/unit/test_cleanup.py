@@ -62,7 +62,7 @@ def test_expired_scope_removes_only_expired_sessions(directory):
 
 def test_older_scope_uses_the_mtime_cutoff(directory):
     path, names = directory
-    result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY)
+    result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY, force=True)
     assert set(result.removed_files) == {names["expired"], names["old"], names["old-forever"]}
     assert result.removed_by_reason == {"expired": 1, "older": 2, "all": 0, "corrupt": 0}
     assert names["live"] in _left(path) and names["hostile"] in _left(path)
@@ -70,7 +70,8 @@ def test_older_scope_uses_the_mtime_cutoff(directory):
 
 def test_corrupt_files_go_only_with_include_corrupt(directory):
     path, names = directory
-    result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY, include_corrupt=True)
+    result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY, include_corrupt=True,
+                              force=True)
     assert result.removed_by_reason["corrupt"] == 1  # the old one only; the fresh one is kept
     assert names["hostile"] not in _left(path) and names["corrupt"] in _left(path)
     result = cleanup_sessions(path, include_corrupt=True)
@@ -112,7 +113,7 @@ def test_dry_run_lists_and_deletes_nothing(directory, tmp_path):
     path, names = directory
     before = _left(path)
     result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY, include_corrupt=True,
-                              dry_run=True)
+                              dry_run=True, force=True)
     assert result.removed == 4 and set(result.removed_files) == {
         names["expired"], names["old"], names["old-forever"], names["hostile"]}
     assert _left(path) == before
@@ -143,3 +144,35 @@ def test_bad_arguments(directory):
         cleanup_sessions(path, scope="everything")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         cleanup_sessions(path + "-missing")
+
+
+@pytest.mark.parametrize("phase", [None, "file", "dual_write"])
+def test_older_refuses_to_remove_live_sessions_where_files_are_the_only_copy(directory, tmp_path, phase):
+    path, names = directory
+    state_dir = str(tmp_path / "state")
+    if phase:
+        state.write_json(state.state_path(state_dir, state.PHASE_FILE), {"phase": phase})
+    before = _left(path)
+    # max_age 0, and one shorter than the "old" session's life
+    for cutoff in (time.time(), time.time() - DAY):
+        with pytest.raises(CleanupRefused, match=r"refusing to remove \d+ live session file"):
+            cleanup_sessions(path, scope="older", cutoff=cutoff, state_dir=state_dir)
+    assert _left(path) == before
+    result = cleanup_sessions(path, scope="older", cutoff=time.time() - 20 * DAY, state_dir=state_dir)
+    assert result.removed_files == [names["expired"]]  # nothing live is older than 20 days
+
+
+def test_older_removes_live_files_once_the_app_reads_redis(directory, tmp_path):
+    path, names = directory
+    state_dir = str(tmp_path / "state")
+    state.write_json(state.state_path(state_dir, state.PHASE_FILE), {"phase": "redis_read"})
+    result = cleanup_sessions(path, scope="older", cutoff=time.time() - DAY, state_dir=state_dir)
+    assert names["old"] in result.removed_files
+
+
+def test_a_cutoff_in_the_future_is_always_refused(directory):
+    path, _names = directory
+    before = _left(path)
+    with pytest.raises(CleanupRefused, match="in the future"):
+        cleanup_sessions(path, scope="older", cutoff=time.time() + 60, force=True)
+    assert _left(path) == before

@@ -53,7 +53,14 @@ def test_older_needs_max_age(dirs, capsys):
     session_dir, state_dir = dirs
     refused = run(capsys, session_dir=session_dir, state_dir=state_dir, scope="older")
     assert refused["failed"] is True and "max_age" in refused["msg"]
-    result = run(capsys, session_dir=session_dir, state_dir=state_dir, scope="older", max_age=0)
+    # Phase file (no phase file yet): the files are the only copy, max_age 0 would log everyone out.
+    refused = run(capsys, session_dir=session_dir, state_dir=state_dir, scope="older", max_age=0)
+    assert refused["failed"] is True and "live session file" in refused["msg"]
+    refused = run(capsys, session_dir=session_dir, state_dir=state_dir, scope="older", max_age=-60,
+                  force=True)
+    assert refused["failed"] is True and "negative" in refused["msg"]
+    assert len(os.listdir(session_dir)) == 15
+    result = run(capsys, session_dir=session_dir, state_dir=state_dir, scope="older", max_age=0, force=True)
     assert result["removed"] == 14
 
 
