@@ -69,9 +69,12 @@ options:
     type: str
     default: "session:"
   hash_method:
-    description: How cachelib names session files; V(md5) before cachelib 0.17, V(sha256) since.
+    description:
+      - How cachelib names session files; V(md5) before cachelib 0.16, V(sha256) since.
+      - Default the source profile's (recorded in C(state_dir/profile.json) by M(session_analyze); without one,
+        detected from the first files of O(session_dir), else V(sha256)). A value that contradicts the profile
+        is refused, with both values and the fix.
     type: str
-    default: sha256
     choices: [md5, sha256]
 """
 
@@ -79,8 +82,12 @@ options:
     SERIALIZER = r"""
 options:
   serializer:
-    description: The Redis value format; V(msgpack) for Flask-Session 0.7 and later, V(pickle) before.
+    description:
+      - The Redis value format. V(pickle) (the default) is exact, every session comes back type for type
+        (it is the source file's own pickle payload, read back only through a restricted unpickler).
+        V(msgpack) changes types (tuple and set to list, UUID and Decimal to string...); M(session_analyze)
+        records it only for a corpus it proved msgpack-exact.
+      - Default the source profile's (C(state_dir/profile.json)); a value that contradicts it is refused.
     type: str
-    default: msgpack
-    choices: [msgpack, pickle]
+    choices: [pickle, msgpack]
 """

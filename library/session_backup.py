@@ -44,6 +44,10 @@ options:
     description: Keys per SCAN step and per pipelined round trip.
     type: int
     default: 500
+  state_dir:
+    description: Where the source profile (C(profile.json)) that gives O(hash_method) its default is recorded.
+    type: path
+    default: /var/lib/sessionshift
 extends_documentation_fragment:
   - sessionshift
   - sessionshift.naming
@@ -123,6 +127,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_profile,
     argument_spec,
     key_layout,
     redis_client,
@@ -163,6 +168,7 @@ def main():
         REDIS_ARG_SPEC,
         key_prefix=SESSION_ARG_SPEC["key_prefix"],
         hash_method=SESSION_ARG_SPEC["hash_method"],
+        state_dir=SESSION_ARG_SPEC["state_dir"],
         state=dict(type="str", default="present", choices=["present", "restored"]),
         dest=dict(type="path"),
         src=dict(type="path"),
@@ -175,6 +181,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_profile(module, needs=("hash_name",))
     params = module.params
     settings = redis_settings(params, module)
     try:

@@ -17,7 +17,10 @@ description:
   - Needed before any host leaves phase 4 or 5 for phase 3 or lower, because files stopped being written in
     phase 4. The rollback playbook runs it, flips the phase back to 3 (the app writes Redis and file again),
     then runs it again as a catch-up; the second run rewrites only what changed in between.
-  - A file whose session already matches Redis (as the app reads it) is not rewritten, so a second run
+  - Files are written as the app's original library reads them, in the header style and pickle protocol of
+    the source profile. A value in the exact V(pickle) format becomes the file's payload byte for byte once
+    the restricted unpickler has accepted it.
+  - A file whose session already matches Redis (type for type) is not rewritten, so a second run
     reports C(changed=false). Under live writes each written key is read again and rewritten if the app
     changed it meanwhile (at most O(max_rounds) times).
   - Removes the stale file of a session whose user logged out (a tombstone key exists).
@@ -37,10 +40,17 @@ options:
     type: path
     default: /var/lib/sessionshift
   header_style:
-    description: The file header; V(struct) for cachelib 0.7 and later, V(pickle) for older cachelib / werkzeug.
+    description:
+      - The file header; V(struct) for cachelib 0.7 and later, V(pickle) for older cachelib / werkzeug.
+      - Default the source profile's (recorded by M(session_analyze)); a value that contradicts it is refused.
     type: str
-    default: struct
     choices: [struct, pickle]
+  pickle_protocol:
+    description:
+      - Pickle protocol of the files written. Default the source profile's, so the app's original library
+        (and its Python) reads them; a protocol newer than the source's is refused (Python 3.7 cannot read 5).
+    type: int
+    choices: [0, 1, 2, 3, 4, 5]
   mode:
     description:
       - Permissions of the files written, as a quoted octal string (V("0600"), V("0640")).
@@ -196,8 +206,10 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
+    FILE_FORMAT_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_profile,
     argument_spec,
     key_layout,
     redis_client,
@@ -228,8 +240,7 @@ def numeric_id(name, lookup):
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
-            header_style=dict(type="str", default="struct", choices=["struct", "pickle"]),
+            REDIS_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
             mode=dict(type="raw", default="0600"),
             owner=dict(type="str"),
             group=dict(type="str"),
@@ -240,6 +251,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_profile(module, needs=("hash_name", "serializer", "header_style", "pickle_protocol"))
     params = module.params
     try:
         mode = file_mode(params["mode"])
@@ -251,7 +263,7 @@ def main():
         with redis_client(module, redis_settings(params, module), changed=False) as client:
             result = export_sessions(
                 client, key_layout(params), params["session_dir"], serializer=params["serializer"],
-                header_style=params["header_style"], mode=mode, uid=uid, gid=gid,
+                header_style=params["header_style"], protocol=params["pickle_protocol"], mode=mode, uid=uid, gid=gid,
                 state_dir=params["state_dir"], batch_size=params["batch_size"],
                 max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
     except (OSError, RuntimeError, ValueError) as exc:

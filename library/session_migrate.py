@@ -12,6 +12,9 @@ short_description: Backfill file sessions into Redis without overwriting or revi
 description:
   - Streams a Flask-Session / cachelib C(FileSystemCache) directory into Redis (standalone or cluster),
     pipelined, with several worker processes.
+  - With the default V(pickle) value format, each file's own pickle payload becomes the Redis value byte for
+    byte, after the restricted unpickler accepted it; nothing about a session can change on the way.
+  - The value format and the hash come from the source profile that M(session_analyze) recorded.
   - Writes a session only where its key is absent (the app's newer value wins), never revives a session the
     user logged out of (its tombstone is respected), skips expired sessions and sets each key's expiry to the
     file's own (C(EXAT)).
@@ -145,6 +148,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_profile,
     argument_spec,
     key_layout,
     redis_errors,
@@ -172,9 +176,11 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_profile(module)
     params = module.params
     config = MigrateConfig(
         session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        pickle_protocol=params["pickle_protocol"],
         state_dir=params["state_dir"], batch_size=params["batch_size"], workers=params["workers"],
         dry_run=module.check_mode, restart=params["restart"], retry_seconds=params["retry_seconds"],
         default_lifetime=params["default_lifetime"], max_examples=params["max_examples"])

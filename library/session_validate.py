@@ -10,8 +10,10 @@ DOCUMENTATION = r"""
 module: session_validate
 short_description: Check that Redis gives the app the same sessions as the session files
 description:
-  - Compares every live file session (or a stable O(sample_percent) sample) with its Redis value as the app
-    would read it (msgpack is lossy, so both sides go through the app's serializer).
+  - Compares every live file session (or a stable O(sample_percent) sample) with what the app reads from its
+    Redis value, type for type. A type that changed (a tuple read back as a list, a UUID as a string) is
+    counted as C(type_changed) and named by file, key path and from/to type; it is never consistent, and any
+    fails the module whatever O(threshold) says.
   - Differences seen under live traffic are re-checked after O(recheck_delay) seconds; only those that persist
     count.
   - Fails when the consistency of comparable sessions (consistent, missing in Redis or different; expired,
@@ -95,21 +97,28 @@ consistency_percent:
   type: float
   sample: 99.9985
 comparable:
-  description: Sessions that could be compared (consistent + missing + different).
+  description: Sessions that could be compared (consistent + missing + different + type_changed).
   returned: always
   type: int
 counts:
   description:
-    - C(checked) files, C(consistent), C(missing) in Redis, C(different), C(expired), C(corrupt),
+    - C(checked) files, C(consistent), C(missing) in Redis, C(different), C(type_changed), C(expired), C(corrupt),
       C(tombstoned) (logged out, the file is a leftover), C(vanished), C(healed) (differences gone on re-check),
       C(unverified) (too many differences to re-check), C(foreign), C(skipped).
   returned: always
   type: dict
 examples:
-  description: File names (never contents) of missing and different sessions, and corrupt files with the reason.
+  description:
+    - File names (never contents) of missing and different sessions, corrupt files with the reason, and
+      sessions whose types changed with the key paths and types (a list of path, from and to per file).
   returned: always
   type: dict
   sample: {missing: [3f2a...], different: [], corrupt: [{file: 9c1d..., reason: empty file}]}
+type_changes:
+  description: Sessions per kind of type change (C(tuple -> list)...); any fails the module.
+  returned: always
+  type: dict
+  sample: {"tuple -> list": 12}
 recorded:
   description: Path of the C(validation.json) written, or null in check mode.
   returned: always
@@ -120,6 +129,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_profile,
     argument_spec,
     key_layout,
     redis_client,
@@ -146,9 +156,11 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_profile(module)
     params = module.params
     config = ValidateConfig(
         session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        pickle_protocol=params["pickle_protocol"],
         sample_percent=params["sample_percent"], threshold=params["threshold"],
         recheck_delay=params["recheck_delay"], max_examples=params["max_examples"],
         workers=params["workers"])
@@ -162,6 +174,7 @@ def main():
     recorded = None if module.check_mode else record(params["state_dir"], result)
     output = dict(changed=False, passed=result["passed"], consistency_percent=result["consistency_percent"],
                   comparable=result["comparable"], counts=result["counts"], examples=result["examples"],
+                  type_changes=result["type_changes"],
                   threshold=result["threshold"], sample_percent=result["sample_percent"],
                   recorded=recorded, msg=result["message"])
     if not result["passed"]:

@@ -17,13 +17,15 @@ from ansible.module_utils.basic import missing_required_lib
 
 try:
     import sessionshift  # noqa: F401
-    from sessionshift.formats import HASH_NAMES, SERIALIZERS
+    from sessionshift.formats import HASH_NAMES, HEADER_STYLES, SERIALIZERS
     from sessionshift.keys import KeyLayout
+    from sessionshift.profile import ProfileError, resolve
     from sessionshift.redisconn import INSECURE_TLS_WARNING, RedisSettings, RedisUnavailable, connect, explain
 except ImportError:
     SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
     HASH_NAMES = ("md5", "sha256")
-    SERIALIZERS = ("msgpack", "pickle")
+    HEADER_STYLES = ("struct", "pickle")
+    SERIALIZERS = ("pickle", "msgpack")
 else:
     SESSIONSHIFT_IMPORT_ERROR = None
 
@@ -44,14 +46,25 @@ REDIS_OPTIONS = dict(
 
 REDIS_ARG_SPEC = dict(redis=dict(type="dict", required=True, options=REDIS_OPTIONS))
 
-# Where the sessions are and how the app names them.
+# Where the sessions are and how the app names them. hash_method and serializer default to the
+# source profile recorded by session_analyze (see apply_profile): given, they must agree with it.
 SESSION_ARG_SPEC = dict(
     session_dir=dict(type="path", required=True),
     key_prefix=dict(type="str", default="session:", no_log=False),
-    hash_method=dict(type="str", default="sha256", choices=list(HASH_NAMES)),
-    serializer=dict(type="str", default="msgpack", choices=list(SERIALIZERS)),
+    hash_method=dict(type="str", choices=list(HASH_NAMES)),
+    serializer=dict(type="str", choices=list(SERIALIZERS)),
     state_dir=dict(type="path", default="/var/lib/sessionshift"),
 )
+
+# How files are written (modules that write session files); the profile's by default.
+FILE_FORMAT_ARG_SPEC = dict(
+    header_style=dict(type="str", choices=list(HEADER_STYLES)),
+    pickle_protocol=dict(type="int", choices=list(range(0, 6))),
+)
+
+# module option -> source profile setting
+_PROFILE_OPTIONS = {"hash_method": "hash_name", "serializer": "serializer", "header_style": "header_style",
+                    "pickle_protocol": "pickle_protocol"}
 
 
 def argument_spec(*specs, **extra):
@@ -69,6 +82,21 @@ def require_sessionshift(module):
         module.fail_json(msg=missing_required_lib(
             "sessionshift", url="https://github.com/sessionshift/sessionshift (the session_app role "
             "installs it on app hosts)"), exception=SESSIONSHIFT_IMPORT_ERROR)
+
+
+def apply_profile(module, needs=("serializer",)):
+    """Fill hash_method, serializer, header_style and pickle_protocol in module.params from the source
+    profile (state_dir/profile.json); fail, naming both values, when a given one contradicts it."""
+    params = module.params
+    given = {setting: params.get(option) for option, setting in _PROFILE_OPTIONS.items()}
+    try:
+        resolved = resolve(params.get("state_dir"), params.get("session_dir"), given, style="module",
+                           needs=needs)
+    except ProfileError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    for option, setting in _PROFILE_OPTIONS.items():
+        params[option] = getattr(resolved, setting)
+    return resolved
 
 
 def redis_settings(params, module=None):

@@ -1,6 +1,9 @@
-"""Analyze a session directory before migrating it: what is there, and how long it will take.
+"""Analyze a session directory before migrating it: what the files are, what is there, how long it takes.
 
-One streamed scan counts sessions, sizes (a fixed histogram, so memory stays
+One streamed scan detects the source profile (:mod:`.profile`: the files'
+hash, header style and pickle protocol, the value types present and what
+msgpack would change), which the caller records for every other tool, and
+counts sessions, sizes (a fixed histogram, so memory stays
 flat), expired / corrupt / foreign files and the expiry range. The migration
 time is estimated from a measured sample, not a constant: the first
 ``sample_size`` sessions are timed while they are read, decoded and re-encoded
@@ -18,7 +21,8 @@ import datetime
 import time
 from typing import Any
 
-from .formats import SerializerName, SessionFileError, SessionValueError, encode_value, read_session_file
+from . import profile as profiles
+from .formats import SerializerName, SessionFileError, SessionValueError, read_session_file, value_format
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
@@ -33,10 +37,14 @@ SIZE_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576)
 class AnalyzeConfig:
     session_dir: str
     layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
-    serializer: SerializerName = "msgpack"
+    serializer: SerializerName | None = None  # the Redis value format to record (None: keep / default)
+    # Settings an operator gave (hash_name, header_style, pickle_protocol): checked against the files.
+    given: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state_dir: str | None = None  # where profile.json is recorded (None: not recorded)
     sample_size: int = 500
     workers: int = 0  # the backfill's worker count to assume (0: its default)
     default_lifetime: int = 0
+    style: str = "cli"  # how errors name options (cli, module)
 
 
 def _bucket_label(index: int) -> str:
@@ -62,6 +70,9 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
     errors: list[dict[str, str]] = []
     sample_names: list[str] = []
     sample_seconds = 0.0
+    serializer = config.serializer or _recorded_serializer(config.state_dir)
+    fmt = value_format(serializer)
+    builder = profiles.ProfileBuilder(config.session_dir, prefix=config.layout.prefix, serializer=serializer)
     for kind, _name, path in iter_entries(config.session_dir):
         if kind in ("cachelib", "foreign"):
             counts["skipped" if kind == "cachelib" else "foreign"] += 1
@@ -72,8 +83,8 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
         try:
             session = read_session_file(path, prefix=config.layout.prefix,
                                         default_lifetime=config.default_lifetime)
-            if timed:
-                encode_value(session.data, config.serializer)  # the backfill's work, timed
+            if timed and not fmt.exact:
+                fmt.dumps(session.data)  # the backfill's work, timed (an exact value is the payload)
         except (SessionFileError, SessionValueError) as exc:
             reason = exc.reason if isinstance(exc, SessionFileError) else str(exc)
             counts["vanished" if reason.startswith("vanished") else "corrupt"] += 1
@@ -83,6 +94,7 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
         if timed:
             sample_seconds += time.perf_counter() - tick
             sample_names.append(session.file_name)
+        builder.add(session)
         size = session.size
         size_total += size
         size_min = size if size_min is None else min(size_min, size)
@@ -102,8 +114,23 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
                               elapsed=time.monotonic() - started))
     sessions = counts["files"] - counts["corrupt"] - counts["vanished"]
     estimate = _estimate(config, client, sample_names, sample_seconds, counts["live"])
+    profile = builder.finish()
+    where = f"analyze of {config.session_dir}"
+    # A given setting that contradicts the files is refused, whatever else was found.
+    profiles.settle(profile, config.given, where=where, style=config.style, needs=())
+    refused = None
+    try:
+        profiles.check_serializer_choice(profile)
+    except profiles.ProfileError as exc:
+        refused = str(exc)
+    recorded = None
+    if config.state_dir and refused is None:
+        recorded = profiles.record(config.state_dir, profile)
     return {
         "session_dir": config.session_dir,
+        "profile": profile.as_dict(),
+        "recorded": recorded,
+        "refused": refused,
         "files": counts["files"],
         "sessions": sessions,
         "live": counts["live"],
@@ -122,6 +149,12 @@ def analyze(config: AnalyzeConfig, *, client: RedisClient | None = None,
         "estimate": estimate,
         "elapsed_seconds": round(time.monotonic() - started, 3),
     }
+
+
+def _recorded_serializer(state_dir: str | None) -> SerializerName:
+    """The value format recorded earlier: re-analyzing must not switch it silently."""
+    recorded = profiles.load(state_dir)
+    return recorded.serializer if recorded else profiles.DEFAULTS["serializer"]
 
 
 def _estimate(config: AnalyzeConfig, client: RedisClient | None, sample_names: list[str],
@@ -149,12 +182,36 @@ def _estimate(config: AnalyzeConfig, client: RedisClient | None, sample_names: l
     }
 
 
+def profile_summary(profile: dict[str, Any]) -> str:
+    """The profile in a few lines: format, generation, what is mixed, what msgpack would change."""
+    def counted(values: dict[str, int]) -> str:
+        return ", ".join(f"{value} ({count:,})" for value, count in sorted(values.items())) or "none"
+
+    lines = [f"  format: hash {profile['hash_name'] or 'MIXED/unknown'} [{counted(profile['hashes'])}], "
+             f"header {profile['header_style'] or 'MIXED/unknown'} [{counted(profile['header_styles'])}], "
+             f"pickle protocol {profile['pickle_protocol']} [{counted(profile['protocols'])}]",
+             f"  generation: {profile['generation']}",
+             f"  key prefix: {profile['key_prefix']!r}, {profile['key_prefix_source']}",
+             f"  Redis values: {profile['serializer']}"]
+    for setting, seen in profile["mixed"].items():
+        lines.append(f"  MIXED {setting}: {counted(seen)}: not guessed; tools need it set explicitly")
+    msgpack = profile.get("msgpack") or {}
+    if msgpack:
+        changes = ", ".join(f"{kind} in {n:,}" for kind, n in msgpack["changes"].items()) or "nothing"
+        lines.append(f"  msgpack would change {msgpack['inexact_sessions']:,} of {profile['sessions']:,} "
+                     f"sessions: {changes}")
+    return "\n".join(lines)
+
+
 def summary(result: dict[str, Any]) -> str:
     sizes = result["size_bytes"]
     estimate = result["estimate"]
     redis_note = "" if estimate.get("redis_measured") else " (files only; pass --redis-url to time Redis too)"
+    recorded = (f"\n  profile recorded in {result['recorded']}" if result.get("recorded") else
+                f"\n  profile NOT RECORDED: {result['refused']}" if result.get("refused") else "")
     return (f"analyze: {result['files']:,} session files: {result['live']:,} live, {result['expired']:,} "
             f"expired, {result['corrupt']:,} corrupt; {result['foreign']:,} foreign files\n"
+            + profile_summary(result["profile"]) + recorded + "\n"
             f"  sizes: mean {sizes['mean']:,} B, min {sizes['min']:,} B, max {sizes['max']:,} B\n"
             f"  expiries: oldest {result['expiry']['oldest']}, newest {result['expiry']['newest']}\n"
             f"  estimated migration: {estimate['seconds']:,}s with {estimate['workers']} workers, "

@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-from .formats import DEFAULT_PREFIX, HASH_NAMES, SERIALIZERS
+from .formats import DEFAULT_PREFIX, HASH_NAMES, HEADER_STYLES, SERIALIZERS
 from .state import DEFAULT_STATE_DIR
 
 PASSWORD_ENV = "SESSIONSHIFT_REDIS_PASSWORD"  # noqa: S105 - the variable name, not a secret
@@ -57,13 +57,43 @@ def add_session_options(parser: argparse.ArgumentParser, *, state: bool = True) 
     group.add_argument("--session-dir", required=True, metavar="PATH",
                        help="the Flask-Session / cachelib FileSystemCache directory")
     group.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"default {DEFAULT_PREFIX!r}")
-    group.add_argument("--hash-method", default="sha256", choices=HASH_NAMES,
-                       help="cachelib file name hash: md5 before cachelib 0.17, sha256 since")
-    group.add_argument("--serializer", default="msgpack", choices=SERIALIZERS,
-                       help="Redis value format: msgpack (Flask-Session >= 0.7) or pickle (<= 0.6)")
+    add_profile_options(group)
     if state:
         group.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="PATH",
                            help=f"checkpoints and results (default {DEFAULT_STATE_DIR})")
+
+
+def add_profile_options(group, *, files: bool = False) -> None:
+    """The settings the source profile decides; given ones must agree with it."""
+    group.add_argument("--hash-method", choices=HASH_NAMES,
+                       help="cachelib file name hash: md5 before cachelib 0.16, sha256 since "
+                            "(default: the recorded source profile)")
+    group.add_argument("--serializer", choices=SERIALIZERS,
+                       help="Redis value format: pickle (exact, the default) or msgpack (only for "
+                            "sessions analyze proved msgpack-exact) (default: the recorded profile)")
+    if files:
+        group.add_argument("--header-style", choices=HEADER_STYLES,
+                           help="struct for cachelib >= 0.7, pickle for older (default: the profile)")
+        group.add_argument("--pickle-protocol", type=int, choices=range(0, 6), metavar="N",
+                           help="pickle protocol of the files written (default: the profile's; "
+                                "never newer than the source's)")
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"hash_name": getattr(args, "hash_method", None), "serializer": getattr(args, "serializer", None),
+            "header_style": getattr(args, "header_style", None),
+            "pickle_protocol": getattr(args, "pickle_protocol", None)}
+
+
+def resolve_profile(args: argparse.Namespace, needs=("serializer",)):
+    """Fill the profile's settings into *args* (given ones checked against the recorded profile)."""
+    from .profile import resolve
+
+    resolved = resolve(getattr(args, "state_dir", None), getattr(args, "session_dir", None),
+                       given_settings(args), style="cli", needs=needs)
+    args.hash_method, args.serializer = resolved.hash_name, resolved.serializer
+    args.header_style, args.pickle_protocol = resolved.header_style, resolved.pickle_protocol
+    return resolved
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -163,14 +193,18 @@ def register_phases(subparsers) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import AnalyzeConfig, analyze, summary
+    from .keys import KeyLayout
     from .options import at_least
 
     _check_dir(args.session_dir)
     at_least("--sample-size", args.sample_size, 1)
+    given = given_settings(args)
     client = connect_from_args(args) if args.redis_url else None
-    config = AnalyzeConfig(session_dir=args.session_dir, layout=layout_from_args(args),
-                           serializer=args.serializer, sample_size=args.sample_size,
-                           workers=args.workers)
+    config = AnalyzeConfig(session_dir=args.session_dir,
+                           layout=KeyLayout(prefix=args.key_prefix, hash_name=args.hash_method or "sha256"),
+                           serializer=given.pop("serializer"), given=given,
+                           state_dir=None if args.no_record else args.state_dir,
+                           sample_size=args.sample_size, workers=args.workers)
     try:
         with progress_bar(args) as bar:
             result = analyze(config, client=client, progress=bar)
@@ -178,13 +212,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     emit(args, result, summary(result))
-    return EXIT_OK
+    return EXIT_CHECK_FAILED if result["refused"] else EXIT_OK
 
 
 def register_analyze(subparsers) -> None:
     parser = subparsers.add_parser(
-        "analyze", help="count sessions, sizes, expiries, bad files; estimate the migration time")
-    add_session_options(parser, state=False)
+        "analyze", help="detect the files' format (records the source profile every tool reads); "
+                        "count sessions, sizes, expiries, bad files; estimate the migration time")
+    add_session_options(parser)
+    parser.add_argument("--header-style", choices=HEADER_STYLES, help="checked against the files")
+    parser.add_argument("--pickle-protocol", type=int, choices=range(0, 6), metavar="N",
+                        help="checked against the files")
+    parser.add_argument("--no-record", action="store_true", help="do not write profile.json")
     add_redis_options(parser)
     parser.add_argument("--sample-size", type=int, default=500,
                         help="sessions timed to estimate the migration (default 500)")
@@ -197,8 +236,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from .migrate import MigrateConfig, migrate, summary
 
     _check_dir(args.session_dir)
+    resolve_profile(args)
     config = MigrateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
-                           serializer=args.serializer, state_dir=args.state_dir,
+                           serializer=args.serializer, pickle_protocol=args.pickle_protocol,
+                           state_dir=args.state_dir,
                            batch_size=args.batch_size, workers=args.workers, dry_run=args.dry_run,
                            restart=args.restart, retry_seconds=args.retry_seconds)
     with progress_bar(args) as bar:
@@ -229,8 +270,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import ValidateConfig, record, summary, validate
 
     _check_dir(args.session_dir)
+    resolve_profile(args)
     config = ValidateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
-                            serializer=args.serializer, sample_percent=args.sample_percent,
+                            serializer=args.serializer, pickle_protocol=args.pickle_protocol,
+                            sample_percent=args.sample_percent,
                             threshold=args.threshold, recheck_delay=args.recheck_delay,
                             max_examples=args.max_examples, workers=args.workers)
     client = connect_from_args(args)
@@ -270,13 +313,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .options import file_mode
 
     _check_dir(args.session_dir)
+    resolve_profile(args, needs=("hash_name", "serializer", "header_style", "pickle_protocol"))
     client = connect_from_args(args)
     try:
         with progress_bar(args) as bar:
             result = export_sessions(
                 client, layout_from_args(args), args.session_dir, serializer=args.serializer,
-                header_style=args.header_style, mode=file_mode(args.mode, "--mode"), uid=args.uid,
-                gid=args.gid,
+                header_style=args.header_style, protocol=args.pickle_protocol,
+                mode=file_mode(args.mode, "--mode"), uid=args.uid, gid=args.gid,
                 state_dir=None if args.no_record else args.state_dir, batch_size=args.batch_size,
                 workers=args.workers, dry_run=args.dry_run, progress=bar)
     finally:
@@ -294,8 +338,10 @@ def register_export(subparsers) -> None:
         "export", help="rollback: write Redis sessions back to cachelib files (records export.json)")
     add_session_options(parser)
     add_redis_options(parser)
-    parser.add_argument("--header-style", default="struct", choices=("struct", "pickle"),
-                        help="struct for cachelib >= 0.7 (default), pickle for older")
+    parser.add_argument("--header-style", choices=HEADER_STYLES,
+                        help="struct for cachelib >= 0.7, pickle for older (default: the source profile)")
+    parser.add_argument("--pickle-protocol", type=int, choices=range(0, 6), metavar="N",
+                        help="pickle protocol of the files (default: the profile's; never newer than it)")
     parser.add_argument("--mode", default="0600",
                         help="octal file mode, keeping read and write for the owner (default 0600)")
     parser.add_argument("--uid", type=int, help="file owner (default: the session directory's)")
@@ -312,6 +358,7 @@ def register_export(subparsers) -> None:
 def cmd_backup(args: argparse.Namespace) -> int:
     from .backup import create_backup
 
+    resolve_profile(args, needs=("hash_name",))
     settings = redis_settings_from_args(args)
     client = connect_from_args(args)
     try:
@@ -333,7 +380,10 @@ def register_backup(subparsers) -> None:
     add_redis_options(parser)
     parser.add_argument("--dest", required=True, metavar="PATH", help="the backup file to write")
     parser.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"default {DEFAULT_PREFIX!r}")
-    parser.add_argument("--hash-method", default="sha256", choices=HASH_NAMES)
+    parser.add_argument("--hash-method", choices=HASH_NAMES,
+                        help="cachelib file name hash (default: the recorded source profile)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="PATH",
+                        help=f"where the source profile is recorded (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--force", action="store_true", help="replace an existing backup at --dest")
     parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
     add_output_options(parser)

@@ -15,10 +15,14 @@ Rules this module keeps:
 * one SCAN over ``<prefix>*`` per primary (cluster: every primary), keys
   filtered by :meth:`KeyLayout.parse`: hashed keys and stock Flask-Session
   keys are exported, tombstones remove the logged-out session's stale file;
-* values are decoded with the app's serializer (pickle only through the
-  restricted unpickler) and re-encoded as cachelib writes them; a value that
-  cannot be decoded is reported by key name (never its contents) and skipped;
-* a file whose bytes, or whose session as the app reads it, already match
+* files are written as the app's ORIGINAL library reads them: the header
+  style and pickle protocol of the source profile (never protocol 5 for a
+  source that used 4: Python 3.7 cannot read it). A value in the exact
+  ``pickle`` format becomes the file's payload byte for byte once the
+  restricted unpickler has accepted it; other values (msgpack, stock keys)
+  are decoded and pickled. A value that cannot be decoded is reported by key
+  name (never its contents) and skipped;
+* a file whose bytes, or whose session (type for type), already match
   Redis is not rewritten, so a second run changes nothing;
 * under live writes a file is never left older than Redis: after a batch is
   written its keys are read again, and any that changed meanwhile are written
@@ -46,9 +50,10 @@ import redis
 import redis.cluster
 from redis.exceptions import RedisError, ResponseError
 
-from . import formats, options, state
+from . import exact, formats, options, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
+from .profile import resolve
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
 from .store import EXPIRY_SCRIPT, absolute_expiry
@@ -251,20 +256,19 @@ def _read_bytes(path: str) -> bytes | None:
         raise OSError(errno.EACCES, exc.reason, path) from None
 
 
-def _same_session(existing: bytes, data: dict, expiry: int, header_style: HeaderStyle,
-                  serializer: SerializerName, path: str) -> bool:
-    """Whether the file already gives the app this session (same bytes, or same app view).
-
-    The header style must match too: the app's cachelib reads only its own.
-    """
-    if existing == formats.encode_cachelib(data, expiry, header_style):
+def _same_session(existing: bytes, expected: bytes, data: dict, expiry: int, header_style: HeaderStyle,
+                  protocol: int, path: str) -> bool:
+    """Whether the file already gives the app this session: the same bytes, or the same
+    session type for type in the header style and a protocol the app's library reads."""
+    if existing == expected:
         return True
     try:
-        file_expiry, file_data, style = formats.parse_cachelib_bytes(existing, path)
-        return (style == header_style and file_expiry == expiry
-                and formats.app_view(file_data, serializer) == data)
+        file_expiry, file_data, style, offset = formats.parse_cachelib_file(existing, path)
     except (SessionFileError, SessionValueError):
         return False  # a corrupt or hostile file is simply replaced
+    return (style == header_style and file_expiry == expiry
+            and formats.payload_protocol(existing[offset:]) <= protocol
+            and exact.compare(data, file_data).exact)
 
 
 def _remove(path: str) -> bool:
@@ -289,13 +293,15 @@ class _Job:
     # may also vanish because phase 5 moved it to its stock key: then its
     # file stays unless a tombstone says otherwise.
     missing_means_logout: bool = False
+    stock: bool = False  # a stock Flask-Session key: its value is in Flask-Session's format
 
 
 class Exporter:
     """Redis -> cachelib files for one key layout and one session directory."""
 
     def __init__(self, client: RedisClient, layout: KeyLayout, session_dir: str, *,
-                 serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
+                 serializer: SerializerName = formats.DEFAULT_SERIALIZER,
+                 header_style: HeaderStyle = "struct", protocol: int = formats.DEFAULT_PICKLE_PROTOCOL,
                  owner: FileOwner | None = None, batch_size: int = DEFAULT_BATCH,
                  max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False,
                  progress: ProgressCallback | None = None):
@@ -311,6 +317,9 @@ class Exporter:
         self.session_dir = session_dir
         self.serializer = serializer
         self.header_style = header_style
+        self.protocol = protocol
+        self.format = formats.value_format(serializer, protocol)
+        self.stock_format = formats.value_format(formats.STOCK_SERIALIZER, protocol)
         self.owner = owner or FileOwner.of_directory(session_dir)
         self.batch_size = batch_size
         self.max_rounds = max(1, max_rounds)
@@ -435,7 +444,8 @@ class Exporter:
                 # same sid) it is exported, otherwise the stale file goes.
                 jobs.append(_Job(self.layout.session_key(parsed.file_name), parsed.file_name, True))
             else:
-                jobs.append(_Job(raw_key.decode(), parsed.file_name, parsed.kind == "stock"))
+                stock = parsed.kind == "stock"
+                jobs.append(_Job(raw_key.decode(), parsed.file_name, stock, stock))
         return jobs
 
     def _export(self, node: redis.Redis, jobs: list[_Job]) -> None:
@@ -474,21 +484,31 @@ class Exporter:
         return written
 
     def _write(self, job: _Job, value: bytes, expiry: int) -> bool:
+        fmt = self.stock_format if job.stock else self.format
         try:
-            data = formats.decode_value(value, self.serializer)
+            data = fmt.loads(value)  # also the check that lets an exact value be the payload
         except SessionValueError:
-            self._undecodable(job)
-            return False
+            if not job.stock:
+                self._undecodable(job)
+                return False
+            try:  # stock Flask-Session reads a pickled value too (its pre-0.7 format)
+                fmt = self.format if self.format.exact else formats.value_format("pickle", self.protocol)
+                data = fmt.loads(value)
+            except SessionValueError:
+                self._undecodable(job)
+                return False
+        payload = fmt.file_payload(value, data)
+        expected = formats.encode_cachelib(data, expiry, self.header_style, self.protocol, payload)
         path = os.path.join(self.session_dir, job.file_name)
         existing = _read_bytes(path)
-        if existing is not None and _same_session(existing, data, expiry, self.header_style,
-                                                  self.serializer, path):
+        if existing is not None and _same_session(existing, expected, data, expiry, self.header_style,
+                                                  self.protocol, path):
             self.result.unchanged += 1
             return False
         if not self.dry_run:
             formats.write_session_file(self.session_dir, job.file_name, data, expiry,
-                                       header_style=self.header_style, mode=self.owner.mode,
-                                       uid=self.owner.uid, gid=self.owner.gid)
+                                       content=expected, mode=self.owner.mode, uid=self.owner.uid,
+                                       gid=self.owner.gid)
         self.result.written += 1
         return True
 
@@ -523,9 +543,9 @@ class Exporter:
 
 
 def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
-                    serializer: SerializerName = "msgpack", header_style: HeaderStyle = "struct",
-                    mode: int = 0o600, uid: int | None = None, gid: int | None = None,
-                    state_dir: str | None = None, batch_size: int = DEFAULT_BATCH,
+                    serializer: SerializerName | None = None, header_style: HeaderStyle | None = None,
+                    protocol: int | None = None, mode: int = 0o600, uid: int | None = None,
+                    gid: int | None = None, state_dir: str | None = None, batch_size: int = DEFAULT_BATCH,
                     max_rounds: int = DEFAULT_MAX_ROUNDS, dry_run: bool = False, workers: int = 0,
                     progress: ProgressCallback | None = None) -> ExportResult:
     """Export every session in Redis to *session_dir*; record it in ``state_dir/export.json``.
@@ -533,15 +553,25 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
     Writing files is the bottleneck, so ``workers`` processes (default ``0``:
     one per CPU, at most 4) are forked to fetch, decode and write while this
     one scans; ``workers=1`` does everything in this process.
+
+    *serializer*, *header_style* and *protocol* left None come from the source
+    profile recorded in *state_dir* (else a look at the files, else the
+    defaults), so the files are what the app's original library reads; given
+    ones that contradict it raise :class:`~sessionshift.profile.ProfileConflict`.
     """
     options.at_least("batch_size", batch_size, 1)
     options.at_least("max_rounds", max_rounds, 1)
     workers = resolve_workers(workers) if workers else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     if not isinstance(mode, int) or isinstance(mode, bool) or mode & 0o600 != 0o600 or mode > 0o7777:
         raise ValueError(f"mode {mode!r} must be a file mode that keeps read and write for the owner (0o600)")
+    settings = resolve(state_dir, session_dir, {"serializer": serializer, "header_style": header_style,
+                                                "pickle_protocol": protocol},
+                       needs=("serializer", "header_style", "pickle_protocol"))
+    serializer, header_style, protocol = settings.serializer, settings.header_style, settings.pickle_protocol
     owner = FileOwner.of_directory(session_dir, mode, uid, gid) if os.path.isdir(session_dir) else None
     exporter = Exporter(client, layout, session_dir, serializer=serializer, header_style=header_style,
-                        owner=owner, batch_size=batch_size, max_rounds=max_rounds, dry_run=dry_run,
+                        protocol=protocol, owner=owner, batch_size=batch_size, max_rounds=max_rounds,
+                        dry_run=dry_run,
                         progress=progress)
     result = exporter.run(workers)
     if state_dir:

@@ -9,9 +9,9 @@ It reads Flask-Session 0.8's settings (SESSION_KEY_PREFIX, SESSION_FILE_DIR,
 SESSION_PERMANENT, SESSION_ID_LENGTH, SESSION_USE_SIGNER,
 SESSION_SERIALIZATION_FORMAT, PERMANENT_SESSION_LIFETIME, SESSION_COOKIE_*)
 plus the SESSIONSHIFT_* settings of :class:`InterfaceConfig`, and serves each
-request from the stores its phase names (see ``phases.SPECS`` and DESIGN.md):
+request from the stores its phase names (see ``phases.SPECS``):
 
-1 file         file only, byte for byte what Flask-Session's filesystem backend writes
+1 file         file only, in the source's own format (header style, pickle protocol)
 2 dual_write   file, then Redis (a failed Redis write is journaled); read the file,
                with a sampled shadow read of Redis that only counts mismatches
 3 redis_read   file, then Redis; read Redis, else the file (copied to Redis if absent)
@@ -22,6 +22,15 @@ request from the stores its phase names (see ``phases.SPECS`` and DESIGN.md):
 
 A session is given a new sid only when it is missing from every store its
 phase reads; a Redis ERROR is never taken for a miss (Flask-Session 0.7+ trap).
+
+How files are named and written, and how sessions are held in Redis, come from
+the source profile recorded in ``SESSIONSHIFT_STATE_DIR/profile.json``
+(:mod:`.profile`): a SESSIONSHIFT_HASH_METHOD, _HEADER_STYLE,
+_PICKLE_PROTOCOL or _SERIALIZER that contradicts it stops the app at start,
+with both values. Files written in phases 1-4 are what the app's original
+library reads; the Redis value is the exact pickle of the session.
+SESSION_SERIALIZATION_FORMAT is the format of stock Flask-Session keys only
+(phase 5's move option).
 
 The phase comes from ``SESSIONSHIFT_STATE_DIR/phase.json`` (stat'ed at most
 once a second), so a flip needs no restart.
@@ -49,6 +58,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from . import formats, metrics, state
+from . import profile as profiles
 from .formats import SerializerName
 from .journal import Journal, ReplayResult, read_live_file
 from .journal import replay_host as replay_journal  # noqa: F401 (for tools: one import)
@@ -62,8 +72,9 @@ log = logging.getLogger("sessionshift.flask")
 
 # Flask-Session 0.8 also takes "json", the format of the bytes its other backends store. The
 # files are pickles whatever it says (Flask-Session's filesystem backend ignores it too), and
-# msgpack holds every value JSON can, so a "json" app's Redis values are msgpack (which stock
-# Flask-Session 0.8 configured for json also reads).
+# SESSION_SERIALIZATION_FORMAT names the format of stock Flask-Session keys (phase 5's move
+# option). msgpack holds every value JSON can, so a "json" app's stock keys are msgpack (which
+# stock Flask-Session 0.8 configured for json also reads).
 _SERIALIZATION_ALIASES: dict[str, SerializerName] = {"json": "msgpack"}
 
 PHASE_HEADER = "X-Session-Phase"
@@ -85,7 +96,10 @@ class InterfaceConfig:
     state_dir: str = state.DEFAULT_STATE_DIR
     key_prefix: str = formats.DEFAULT_PREFIX
     hash_name: formats.HashName = "sha256"
-    serializer: SerializerName = "msgpack"
+    serializer: SerializerName = formats.DEFAULT_SERIALIZER  # the hashed keys' values
+    header_style: formats.HeaderStyle = "struct"  # of the files written
+    pickle_protocol: int = formats.DEFAULT_PICKLE_PROTOCOL  # of the files and pickle values written
+    stock_serializer: SerializerName = formats.STOCK_SERIALIZER  # stock Flask-Session keys (phase 5)
     permanent: bool = True
     sid_length: int = 32
     use_signer: bool = False
@@ -109,16 +123,15 @@ class InterfaceConfig:
     @classmethod
     def from_app(cls, app: flask.Flask) -> InterfaceConfig:
         c = app.config
-        fmt = c.get("SESSION_SERIALIZATION_FORMAT", "msgpack")
+        fmt = c.get("SESSION_SERIALIZATION_FORMAT", formats.STOCK_SERIALIZER)
         fmt = _SERIALIZATION_ALIASES.get(fmt, fmt)
         if fmt not in formats.SERIALIZERS:
             raise ValueError(f"SESSION_SERIALIZATION_FORMAT={fmt!r}: sessionshift supports "
                              f"{', '.join([*formats.SERIALIZERS, *_SERIALIZATION_ALIASES])} "
                              "(pickle for Flask-Session <= 0.6 values)")
-        hash_name = c.get("SESSIONSHIFT_HASH_METHOD", "sha256")
-        if hash_name not in formats.HASH_NAMES:
-            raise ValueError(f"SESSIONSHIFT_HASH_METHOD={hash_name!r}: use md5 (cachelib < 0.17) "
-                             "or sha256 (cachelib 0.17+)")
+        session_dir = c.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(), "flask_session")
+        state_dir = c.get("SESSIONSHIFT_STATE_DIR", state.DEFAULT_STATE_DIR)
+        settings = _profile_settings(c, state_dir, session_dir)
         rate = float(c.get("SESSIONSHIFT_SHADOW_READ_RATE", 0.0))
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
@@ -132,11 +145,14 @@ class InterfaceConfig:
                              f"socket_timeout ({socket_timeout} s), or every unconfirmed write times out "
                              "the connection instead")
         return cls(
-            session_dir=c.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(), "flask_session"),
-            state_dir=c.get("SESSIONSHIFT_STATE_DIR", state.DEFAULT_STATE_DIR),
+            session_dir=session_dir,
+            state_dir=state_dir,
             key_prefix=c.get("SESSION_KEY_PREFIX", formats.DEFAULT_PREFIX),
-            hash_name=hash_name,
-            serializer=fmt,
+            hash_name=settings.hash_name,
+            serializer=settings.serializer,
+            header_style=settings.header_style,
+            pickle_protocol=settings.pickle_protocol,
+            stock_serializer=fmt,
             permanent=bool(c.get("SESSION_PERMANENT", True)),
             sid_length=int(c.get("SESSION_ID_LENGTH", 32)),
             use_signer=bool(c.get("SESSION_USE_SIGNER", False)),
@@ -157,6 +173,23 @@ class InterfaceConfig:
         )
 
 
+def _profile_settings(c, state_dir: str, session_dir: str) -> profiles.Resolved:
+    """The source profile's settings, SESSIONSHIFT_* overrides checked against it."""
+    given = {"hash_name": c.get("SESSIONSHIFT_HASH_METHOD"), "serializer": c.get("SESSIONSHIFT_SERIALIZER"),
+             "header_style": c.get("SESSIONSHIFT_HEADER_STYLE"),
+             "pickle_protocol": c.get("SESSIONSHIFT_PICKLE_PROTOCOL")}
+    for name, allowed in (("hash_name", formats.HASH_NAMES), ("serializer", formats.SERIALIZERS),
+                          ("header_style", formats.HEADER_STYLES), ("pickle_protocol", range(0, 6))):
+        if given[name] is not None and given[name] not in allowed:
+            raise ValueError(f"{profiles.OPTION_NAMES['flask'][name]}={given[name]!r}: expected one of "
+                             f"{', '.join(map(str, allowed))}")
+    settings = profiles.resolve(state_dir, session_dir, given, style="flask")
+    log.info("session files: %s names, %s header, pickle protocol %s; Redis values: %s (%s)",
+             settings.hash_name, settings.header_style, settings.pickle_protocol, settings.serializer,
+             ", ".join(f"{name} from {source}" for name, source in settings.sources.items()))
+    return settings
+
+
 class PhasedSessionData(ServerSideSession):
     """Flask-Session's server-side session plus where this request found it."""
 
@@ -173,6 +206,9 @@ class PhasedSessionInterface(SessionInterface):
     def __init__(self, config: InterfaceConfig, redis_client=None):
         self.config = config
         self.layout = KeyLayout(config.key_prefix, config.hash_name)
+        self.format = formats.value_format(config.serializer, config.pickle_protocol)
+        self.file_format = formats.value_format("pickle", config.pickle_protocol)
+        self.stock_format = formats.value_format(config.stock_serializer, config.pickle_protocol)
         os.makedirs(config.session_dir, exist_ok=True)
         self.watcher = PhaseWatcher(config.state_dir, config.phase_check_interval,
                                     on_error=self._phase_file_error)
@@ -252,10 +288,14 @@ class PhasedSessionInterface(SessionInterface):
             log.warning("ignoring session file: %s", exc)
             return None
 
-    def _write_file(self, phase: Phase, file_name: str, data: dict, expiry: int) -> None:
+    def _write_file(self, phase: Phase, file_name: str, data: dict, expiry: int,
+                    payload: bytes | None = None) -> None:
+        """Write the file as the app's original library does (its header style and protocol)."""
         try:
             with metrics.LATENCY.labels("file", "write").time():
                 formats.write_session_file(self.config.session_dir, file_name, data, expiry,
+                                           header_style=self.config.header_style,
+                                           protocol=self.config.pickle_protocol, payload=payload,
                                            mode=self.config.file_mode)
         except OSError:
             metrics.WRITE_ERRORS.labels(phase.label, "file", "write").inc()
@@ -409,7 +449,7 @@ class PhasedSessionInterface(SessionInterface):
         """Copy a file-only session to Redis without overwriting a newer value or reviving a logout."""
         data, expiry = found.data, found.expiry
         try:
-            value = formats.encode_value(data, self.config.serializer)
+            value = self.format.dumps(data)
             result = self._redis(phase, "promote",
                                  lambda store: store.copy_if_absent(file_name, value, expiry))
         except formats.SessionValueError as exc:
@@ -440,7 +480,12 @@ class PhasedSessionInterface(SessionInterface):
             if raw is None:
                 return None
             expiry = store.expiry_of(self.layout.stock_key(sid))
-            if expiry == -2 or store.copy_if_absent(file_name, raw, expiry) is CopyResult.TOMBSTONED:
+            try:
+                value = self.format.dumps(self.stock_format.loads(raw))  # the stock key's format is not ours
+            except formats.SessionValueError as exc:
+                log.warning("undecodable stock session value in Redis: %s", exc)
+                return None
+            if expiry == -2 or store.copy_if_absent(file_name, value, expiry) is CopyResult.TOMBSTONED:
                 return None
             return store.get(file_name)
         return self._redis(phase, "read", copy_back)
@@ -461,11 +506,11 @@ class PhasedSessionInterface(SessionInterface):
                                           f"Redis: {type(exc).__name__}: {exc}") from None
         if raw is None:
             return None, "none"
-        return self._decode(phase, raw), source
+        return self._decode(phase, raw, self.stock_format if source == "stock" else self.format), source
 
-    def _decode(self, phase: Phase, raw: bytes) -> dict | None:
+    def _decode(self, phase: Phase, raw: bytes, fmt: formats.ValueFormat | None = None) -> dict | None:
         try:
-            return formats.decode_value(raw, self.config.serializer)
+            return (fmt or self.format).loads(raw)
         except formats.SessionValueError as exc:
             metrics.READ_ERRORS.labels(phase.label, "redis").inc()
             log.warning("undecodable session value in Redis: %s", exc)
@@ -480,7 +525,7 @@ class PhasedSessionInterface(SessionInterface):
             if raw is None:
                 outcome = "missing"
             else:
-                outcome = "match" if formats.same_for_app(data, raw, self.config.serializer) else "mismatch"
+                outcome = "match" if self.format.same(data, b"", raw).exact else "mismatch"
         except (RedisError, formats.SessionValueError):
             outcome = "error"
         metrics.SHADOW_READS.labels(outcome).inc()
@@ -536,14 +581,17 @@ class PhasedSessionInterface(SessionInterface):
         phase = session.phase
         if phase <= Phase.REDIS_READ:
             # The file first: it is what phases 1-2 read and what a journal replay copies.
-            self._write_file(phase, file_name, data, expiry)
+            # Pickled once: the file's payload is also the exact Redis value.
+            payload = self.file_format.dumps(data)
+            self._write_file(phase, file_name, data, expiry, payload)
             if phase >= Phase.DUAL_WRITE:
-                self._write_redis_copy(phase, file_name, data, expiry)
+                self._write_redis_copy(phase, file_name, data, expiry, payload)
             return
-        value = formats.encode_value(data, self.config.serializer)
+        value = self.format.dumps(data)
         try:
             if phase == Phase.REDIS and self.config.move_to_stock_keys:
-                self._redis(phase, "write", lambda store: store.write_stock(session.sid, value, expiry))
+                stock_value = self.stock_format.dumps(data)
+                self._redis(phase, "write", lambda store: store.write_stock(session.sid, stock_value, expiry))
                 if session.source == "redis":  # moved: the hashed copy must not linger
                     self._redis(phase, "write", lambda store: store.drop_hashed(file_name))
             else:
@@ -551,7 +599,7 @@ class PhasedSessionInterface(SessionInterface):
         except RedisError as exc:
             metrics.WRITE_ERRORS.labels(phase.label, "redis", "write").inc()
             if phase == Phase.REDIS_ONLY and self.config.emergency_file_fallback:
-                self._write_file(phase, file_name, data, expiry)
+                self._write_file(phase, file_name, data, expiry, value if self.format.exact else None)
                 self.journal.record(file_name, "write", phase.label, f"{type(exc).__name__}: {exc}")
                 metrics.JOURNAL_APPENDS.inc()
                 metrics.EMERGENCY.labels("write").inc()
@@ -563,10 +611,11 @@ class PhasedSessionInterface(SessionInterface):
             # Redis now holds a newer session than the legacy file: never serve that file again.
             self._remove_file(phase, file_name)
 
-    def _write_redis_copy(self, phase: Phase, file_name: str, data: dict, expiry: int) -> None:
+    def _write_redis_copy(self, phase: Phase, file_name: str, data: dict, expiry: int,
+                          payload: bytes) -> None:
         """Phases 2-3: Redis after the file; a failure is journaled, never the request's failure."""
         try:
-            value = formats.encode_value(data, self.config.serializer)
+            value = payload if self.format.exact else self.format.dumps(data)
         except formats.SessionValueError as exc:
             # The file has it but Redis cannot: drop the older Redis copy so that a
             # phase-3 read falls back to the file instead of serving stale data.

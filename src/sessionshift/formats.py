@@ -4,10 +4,16 @@ The source of the migration is a Flask-Session ``filesystem`` directory, i.e. a
 cachelib ``FileSystemCache``:
 
 * file name = ``hashlib.<md5|sha256>(prefix + sid).hexdigest()`` (md5 before
-  cachelib 0.17, sha256 since); the sid itself is not stored in the file;
+  cachelib 0.16, sha256 since); the sid itself is not stored in the file;
 * header = ``struct.pack("I", expiry)`` (cachelib >= 0.7) or a pickled int
   (cachelib <= 0.6, werkzeug's cache); expiry 0 means "never";
-* payload = a pickle of the session dict.
+* payload = a pickle of the session dict, in the protocol of the Python that
+  wrote it (cachelib uses ``pickle.HIGHEST_PROTOCOL``: 4 up to Python 3.7, 5 since).
+
+Redis values come in the formats of :data:`VALUE_FORMATS`, one class each (as
+cachelib has a serializer class per format): ``pickle`` keeps the source's own
+payload bytes and is exact, ``msgpack`` (Flask-Session 0.7+'s) is an opt-in
+that changes some types (tuple -> list, UUID -> str...).
 
 Nothing in here trusts a file: every pickle goes through :mod:`.safepickle`,
 and every problem becomes a :class:`SessionFileError` that names the file and
@@ -19,19 +25,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import os
 import pickle
+import pickletools
 import stat
 import struct
 import time
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from . import safepickle
+from . import exact, safepickle
 
 HeaderStyle = Literal["struct", "pickle"]
 HashName = Literal["md5", "sha256"]
@@ -39,7 +47,10 @@ SerializerName = Literal["msgpack", "pickle"]
 
 HEADER_STYLES: tuple[HeaderStyle, ...] = ("struct", "pickle")
 HASH_NAMES: tuple[HashName, ...] = ("md5", "sha256")
-SERIALIZERS: tuple[SerializerName, ...] = ("msgpack", "pickle")
+SERIALIZERS: tuple[SerializerName, ...] = ("pickle", "msgpack")
+DEFAULT_SERIALIZER: SerializerName = "pickle"
+# Stock Flask-Session 0.7+ keys (phase 5's move option) hold its own format.
+STOCK_SERIALIZER: SerializerName = "msgpack"
 
 DEFAULT_PREFIX = "session:"
 # cachelib's own bookkeeping: the count file (its key is not prefixed) and the
@@ -56,7 +67,9 @@ _COUNT_FILE_NAMES = frozenset(
 _STRUCT_HEADER = struct.Struct("I")  # native order and size, as cachelib writes it
 # First opcode of a pickled int header: PROTO (protocol 2+) or INT/BININT*/LONG (0/1).
 _PICKLED_INT_OPCODES = frozenset((b"\x80", b"I", b"J", b"K", b"M", b"L"))
-_PICKLE_PROTO = pickle.HIGHEST_PROTOCOL
+# The pickle protocol written when the source's is unknown (no session file yet):
+# every Python 3 reads 4, only 3.8+ reads 5.
+DEFAULT_PICKLE_PROTOCOL = 4
 # The default budget's largest session (safepickle.Budget, SESSIONSHIFT_MAX_SESSION_BYTES).
 MAX_SESSION_BYTES = safepickle.Budget.max_session_bytes
 
@@ -91,6 +104,7 @@ class FileSession:
     size: int
     mtime: float
     sid: str | None = None
+    protocol: int | None = None  # the payload's pickle protocol (None for the seed's JSON files)
 
     def expired(self, now: float | None = None) -> bool:
         return self.expiry != 0 and self.expiry < (time.time() if now is None else now)
@@ -132,6 +146,13 @@ def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, 
     Every failure, whatever raised it, is a :class:`SessionFileError` for this
     one file: nothing in a file may stop the scan that met it.
     """
+    expiry, data, style, _offset = parse_cachelib_file(raw, path)
+    return expiry, data, style
+
+
+def parse_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, HeaderStyle, int]:
+    """:func:`parse_cachelib_bytes` plus where the payload starts: ``raw[offset:]`` is the
+    session's pickle, already checked by the restricted unpickler."""
     if not raw:
         raise SessionFileError(path, "empty file")
     # A pickled-int header starts with the PROTO opcode (0x80) or, for protocol
@@ -153,7 +174,7 @@ def parse_cachelib_bytes(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, 
             continue
         if not isinstance(data, dict):
             raise SessionFileError(path, f"payload is a {type(data).__name__}, not a session dict")
-        return expiry, data, style
+        return expiry, data, style, payload_offset
     if len(raw) < _STRUCT_HEADER.size:
         raise SessionFileError(path, f"truncated file ({len(raw)} bytes, shorter than the header)")
     raise SessionFileError(path, "not a cachelib session file (" + "; ".join(errors) + ")")
@@ -179,15 +200,35 @@ def _read_header(raw: bytes, style: HeaderStyle) -> tuple[int, int]:
     return expiry, end
 
 
-def encode_cachelib(data: dict, expiry: int, header_style: HeaderStyle = "struct") -> bytes:
-    """The bytes cachelib would write for *data* expiring at *expiry*."""
+def cachelib_header(expiry: int, header_style: HeaderStyle = "struct") -> bytes:
+    """The header cachelib (>= 0.7: ``struct``) or werkzeug / cachelib <= 0.6 (``pickle``) writes."""
     if header_style == "struct":
-        header = _STRUCT_HEADER.pack(expiry)
-    elif header_style == "pickle":
-        header = pickle.dumps(expiry, 1)  # werkzeug/cachelib <= 0.6 used protocol 1
-    else:
-        raise ValueError(f"unknown header style {header_style!r}")
-    return header + pickle.dumps(data, _PICKLE_PROTO)
+        return _STRUCT_HEADER.pack(expiry)
+    if header_style == "pickle":
+        return pickle.dumps(expiry, 1)  # werkzeug/cachelib <= 0.6 used protocol 1
+    raise ValueError(f"unknown header style {header_style!r}")
+
+
+def encode_cachelib(data: dict, expiry: int, header_style: HeaderStyle = "struct",
+                    protocol: int = DEFAULT_PICKLE_PROTOCOL, payload: bytes | None = None) -> bytes:
+    """The bytes cachelib would write for *data* expiring at *expiry*.
+
+    *payload*, when given, is *data* already pickled (a Redis value in the
+    exact format): it is written as it is, so the file holds those very bytes.
+    """
+    if payload is None:
+        payload = pickle.dumps(data, protocol)
+    return cachelib_header(expiry, header_style) + payload
+
+
+def payload_protocol(payload: bytes) -> int:
+    """The pickle protocol of *payload*: its PROTO opcode (2+), else the highest opcode's (0 or 1)."""
+    if payload[:1] == b"\x80" and len(payload) > 1:
+        return payload[1]
+    try:
+        return max((op.proto for op, _arg, _pos in pickletools.genops(payload)), default=0)
+    except Exception:  # a payload the restricted unpickler accepted; a stray opcode says nothing
+        return 0
 
 
 class NotRegularFile(SessionFileError):
@@ -256,10 +297,10 @@ def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
     raw, info = _read_or_vanished(path)
     if kind == "seed":
         return _seed_session(path, file_name, raw, info, prefix, default_lifetime)
-    expiry, data, style = parse_cachelib_bytes(raw, path)
+    expiry, data, style, offset = parse_cachelib_file(raw, path)
     return FileSession(path=path, file_name=file_name, expiry=expiry, data=data,
                        header_style=style, hash_name=detect_hash(file_name),
-                       size=len(raw), mtime=info.st_mtime)
+                       size=len(raw), mtime=info.st_mtime, protocol=payload_protocol(raw[offset:]))
 
 
 def _read_or_vanished(path: str) -> tuple[bytes, os.stat_result]:
@@ -283,6 +324,23 @@ def read_entry(kind: str, name: str, path: str, *, prefix: str = DEFAULT_PREFIX,
         return name, expiry, data
     session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
     return session.file_name, session.expiry, session.data
+
+
+def read_entry_value(kind: str, name: str, path: str, value_format: ValueFormat, *,
+                     prefix: str = DEFAULT_PREFIX, default_lifetime: int = 0,
+                     ) -> tuple[str, int, dict, bytes]:
+    """:func:`read_entry` plus the session's Redis value in *value_format*.
+
+    For the exact ``pickle`` format the value is the file's own payload bytes,
+    which the parse has just checked with the restricted unpickler: no
+    re-encoding, and nothing about the session can change on the way.
+    """
+    if kind == "session":
+        raw, _info = _read_or_vanished(path)
+        expiry, data, _style, offset = parse_cachelib_file(raw, path)
+        return name, expiry, data, value_format.from_file(data, raw[offset:])
+    session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
+    return session.file_name, session.expiry, session.data, value_format.dumps(session.data)
 
 
 def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileSession:
@@ -349,7 +407,8 @@ def scan_directory(directory: str, *, prefix: str = DEFAULT_PREFIX, default_life
 
 
 def write_session_file(directory: str, file_name: str, data: dict, expiry: int, *,
-                       header_style: HeaderStyle = "struct", mode: int = 0o600,
+                       header_style: HeaderStyle = "struct", protocol: int = DEFAULT_PICKLE_PROTOCOL,
+                       payload: bytes | None = None, content: bytes | None = None, mode: int = 0o600,
                        uid: int | None = None, gid: int | None = None,
                        mtime: float | None = None) -> str:
     """Write one cachelib file atomically: readers see the old file or the whole new one.
@@ -361,8 +420,12 @@ def write_session_file(directory: str, file_name: str, data: dict, expiry: int, 
     Temporary names carry cachelib's own suffix, so a scan that meets one
     skips it like cachelib does. File systems without ``O_TMPFILE`` (NFS...)
     get a named temporary file.
+
+    *payload* is *data* already pickled; *content* the whole file already
+    encoded (:func:`encode_cachelib`); either saves pickling *data* again.
     """
-    payload = encode_cachelib(data, expiry, header_style)
+    if content is None:
+        content = encode_cachelib(data, expiry, header_style, protocol, payload)
     target = os.path.join(directory, file_name)
     fd = None
     if _PROC_FD:
@@ -373,7 +436,7 @@ def write_session_file(directory: str, file_name: str, data: dict, expiry: int, 
     else:
         tmp = None
     try:
-        _write_fully(fd, payload)
+        _write_fully(fd, content)
         if mode != 0o600:  # created 0600; an export writes many files
             os.fchmod(fd, mode)
         if uid is not None or gid is not None:
@@ -439,72 +502,139 @@ def _temporary_name(directory: str) -> str:
 
 # --------------------------------------------------------------------------- Redis values
 
-_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
-_MSGPACK_DECODER = msgspec.msgpack.Decoder()
+
+class ValueFormat:
+    """How a session dict is held in a Redis value (one subclass per format, cachelib-style).
+
+    ``exact``: every type the restricted unpickler admits comes back as it was.
+    """
+
+    name: ClassVar[str]
+    exact: ClassVar[bool]
+
+    def __init__(self, protocol: int | None = None):
+        self.protocol = DEFAULT_PICKLE_PROTOCOL if protocol is None else protocol
+
+    def dumps(self, data: dict) -> bytes:
+        try:
+            return self._dumps(data)
+        except Exception as exc:
+            raise SessionValueError(f"cannot encode session with {self.name}: "
+                                    f"{type(exc).__name__}: {_short(exc)}") from None
+
+    def _dumps(self, data: dict) -> bytes:
+        raise NotImplementedError
+
+    def _loads(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def loads(self, raw: bytes) -> dict:
+        """A Redis value back into the session dict the app would see (within the decoding budget)."""
+        try:
+            value = self._loads(raw)
+        except safepickle.UnsafePickleError as exc:
+            raise SessionValueError(f"hostile or foreign pickle in Redis value: {exc}") from None
+        except safepickle.DecodeRefused as exc:
+            raise SessionValueError(f"refused {self.name} value: {exc}") from None
+        except Exception as exc:
+            raise SessionValueError(f"cannot decode {self.name} value: {type(exc).__name__}: "
+                                    f"{_short(exc)}") from None
+        if not isinstance(value, dict):
+            raise SessionValueError(f"{self.name} value is a {type(value).__name__}, not a session dict")
+        return value
+
+    def from_file(self, data: dict, payload: bytes) -> bytes:
+        """The value of a session read from a file whose pickle payload is *payload*."""
+        return self.dumps(data)
+
+    def file_payload(self, value: bytes, data: dict) -> bytes | None:
+        """The bytes to write as a file's payload for a value decoding to *data*; None: pickle *data*."""
+        return None
+
+    def same(self, expected: dict, expected_value: bytes, raw: bytes) -> exact.Comparison:
+        """How Redis's *raw* differs, for the app, from the session *expected* (value *expected_value*)."""
+        if raw == expected_value and self.exact:
+            return exact.Comparison()
+        return exact.compare(expected, self.loads(raw))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(protocol={self.protocol})"
 
 
-def encode_value(data: dict, serializer: SerializerName = "msgpack") -> bytes:
-    """A session dict as Flask-Session writes it to Redis (>= 0.7 msgpack, <= 0.6 pickle)."""
+class PickleValues(ValueFormat):
+    """The source's own pickle: exact. A file's payload is the value as it is, byte for byte;
+    a session the app writes is pickled with the source's protocol. Read back only through
+    the restricted unpickler."""
+
+    name = "pickle"
+    exact = True
+
+    def _dumps(self, data: dict) -> bytes:
+        return pickle.dumps(data, self.protocol)
+
+    def _loads(self, raw: bytes) -> Any:
+        return safepickle.loads(raw)
+
+    def from_file(self, data: dict, payload: bytes) -> bytes:
+        return payload
+
+    def file_payload(self, value: bytes, data: dict) -> bytes | None:
+        # The value itself, unless its protocol is newer than the source's (a Python 3.7
+        # app cannot read protocol 5): then *data* is pickled again in the source's.
+        return value if payload_protocol(value) <= self.protocol else None
+
+
+class MsgpackValues(ValueFormat):
+    """Flask-Session 0.7+'s msgpack: NOT exact (tuple, set -> list; UUID, Decimal, naive
+    datetime -> str...). For sessions analyze proved msgpack-exact, and for stock keys."""
+
+    name = "msgpack"
+    exact = False
+    _encoder = msgspec.msgpack.Encoder()
+    _decoder = msgspec.msgpack.Decoder()
+
+    def _dumps(self, data: dict) -> bytes:
+        return self._encoder.encode(data)
+
+    def _loads(self, raw: bytes) -> Any:
+        budget = safepickle.current_budget()
+        if len(raw) > budget.max_session_bytes:
+            raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
+                                            "max_session_bytes")
+        value = self._decoder.decode(raw)
+        safepickle.check_value(value, budget)
+        return value
+
+
+VALUE_FORMATS: dict[str, type[ValueFormat]] = {cls.name: cls for cls in (PickleValues, MsgpackValues)}
+
+
+@functools.lru_cache(maxsize=32)
+def value_format(name: SerializerName = DEFAULT_SERIALIZER, protocol: int | None = None) -> ValueFormat:
+    """The :class:`ValueFormat` called *name* (pickle with *protocol*)."""
     try:
-        if serializer == "msgpack":
-            return _MSGPACK_ENCODER.encode(data)
-        if serializer == "pickle":
-            return pickle.dumps(data, _PICKLE_PROTO)
-    except Exception as exc:
-        raise SessionValueError(f"cannot encode session with {serializer}: "
-                                f"{type(exc).__name__}: {_short(exc)}") from None
-    raise ValueError(f"unknown serializer {serializer!r}")
+        return VALUE_FORMATS[name](protocol)
+    except KeyError:
+        raise ValueError(f"unknown serializer {name!r}; expected one of {', '.join(VALUE_FORMATS)}") from None
 
 
-def decode_value(raw: bytes, serializer: SerializerName = "msgpack") -> dict:
+def encode_value(data: dict, serializer: SerializerName = DEFAULT_SERIALIZER,
+                 protocol: int | None = None) -> bytes:
+    """A session dict as a Redis value in *serializer*'s format."""
+    return value_format(serializer, protocol).dumps(data)
+
+
+def decode_value(raw: bytes, serializer: SerializerName = DEFAULT_SERIALIZER) -> dict:
     """A Redis value back into the session dict the app would see."""
-    if serializer not in SERIALIZERS:
-        raise ValueError(f"unknown serializer {serializer!r}")
-    try:
-        if serializer == "msgpack":
-            budget = safepickle.current_budget()
-            if len(raw) > budget.max_session_bytes:
-                raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
-                                                "max_session_bytes")
-            value = _MSGPACK_DECODER.decode(raw)
-            safepickle.check_value(value, budget)
-        else:
-            value = safepickle.loads(raw)
-    except safepickle.UnsafePickleError as exc:
-        raise SessionValueError(f"hostile or foreign pickle in Redis value: {exc}") from None
-    except safepickle.DecodeRefused as exc:
-        raise SessionValueError(f"refused {serializer} value: {exc}") from None
-    except Exception as exc:
-        raise SessionValueError(f"cannot decode {serializer} value: {type(exc).__name__}: "
-                                f"{_short(exc)}") from None
-    if not isinstance(value, dict):
-        raise SessionValueError(f"{serializer} value is a {type(value).__name__}, not a session dict")
-    return value
+    return value_format(serializer).loads(raw)
 
 
-def app_view(data: dict, serializer: SerializerName = "msgpack") -> Any:
-    """*data* as the app reads it back after a trip through *serializer*.
-
-    msgpack is lossy (tuple -> list, set -> list, ...), so two sessions are
-    equal for the app when their app views are equal, not their dicts.
-    """
-    if serializer == "pickle":
-        return data
-    return decode_value(encode_value(data, serializer), serializer)
+def app_view(data: dict, serializer: SerializerName = DEFAULT_SERIALIZER) -> Any:
+    """*data* as the app reads it back after a trip through *serializer* (itself when exact)."""
+    fmt = value_format(serializer)
+    return data if fmt.exact else fmt.loads(fmt.dumps(data))
 
 
-def same_for_app(file_data: dict, redis_raw: bytes, serializer: SerializerName = "msgpack") -> bool:
-    """Whether a file session and a Redis value give the app the same session."""
-    return same_value_for_app(encode_value(file_data, serializer), redis_raw, serializer)
-
-
-def same_value_for_app(encoded: bytes, redis_raw: bytes, serializer: SerializerName = "msgpack") -> bool:
-    """:func:`same_for_app` for a file session already encoded with *serializer*.
-
-    Equal bytes are the common case (the app and the backfill encode the same
-    dict the same way) and need no decoding; otherwise the decoded values are
-    compared (key order, ...). Scans keep the encoded bytes rather than the
-    dicts: a batch of held dicts sets off the cyclic garbage collector over
-    and over (measured: 24 against 10 us per unpickled session).
-    """
-    return encoded == redis_raw or decode_value(encoded, serializer) == decode_value(redis_raw, serializer)
+def same_for_app(file_data: dict, redis_raw: bytes, serializer: SerializerName = DEFAULT_SERIALIZER) -> bool:
+    """Whether a Redis value gives the app the file's session, type for type."""
+    return value_format(serializer).same(file_data, b"", redis_raw).exact

@@ -112,6 +112,14 @@ def validation_passed(migration: dict | None, validation: dict | None,
     if consistency < threshold:
         result.refuse(f"validation consistency {consistency:.3f}% is below the threshold {threshold}%; "
                       "look at the examples in validation.json, re-run the backfill, then validate again")
+    type_changed = int((validation.get("counts") or {}).get("type_changed", 0))
+    result.facts["type_changed"] = type_changed
+    if type_changed:
+        changes = list((validation.get("type_changes") or {}).items())[:5]
+        kinds = ", ".join(f"{kind} ({n})" for kind, n in changes)
+        result.refuse(f"{type_changed} session(s) come back from Redis with changed types ({kinds}), "
+                      "whatever the threshold: use the exact value format (pickle, the default), "
+                      "migrate and validate again")
     finished, started = validation.get("finished_at"), (migration or {}).get("finished_at")
     if finished and started and str(finished) < str(started):
         result.refuse("the last validation is older than the last backfill; validate again")

@@ -95,7 +95,7 @@ class Journal:
             return []
 
     # -- replay -----------------------------------------------------------------------
-    def replay(self, store: SessionStore, *, serializer: SerializerName = "msgpack",
+    def replay(self, store: SessionStore, *, serializer: SerializerName = formats.DEFAULT_SERIALIZER,
                remove_file_after: bool = False, limit: int | None = None,
                only: str | None = None) -> ReplayResult:
         """Bring Redis up to date for every journaled session (or only *only*).
@@ -185,7 +185,7 @@ class Journal:
 
 def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *,
                 key_prefix: str = formats.DEFAULT_PREFIX, hash_name: HashName = "sha256",
-                serializer: SerializerName = "msgpack", client=None) -> ReplayResult:
+                serializer: SerializerName = formats.DEFAULT_SERIALIZER, client=None) -> ReplayResult:
     """Replay one host's journal now (for the CLI, the modules and the playbooks).
 
     In phase 4 and later the replayed files are emergency copies and are removed.

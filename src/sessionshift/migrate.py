@@ -1,7 +1,9 @@
 """The backfill: copy every live file session to Redis where it is absent.
 
-One pass reads the files of some shares (see :mod:`.shares`), decodes each with
-the restricted unpickler, re-encodes it as the app's Redis value and copies it
+One pass reads the files of some shares (see :mod:`.shares`), checks each with
+the restricted unpickler and copies its payload bytes, as they are, as the
+Redis value (the exact ``pickle`` format: nothing about a session can change;
+the opt-in ``msgpack`` format re-encodes the decoded session instead). It copies
 in pipelined batches through :meth:`SessionStore.copy_many_if_absent`, which
 writes only absent keys (``SET NX EXAT``: the app's newer value wins) and never
 revives a tombstoned (logged-out) session. Expired sessions are not copied;
@@ -31,11 +33,13 @@ from typing import Any
 
 from . import options, state
 from .formats import (
+    DEFAULT_PICKLE_PROTOCOL,
+    DEFAULT_SERIALIZER,
     SerializerName,
     SessionFileError,
     SessionValueError,
-    encode_value,
-    read_entry,
+    read_entry_value,
+    value_format,
 )
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -70,7 +74,8 @@ class MigrateBusy(RuntimeError):
 class MigrateConfig:
     session_dir: str
     layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
-    serializer: SerializerName = "msgpack"
+    serializer: SerializerName = DEFAULT_SERIALIZER
+    pickle_protocol: int = DEFAULT_PICKLE_PROTOCOL  # for sessions not already pickled (seed files)
     state_dir: str | None = None  # None: no checkpoint (and no resume)
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 0  # 0: the CPU count, capped
@@ -154,7 +159,7 @@ class _Pass:
         errors: list[dict[str, str]] = []
         batch: list[tuple[str, bytes, int]] = []
         reported = collections.Counter()
-        serializer, batch_size = config.serializer, config.batch_size
+        fmt, batch_size = value_format(config.serializer, config.pickle_protocol), config.batch_size
         prefix, lifetime = config.layout.prefix, config.default_lifetime
         now = time.time()
         for kind, name, path in iter_entries(config.session_dir, shares):
@@ -166,12 +171,11 @@ class _Pass:
                 continue
             counts["scanned"] += 1
             try:
-                file_name, expiry, data = read_entry(kind, name, path, prefix=prefix,
-                                                     default_lifetime=lifetime)
+                file_name, expiry, _data, value = read_entry_value(kind, name, path, fmt, prefix=prefix,
+                                                                   default_lifetime=lifetime)
                 if expiry and expiry <= now:
                     counts["expired"] += 1
                     continue
-                value = encode_value(data, serializer)
             except SessionFileError as exc:
                 if exc.reason.startswith("vanished"):
                     counts["vanished"] += 1  # logged out or expired by the app meanwhile

@@ -2,6 +2,7 @@
 
 Each app host keeps, in ``state_dir`` (default ``/var/lib/sessionshift``):
 
+    profile.json      the source profile: the files' hash, header, pickle protocol; the value format
     phase.json        the current phase and a short history; the interface watches it
     journal/          Redis writes that failed, waiting to be replayed
     migrate.json      the backfill's checkpoint and last result
@@ -23,6 +24,7 @@ from typing import Any
 
 DEFAULT_STATE_DIR = "/var/lib/sessionshift"
 
+PROFILE_FILE = "profile.json"
 PHASE_FILE = "phase.json"
 JOURNAL_DIR = "journal"
 MIGRATE_FILE = "migrate.json"

@@ -1,15 +1,20 @@
-"""Validation: does Redis give the app the same sessions as the files do?
+"""Validation: does Redis give the app the same sessions as the files do, type for type?
 
-Each live file session is compared with its Redis value *as the app would read
-it* (``formats.same_for_app``: msgpack is lossy, so both sides go through the
-app's serializer). Under live traffic some differences are transient (the app
+Each live file session is compared with what the app reads from its Redis
+value, *type-exactly* (:mod:`.exact`): the session the file holds is the
+truth, so a tuple read back as a list, a UUID as a string or a set as a list
+is a ``type_changed`` session, named by file, key path and from -> to type,
+and never "consistent". In the exact ``pickle`` format equal bytes settle it
+without decoding. Under live traffic some differences are transient (the app
 is between its file write and its Redis write), so every difference is checked
 again after ``recheck_delay`` seconds and only those that persist count.
 
-The result names session FILE NAMES only, never session contents. It is what
-the phase-3 gate reads from ``<state_dir>/validation.json``: consistency of the
-comparable sessions (consistent + missing + different; expired, corrupt and
-logged-out leftovers are not comparable) against a threshold, 100% by default.
+The result names session FILE NAMES and key paths only, never session
+contents. It is what the phase-3 gate reads from
+``<state_dir>/validation.json``: consistency of the comparable sessions
+(consistent + missing + different + type_changed; expired, corrupt and
+logged-out leftovers are not comparable) against a threshold, 100% by
+default, and no type change at all whatever the threshold.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from typing import Any
 
 import redis
 
-from . import options, state
+from . import exact, options, safepickle, state
 from .formats import (
+    DEFAULT_PICKLE_PROTOCOL,
+    DEFAULT_SERIALIZER,
     SerializerName,
     SessionFileError,
     SessionValueError,
-    encode_value,
-    read_entry,
-    same_value_for_app,
+    read_entry_value,
+    value_format,
 )
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -37,16 +43,18 @@ from .redisconn import RedisClient
 from .shares import SHARES, groups, iter_entries
 from .workers import resolve_workers, run_groups
 
-COUNT_NAMES = ("checked", "consistent", "missing", "different", "expired", "corrupt", "tombstoned",
-               "vanished", "healed", "unverified", "foreign", "skipped")
-EXAMPLE_KINDS = ("missing", "different", "corrupt")
+COUNT_NAMES = ("checked", "consistent", "missing", "different", "type_changed", "expired", "corrupt",
+               "tombstoned", "vanished", "healed", "unverified", "foreign", "skipped")
+EXAMPLE_KINDS = ("missing", "different", "type_changed", "corrupt")
+DIFFERENCES = ("missing", "different", "type_changed")  # re-checked; counted only if they persist
 
 
 @dataclasses.dataclass
 class ValidateConfig:
     session_dir: str
     layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
-    serializer: SerializerName = "msgpack"
+    serializer: SerializerName = DEFAULT_SERIALIZER
+    pickle_protocol: int = DEFAULT_PICKLE_PROTOCOL  # how the app pickles sessions that have no payload yet
     sample_percent: float = 100.0  # a stable sample of the files (by name), for very large fleets
     threshold: float = 100.0  # minimum % of comparable sessions that must be consistent
     recheck_delay: float = 2.0  # seconds before a difference is looked at again
@@ -78,6 +86,7 @@ class _Session:
     name: str
     path: str
     value: bytes  # the session as the app would store it (its serializer)
+    source: bytes  # the session exactly as the file holds it (its pickle payload)
 
 
 @dataclasses.dataclass(slots=True)
@@ -87,7 +96,7 @@ class _Pending:
     kind: str
     name: str
     path: str
-    outcome: str  # missing or different
+    outcome: str  # one of DIFFERENCES
     seen: float
 
 
@@ -100,25 +109,28 @@ class _Comparer:
         self.standalone = not isinstance(client, redis.cluster.RedisCluster)
         self.counts: collections.Counter = collections.Counter()
         self.examples: dict[str, list] = {kind: [] for kind in EXAMPLE_KINDS}
+        self.type_changes: collections.Counter = collections.Counter()  # "tuple -> list": sessions
+        self.format = value_format(config.serializer, config.pickle_protocol)
+        self.exact_format = value_format("pickle", config.pickle_protocol)
 
     def read(self, kind: str, name: str, path: str, now: float) -> _Session | str:
         """The live session in *path*, or the count it falls under."""
         try:
-            file_name, expiry, data = read_entry(kind, name, path, prefix=self.config.layout.prefix,
-                                                 default_lifetime=self.config.default_lifetime)
+            file_name, expiry, data, source = read_entry_value(
+                kind, name, path, self.exact_format, prefix=self.config.layout.prefix,
+                default_lifetime=self.config.default_lifetime)
+            if expiry and expiry < now:
+                return "expired"
+            value = source if self.format.exact else self.format.dumps(data)
         except SessionFileError as exc:
             if exc.reason.startswith("vanished"):
                 return "vanished"
             self.example("corrupt", {"file": name, "reason": exc.reason})
             return "corrupt"
-        if expiry and expiry < now:
-            return "expired"
-        try:
-            value = encode_value(data, self.config.serializer)
         except SessionValueError as exc:  # the file is the problem: the app could not store it either
             self.example("corrupt", {"file": name, "reason": str(exc)})
             return "corrupt"
-        return _Session(kind, file_name, path, value)
+        return _Session(kind, file_name, path, value, source)
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
         """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
@@ -140,14 +152,26 @@ class _Comparer:
                 tombstoned = {index for index, found in zip(absent, pipe.execute(), strict=True) if found}
         return [(value, index in tombstoned) for index, value in enumerate(values)]
 
-    def compare(self, session: _Session, raw: bytes | None, tombstoned: bool) -> str:
+    def compare(self, session: _Session, raw: bytes | None, tombstoned: bool,
+                ) -> tuple[str, exact.Comparison | None]:
+        """The outcome for one session, with what changed when a type did."""
         if raw is None:
-            return "tombstoned" if tombstoned else "missing"
+            return ("tombstoned" if tombstoned else "missing"), None
+        if raw == session.value and self.format.exact:
+            return "consistent", None
         try:
-            same = same_value_for_app(session.value, raw, self.config.serializer)
+            comparison = exact.compare(safepickle.loads(session.source), self.format.loads(raw))
         except SessionValueError:
-            return "different"  # the Redis value does not decode: not what the app needs
-        return "consistent" if same else "different"
+            return "different", None  # the Redis value does not decode: not what the app needs
+        if comparison.type_change_count:
+            return "type_changed", comparison
+        return ("different" if comparison.value_differs else "consistent"), None
+
+    def note_type_changes(self, name: str, comparison: exact.Comparison) -> None:
+        self.type_changes.update({change.kind for change in comparison.type_changes})
+        self.example("type_changed", {"file": name,
+                                      "changes": [change.as_dict() for change in comparison.type_changes[:5]],
+                                      "count": comparison.type_change_count})
 
     def example(self, kind: str, value: Any) -> None:
         if len(self.examples[kind]) < self.config.max_examples:
@@ -198,8 +222,8 @@ class _Scan(_Comparer):
     def _compare_batch(self, batch: list[_Session]) -> None:
         seen = time.monotonic()  # system-wide: the parent's re-check waits from it
         for session, (raw, tombstoned) in zip(batch, self.fetch(batch), strict=True):
-            outcome = self.compare(session, raw, tombstoned)
-            if outcome in ("missing", "different"):
+            outcome, _comparison = self.compare(session, raw, tombstoned)
+            if outcome in DIFFERENCES:
                 self.pending.append(_Pending(session.kind, session.name, session.path, outcome, seen))
                 continue  # counted after the re-check
             self.counts[outcome] += 1
@@ -222,7 +246,8 @@ class _Validation(_Comparer):
         for item in pending[room:]:  # too many to re-check: counted as they are
             self.counts["unverified"] += 1
             self.counts[item.outcome] += 1
-            self.example(item.outcome, item.name)
+            self.example(item.outcome, {"file": item.name, "changes": [], "count": None}
+                         if item.outcome == "type_changed" else item.name)
 
     def recheck(self) -> None:
         """Look at every difference again once it is ``recheck_delay`` old; count what persists."""
@@ -245,8 +270,10 @@ class _Validation(_Comparer):
             if not sessions:
                 continue
             for session, (raw, tombstoned) in zip(sessions, self.fetch(sessions), strict=True):
-                outcome = self.compare(session, raw, tombstoned)
-                if outcome in ("missing", "different"):
+                outcome, comparison = self.compare(session, raw, tombstoned)
+                if comparison is not None:
+                    self.note_type_changes(session.name, comparison)
+                elif outcome in ("missing", "different"):
                     self.example(outcome, session.name)
                 elif outcome in ("consistent", "tombstoned"):
                     self.counts["healed"] += 1
@@ -281,20 +308,23 @@ def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressC
         before_recheck([item.name for item in run.pending])
     run.recheck()
     counts = {name: run.counts[name] for name in COUNT_NAMES}
-    comparable = counts["consistent"] + counts["missing"] + counts["different"]
+    comparable = counts["consistent"] + counts["missing"] + counts["different"] + counts["type_changed"]
     consistency = 100.0 * counts["consistent"] / comparable if comparable else 100.0
     result = {
         "counts": counts,
         "comparable": comparable,
         "consistency_percent": round(consistency, 4),
         "threshold": config.threshold,
-        "passed": consistency >= config.threshold,
+        # A changed type is never within a threshold: the app would read another session.
+        "passed": consistency >= config.threshold and not counts["type_changed"],
+        "type_changes": dict(run.type_changes.most_common()),
         "sample_percent": config.sample_percent,
         "full": config.sample_percent >= 100.0,
         "examples": run.examples,
         "session_dir": config.session_dir,
         "key_prefix": config.layout.prefix,
         "serializer": config.serializer,
+        "pickle_protocol": config.pickle_protocol,
         "recheck_delay": config.recheck_delay,
         "started_at": started_at,
         "finished_at": state.utc_now(),
@@ -309,9 +339,18 @@ def summary(result: dict[str, Any]) -> str:
     sample = "" if result["full"] else f" ({result['sample_percent']:g}% sample)"
     text = (f"validate{sample}: {result['consistency_percent']:g}% of {result['comparable']:,} comparable "
             f"sessions consistent (threshold {result['threshold']:g}%): {counts['missing']:,} missing in "
-            f"Redis, {counts['different']:,} different, {counts['expired']:,} expired, "
+            f"Redis, {counts['different']:,} different, {counts['type_changed']:,} with changed types, "
+            f"{counts['expired']:,} expired, "
             f"{counts['corrupt']:,} corrupt, {counts['healed']:,} healed on re-check")
-    if not result["passed"]:
+    if counts["type_changed"]:
+        kinds = ", ".join(f"{kind} in {n:,}" for kind, n in list(result["type_changes"].items())[:5])
+        where = "; ".join(f"{example['file']} {change['path']}: {change['from']} -> {change['to']}"
+                          for example in result["examples"]["type_changed"][:3]
+                          for change in example["changes"][:1])
+        text += (f"; TYPES CHANGED ({kinds}; e.g. {where}): the Redis value format "
+                 f"({result['serializer']}) does not keep these sessions; use the exact default "
+                 "(pickle): run analyze without --serializer, then migrate and validate again")
+    elif not result["passed"]:
         examples = result["examples"]["missing"][:3] + result["examples"]["different"][:3]
         text += (f"; BELOW THRESHOLD (e.g. {', '.join(examples)}): run the backfill (session_migrate / "
                  "'sessionshift migrate') again, then validate")

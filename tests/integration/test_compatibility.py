@@ -126,9 +126,11 @@ def test_release_sessions_survive_the_round_trip_type_for_type(walk, capsys):
     files = session_files(walk.session_dir)
     assert len(files) == SESSIONS
     assert {(f.header_style, f.hash_name) for f in files} == {(release.header_style, release.hash_name)}
-    code, analyzed = walk.cli(capsys, "analyze", "--session-dir", walk.session_dir,
-                              *walk.source_options(), redis=False)
+    code, analyzed = walk.cli(capsys, "analyze", "--session-dir", walk.session_dir, "--state-dir",
+                              walk.state_dir, *walk.source_options(), redis=False)
     assert code == 0 and analyzed["sessions"] == SESSIONS and analyzed["corrupt"] == 0
+    profile = analyzed["profile"]  # what every later step defaults to
+    assert (profile["header_style"], profile["hash_name"]) == (release.header_style, release.hash_name)
 
     phasefile.set_phase(walk.state_dir, "dual_write", by="test")
     code, migrated = walk.cli(capsys, "migrate", "--session-dir", walk.session_dir, "--state-dir",

@@ -11,9 +11,10 @@ import time
 import pytest
 from cachelib.file import FileSystemCache
 
-from sessionshift import formats, state
+from sessionshift import formats, profile, state
 from sessionshift.export import export_sessions, fetch_with_expiry
 from sessionshift.keys import KeyLayout
+from sessionshift.profile import ProfileConflict
 from sessionshift.store import SessionStore
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def _session(i: int) -> dict:
     return {"user_id": i, "lang": "ja", "_permanent": True, "history": ("a", i)}
 
 
-def _fill(store: SessionStore, count: int, expiry: int, serializer="msgpack") -> dict[str, dict]:
+def _fill(store: SessionStore, count: int, expiry: int, serializer="pickle") -> dict[str, dict]:
     """*count* sessions written as the app writes them; {file name: session dict}."""
     sessions = {}
     for i in range(count):
@@ -50,7 +51,8 @@ def test_export_writes_the_files_cachelib_would(redis_client, session_dir, hash_
     expiry = int(time.time()) + 600
     sessions = _fill(store, 40, expiry)
     # A stock Flask-Session key (phase 5) and a session without a TTL.
-    redis_client.set(layout.stock_key("stock-sid"), formats.encode_value({"user_id": "stock"}), exat=expiry)
+    redis_client.set(layout.stock_key("stock-sid"), formats.encode_value({"user_id": "stock"}, "msgpack"),
+                     exat=expiry)
     forever = layout.file_name("forever")
     store.app_write(forever, formats.encode_value({"user_id": "forever"}), 0)
 
@@ -361,7 +363,14 @@ def test_a_file_with_the_other_header_style_is_rewritten(redis_client, session_d
     name = store.layout.file_name("style")
     store.app_write(name, formats.encode_value({"a": 1}), 0)
     formats.write_session_file(session_dir, name, {"a": 1}, 0, header_style="struct")
-    result = export_sessions(redis_client, store.layout, session_dir, header_style="pickle", workers=1)
+    # Told "pickle" where the files say "struct": refused, both values named.
+    with pytest.raises(ProfileConflict, match="header_style struct"):
+        export_sessions(redis_client, store.layout, session_dir, header_style="pickle", workers=1)
+    # The source profile (recorded when the directory held cachelib <= 0.6 files) says pickle:
+    state_dir = os.path.join(os.path.dirname(session_dir), "state")
+    profile.record(state_dir, profile.SourceProfile(session_dir, hash_name="sha256", header_style="pickle",
+                                                    pickle_protocol=4))
+    result = export_sessions(redis_client, store.layout, session_dir, state_dir=state_dir, workers=1)
     assert result.written == 1
     assert formats.read_session_file(os.path.join(session_dir, name)).header_style == "pickle"
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sessionshift import formats, state
+from sessionshift import exact, formats, state
 from sessionshift.keys import KeyLayout
 from sessionshift.migrate import MigrateConfig, migrate
 from sessionshift.redisconn import RedisUnavailable, connect
@@ -70,8 +70,8 @@ def write_bad_files(directory: str, marker: str) -> dict[str, str]:
     return bad
 
 
-def assert_copied(client, corpus: dict[str, tuple], *, serializer="msgpack", except_names=()) -> None:
-    """Every session of *corpus* is in Redis with the app's value and the file's expiry."""
+def assert_copied(client, corpus: dict[str, tuple], *, serializer="pickle", except_names=()) -> None:
+    """Every session of *corpus* is in Redis with the app's value (type for type) and the file's expiry."""
     names = [name for name in corpus if name not in except_names]
     keys = [LAYOUT.session_key(name) for name in names]
     with client.pipeline(transaction=False) as pipe:
@@ -82,7 +82,8 @@ def assert_copied(client, corpus: dict[str, tuple], *, serializer="msgpack", exc
     for name, value, expiretime in zip(names, values, expiries, strict=True):
         data, expiry = corpus[name]
         assert value is not None, f"{name} missing"
-        assert formats.decode_value(value, serializer) == formats.app_view(data, serializer)
+        expected = formats.app_view(data, serializer)
+        assert exact.compare(expected, formats.decode_value(value, serializer)).exact
         assert expiretime == expiry
 
 
@@ -111,12 +112,12 @@ def test_second_run_writes_nothing(redis_client, redis_server, config):
     assert again.written == 0 and again.counts["exists"] == 200 and not again.resumed
 
 
-def test_pickle_serializer_and_forked_workers(redis_client, redis_server, config):
+def test_msgpack_serializer_and_forked_workers(redis_client, redis_server, config):
     corpus = make_corpus(config.session_dir, 600)
-    config.serializer, config.workers = "pickle", 2
+    config.serializer, config.workers = "msgpack", 2
     result = migrate(redis_server.settings(), config)
     assert result.written == 600 and result.workers == 2
-    assert_copied(redis_client, corpus, serializer="pickle")
+    assert_copied(redis_client, corpus, serializer="msgpack")
 
 
 def test_the_apps_newer_write_between_read_and_write_stays(redis_client, redis_server, config):

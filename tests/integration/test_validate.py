@@ -65,14 +65,10 @@ def test_counts_each_kind_of_problem_by_file_name(redis_client, redis_server, se
     make_corpus(session_dir, 4, lifetime=-60, start=5000)  # expired files
     with open(os.path.join(session_dir, formats.session_file_name("broken")), "wb") as handle:
         handle.write(b"\x00\x01")  # corrupt
-    # A file the app's serializer cannot store (msgpack has no 2**70): the file is the problem.
-    formats.write_session_file(session_dir, formats.session_file_name("huge"), {"n": 2**70}, 0)
     result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0.1, threshold=100))
     counts = result["counts"]
     assert (counts["consistent"], counts["missing"], counts["different"]) == (195, 3, 2)
-    assert (counts["expired"], counts["corrupt"]) == (4, 2)
-    unstorable = [e for e in result["examples"]["corrupt"] if e["file"] == formats.session_file_name("huge")]
-    assert unstorable and "cannot encode" in unstorable[0]["reason"]
+    assert (counts["expired"], counts["corrupt"], counts["type_changed"]) == (4, 1, 0)
     assert result["comparable"] == 200 and result["consistency_percent"] == 97.5
     assert not result["passed"] and "BELOW THRESHOLD" in result["message"]
     assert sorted(result["examples"]["missing"]) == sorted(names[:3])
@@ -80,6 +76,46 @@ def test_counts_each_kind_of_problem_by_file_name(redis_client, redis_server, se
     assert formats.session_file_name("broken") in [e["file"] for e in result["examples"]["corrupt"]]
     # File names only: no session content anywhere in the result.
     assert "user1" not in str(result) and "someone else" not in str(result)
+
+
+def test_a_lossy_serializer_choice_fails_validation_and_the_gate_naming_each_type_change(
+        redis_client, redis_server, session_dir, tmp_path):
+    """msgpack on sessions with tuples, sets, UUIDs, flashes: never "consistent", whatever the threshold."""
+    from sessionshift.gates import validation_passed
+    from tests.unit.test_profile import RICH
+
+    os.makedirs(session_dir)
+    names = []
+    for index in range(6):
+        name = formats.session_file_name(f"rich-{index}")
+        formats.write_session_file(session_dir, name, dict(RICH, n=index), 0)
+        names.append(name)
+    plain = make_corpus(session_dir, 4)  # lists, dicts and strings: msgpack keeps them
+    # A session msgpack cannot hold at all (no 2**70): the file is the problem, reported as corrupt.
+    formats.write_session_file(session_dir, formats.session_file_name("huge"), {"n": 2**70}, 0)
+    lossy = MigrateConfig(session_dir=session_dir, workers=1, serializer="msgpack")
+    assert migrate(redis_server.settings(), lossy).written == 10
+    result = validate(redis_client, ValidateConfig(session_dir, serializer="msgpack", recheck_delay=0,
+                                                   threshold=0))
+    counts = result["counts"]
+    assert (counts["type_changed"], counts["consistent"], counts["corrupt"]) == (6, 4, 1)
+    assert not result["passed"]  # a threshold of 0 does not excuse a changed type
+    assert result["type_changes"]["tuple -> list"] == 6 and result["type_changes"]["uuid.UUID -> str"] == 6
+    example = result["examples"]["type_changed"][0]
+    assert example["file"] in names and example["count"] >= 6
+    assert {"path": "_flashes[0]", "from": "tuple", "to": "list"} in example["changes"]
+    assert "TYPES CHANGED" in result["message"] and "pickle" in result["message"]
+    unstorable = [e for e in result["examples"]["corrupt"] if e["file"] == formats.session_file_name("huge")]
+    assert unstorable and "cannot encode" in unstorable[0]["reason"]
+    gate = validation_passed({"complete": True}, result, threshold=0)
+    assert not gate.passed and "changed types" in gate.reasons[0]
+    assert "Welcome back" not in str(result)  # names and types, never contents
+    assert set(plain) & {e["file"] for e in result["examples"]["type_changed"]} == set()
+    # The exact default on the same files: every session consistent.
+    redis_client.flushdb()
+    assert migrate(redis_server.settings(), MigrateConfig(session_dir=session_dir, workers=1)).written == 11
+    exact = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0))
+    assert exact["passed"] and exact["counts"]["consistent"] == 11 and exact["counts"]["type_changed"] == 0
 
 
 def test_a_difference_that_heals_before_the_recheck_is_not_counted(redis_client, redis_server, session_dir):

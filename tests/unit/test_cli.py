@@ -49,7 +49,8 @@ def test_analyze_counts_and_estimates_from_a_sample(tmp_path, capsys):
     make_corpus(str(tmp_path), 50)
     make_corpus(str(tmp_path), 5, lifetime=-10, start=100)
     (tmp_path / "stray.log").write_text("x")
-    assert cli.main(["analyze", "--session-dir", str(tmp_path), "--json", "--sample-size", "20"]) == 0
+    assert cli.main(["analyze", "--session-dir", str(tmp_path), "--json", "--sample-size", "20",
+                     "--no-record"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["files"], result["live"], result["expired"], result["foreign"]) == (55, 50, 5, 1)
     assert result["estimate"]["sample_sessions"] == 20 and result["estimate"]["per_session_ms"] > 0
@@ -78,7 +79,7 @@ def test_migrate_then_validate(redis_client, redis_server, tmp_path, capsys, mon
 def test_password_from_the_environment_and_a_wrong_one(redis_server, tmp_path, capsys, monkeypatch):
     settings = redis_server.settings()
     os.makedirs(tmp_path / "s")
-    base = ["analyze", "--session-dir", str(tmp_path / "s"), "--redis-url", settings.url,
+    base = ["analyze", "--session-dir", str(tmp_path / "s"), "--no-record", "--redis-url", settings.url,
             "--redis-user", settings.username, "--ca-file", settings.ca_file]
     monkeypatch.setenv(cli.PASSWORD_ENV, settings.password)
     assert cli.main(base) == 0

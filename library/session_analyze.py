@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sessionshift contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: session_analyze
+short_description: Detect the session files' format and record it as the source profile every tool reads
+description:
+  - Scans a Flask-Session / cachelib C(FileSystemCache) directory and detects, from the files themselves, the
+    file name hash (32 hex characters = V(md5), cachelib before 0.16; 64 = V(sha256)), the header style
+    (a pickled int = werkzeug / cachelib 0.6 and older; a 4-byte struct = cachelib 0.7 and later), the pickle
+    protocol(s) of the payloads, the cachelib / Flask-Session / Python generation that implies, and the value
+    types present, with the sessions msgpack could not hold exactly (by kind of change and count).
+  - Records that source profile in O(state_dir)C(/profile.json). M(session_migrate), M(session_validate),
+    M(session_export), M(session_backup), the Flask interface and the C(sessionshift) command use it by
+    default, and refuse an explicit setting that contradicts it, naming both values and the fix.
+  - A directory holding two header styles or both hashes is reported in RV(profile.mixed), not guessed;
+    tools that need that setting then require it explicitly.
+  - The key prefix cannot be told from cachelib files (a file name is C(hash(prefix + sid))), so the profile
+    records O(key_prefix) as given.
+  - Reports file names only, never session contents.
+version_added: "0.2.0"
+author: sessionshift contributors
+options:
+  session_dir:
+    description: The session directory (Flask C(SESSION_FILE_DIR)).
+    type: path
+    required: true
+  state_dir:
+    description: Where C(profile.json) is recorded.
+    type: path
+    default: /var/lib/sessionshift
+  key_prefix:
+    description: The app's C(SESSION_KEY_PREFIX), recorded as given.
+    type: str
+    default: "session:"
+  hash_method:
+    description: When given, checked against the file names; a contradiction fails the task.
+    type: str
+    choices: [md5, sha256]
+  header_style:
+    description: When given, checked against the files' headers; a contradiction fails the task.
+    type: str
+    choices: [struct, pickle]
+  pickle_protocol:
+    description: When given, checked against the payloads; newer than the source's fails the task.
+    type: int
+    choices: [0, 1, 2, 3, 4, 5]
+  serializer:
+    description:
+      - The Redis value format to record. V(pickle) (the default, or the one already recorded) is exact.
+      - V(msgpack) is recorded only when every session is msgpack-exact; otherwise the task fails and says what
+        would change.
+    type: str
+    choices: [pickle, msgpack]
+  sample_size:
+    description: Sessions timed to estimate the migration.
+    type: int
+    default: 500
+attributes:
+  check_mode:
+    support: full
+    details: The scan is read-only and runs in check mode too; only C(profile.json) is not written.
+  diff_mode:
+    support: full
+    details: Shows the recorded settings before and after.
+notes:
+  - RV(changed) is true when the recorded settings (hash, header style, pickle protocol, value format) change.
+  - Works under C(async)/C(poll).
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+seealso:
+  - module: session_migrate
+  - module: session_export
+"""
+
+EXAMPLES = r"""
+- name: Record what the session files are before anything moves
+  session_analyze:
+    session_dir: /var/lib/app/sessions
+  register: source
+
+- name: Stop when the directory holds two formats
+  ansible.builtin.assert:
+    that: source.profile.mixed | length == 0
+    fail_msg: "{{ source.msg }}"
+"""
+
+RETURN = r"""
+profile:
+  description: The source profile, as recorded.
+  returned: always
+  type: dict
+  contains:
+    hash_name:
+      description: V(md5) or V(sha256); null when mixed or when there is no session file.
+      type: str
+    header_style:
+      description: V(struct) or V(pickle); null when mixed or unknown.
+      type: str
+    pickle_protocol:
+      description: The highest payload pickle protocol seen; files are written with it.
+      type: int
+    serializer:
+      description: The Redis value format every tool uses.
+      type: str
+    generation:
+      description: The cachelib / Flask-Session / Python generation the format implies.
+      type: str
+    mixed:
+      description: Settings the directory holds more than one way, with the files per value.
+      type: dict
+    msgpack:
+      description: Sessions msgpack would keep exactly and those it would change, by kind of change.
+      type: dict
+  sample:
+    hash_name: md5
+    header_style: pickle
+    pickle_protocol: 4
+    serializer: pickle
+    generation: "werkzeug's cache or cachelib <= 0.6 ..."
+    mixed: {}
+    msgpack: {exact_sessions: 10, inexact_sessions: 3, changes: {"tuple -> list": 3}}
+recorded:
+  description: Path of the C(profile.json) written; null in check mode.
+  returned: always
+  type: str
+counts:
+  description: Session files, live, expired, corrupt and foreign files.
+  returned: always
+  type: dict
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sessionshift_common import (
+    FILE_FORMAT_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    argument_spec,
+    require_sessionshift,
+)
+
+try:
+    from sessionshift import profile as profiles
+    from sessionshift.analyze import AnalyzeConfig, analyze, profile_summary
+    from sessionshift.keys import KeyLayout
+except ImportError:
+    pass  # reported by require_sessionshift
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
+                                    sample_size=dict(type="int", default=500)),
+        supports_check_mode=True,
+    )
+    require_sessionshift(module)
+    params = module.params
+    given = {"hash_name": params["hash_method"], "header_style": params["header_style"],
+             "pickle_protocol": params["pickle_protocol"]}
+    config = AnalyzeConfig(session_dir=params["session_dir"], layout=KeyLayout(prefix=params["key_prefix"]),
+                           serializer=params["serializer"], given=given,
+                           state_dir=None if module.check_mode else params["state_dir"],
+                           sample_size=params["sample_size"], style="module")
+    try:
+        before = profiles.load(params["state_dir"])
+        if not os.path.isdir(params["session_dir"]):
+            raise ValueError(f"session directory {params['session_dir']} does not exist or is not a directory")
+        result = analyze(config)
+    except (ValueError, OSError) as exc:  # ProfileError is a ValueError: both values and the fix
+        module.fail_json(msg=f"session_analyze: {exc}", changed=False)
+    found = result["profile"]
+    settings = {name: found[name] for name in profiles.SETTINGS}
+    previous = before.settings() if before else None
+    output = dict(
+        changed=previous != settings and result["refused"] is None, profile=found,
+        recorded=result["recorded"],
+        counts={name: result[name] for name in ("files", "sessions", "live", "expired", "corrupt", "foreign")},
+        msg=profile_summary(found).strip())
+    if module._diff:
+        output["diff"] = {"before": _lines(previous), "after": _lines(settings),
+                          "before_header": f"{params['state_dir']}/profile.json (before)",
+                          "after_header": f"{params['state_dir']}/profile.json (after)"}
+    if result["refused"]:
+        module.fail_json(**dict(output, msg=result["refused"]))
+    if found["mixed"]:
+        module.warn(f"the session directory holds more than one {', '.join(found['mixed'])}: not guessed; "
+                    "tools that need it must be told (hash_method / header_style)")
+    module.exit_json(**output)
+
+
+def _lines(settings):
+    if not settings:
+        return ""
+    return "".join(f"{name}: {value}\n" for name, value in settings.items())
+
+
+if __name__ == "__main__":
+    main()
