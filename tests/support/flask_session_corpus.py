@@ -2,8 +2,10 @@
 
 Run with a release's own python (see flask_session_releases.py)::
 
-    python flask_session_corpus.py write SESSION_DIR COUNT   # JSON lines {"sid", "canonical"}
-    python flask_session_corpus.py read SESSION_DIR < sids   # JSON lines {"sid", "canonical"}
+    python flask_session_corpus.py write SESSION_DIR COUNT [msgpack-encodable]
+    python flask_session_corpus.py read SESSION_DIR < sids
+
+Each prints one JSON line per session: {"sid", "canonical"} (and "i" when written).
 
 Both go through a Flask app that installs the release's ``Session(app)`` with
 the filesystem backend, with Flask's test client: what the release writes and
@@ -27,13 +29,16 @@ import sys
 import uuid
 
 COOKIE = "session"
+# The values msgpack cannot encode at all (an int beyond 64 bits; None and tuple dict keys): the
+# "msgpack-encodable" corpus leaves them out, so that msgpack's type changes can be seen.
+MSGPACK_UNENCODABLE = ("big", "counters")
 LIFETIME = datetime.timedelta(days=7)
 _CET = datetime.timezone(datetime.timedelta(hours=1), "CET")
 
 
-def session_contents(i: int) -> dict:
+def session_contents(i: int, msgpack_encodable: bool = False) -> dict:
     """The i-th user's session: Flask-Login's and Flask-WTF's keys plus the value types apps store."""
-    return {
+    contents = {
         # Flask-Login: the user id (a str), whether the login is fresh, the session identifier
         # (a sha512 of the client's address and user agent).
         "_user_id": str(1000 + i),
@@ -59,6 +64,9 @@ def session_contents(i: int) -> dict:
         "name": f"ユーザー {i} ✓",
         "nothing": None,
     }
+    for key in MSGPACK_UNENCODABLE if msgpack_encodable else ():
+        del contents[key]
+    return contents
 
 
 def flash_messages(i: int) -> list[tuple[str, str]]:
@@ -105,7 +113,7 @@ def add_views(app) -> None:
 
     @app.post("/write/<int:i>")
     def write(i):
-        flask.session.update(session_contents(i))
+        flask.session.update(session_contents(i, flask.request.args.get("msgpack_encodable") == "1"))
         for category, message in flash_messages(i):
             flask.flash(message, category)
         return canonical(dict(flask.session))
@@ -140,10 +148,11 @@ def cookie_value(response) -> str:
     raise LookupError(f"no {COOKIE} cookie in the response ({response.status})")
 
 
-def _write(session_dir: str, count: int) -> None:
+def _write(session_dir: str, count: int, msgpack_encodable: bool) -> None:
     app = _stock_app(session_dir)
     for i in range(count):
-        response = app.test_client(use_cookies=False).post(f"/write/{i}")
+        client = app.test_client(use_cookies=False)
+        response = client.post(f"/write/{i}", query_string={"msgpack_encodable": int(msgpack_encodable)})
         assert response.status_code == 200, response.status
         sid = cookie_value(response)
         print(json.dumps({"i": i, "sid": sid, "canonical": response.get_data(as_text=True)}))
@@ -161,7 +170,7 @@ def _read(session_dir: str, sids: list[str]) -> None:
 def main(argv: list[str]) -> int:
     command, session_dir = argv[0], argv[1]
     if command == "write":
-        _write(session_dir, int(argv[2]))
+        _write(session_dir, int(argv[2]), argv[3:] == ["msgpack-encodable"])
     elif command == "read":
         _read(session_dir, [line.strip() for line in sys.stdin if line.strip()])
     else:
