@@ -193,6 +193,16 @@ def test_release_sessions_survive_the_round_trip_type_for_type(walk, capsys):
 
 
 @pytest.mark.parametrize("walk", ["0.8.0"], indirect=True)
+def test_analyze_refuses_msgpack_for_sessions_it_cannot_hold(walk, capsys):
+    run_release(walk.python, "write", walk.session_dir, "3")  # ints beyond 64 bits, tuple keys
+    code, analyzed = walk.cli(capsys, "analyze", "--session-dir", walk.session_dir, "--state-dir",
+                              walk.state_dir, "--serializer", "msgpack", redis=False)
+    assert code == 1 and analyzed["sessions"] == 3 and analyzed["corrupt"] == 0, analyzed
+    assert "would change 3 of 3 sessions" in analyzed["refused"] and analyzed["recorded"] is None
+    assert not os.listdir(walk.state_dir)
+
+
+@pytest.mark.parametrize("walk", ["0.8.0"], indirect=True)
 def test_a_lossy_value_format_fails_validation(walk, capsys):
     run_release(walk.python, "write", walk.session_dir, "3", "msgpack-encodable")
     lossy = ["--session-dir", walk.session_dir, "--state-dir", walk.state_dir, "--serializer", "msgpack",
