@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system-deps demo test unit integration molecule lint bench load clean
+.PHONY: help setup system-deps demo test unit integration molecule lint bench load fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ ifeq ($(INVENTORY),)
 else
 	$(BIN)/python -m tests.load.profiles --inventory $(INVENTORY)
 endif
+
+fuzz: setup  ## a million generated session files and values through every decode path (docs/security.md)
+	nice -n 19 $(BIN)/python -m tests.fuzz.decode --decodes 1000000 --seed 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run

@@ -44,6 +44,7 @@ import itertools
 import os
 import pickle
 import struct
+import sys
 import uuid
 from typing import Any
 
@@ -287,15 +288,56 @@ class _CountingUnpickler(pickle._Unpickler):
 _COUNT_ABOVE = 64 * 1024
 
 
+class _Reader:
+    """The input as the C unpickler reads it: ``read``/``readline`` only, no ``readinto``.
+
+    Given ``readinto`` (``io.BytesIO``), a BYTEARRAY8 opcode that declares more
+    bytes than there are leaves CPython printing "SystemError: deallocated
+    bytearray object has exported buffers" into the app's log.
+    """
+
+    __slots__ = ("read", "readline", "tell")
+
+    def __init__(self, data: bytes):
+        stream = io.BytesIO(data)
+        self.read, self.readline, self.tell = stream.read, stream.readline, stream.tell
+
+
+_BYTEARRAY8 = pickle.BYTEARRAY8
+
+
+def _load_quietly(stream: _Reader):
+    """The C unpickler on an input that may hold a BYTEARRAY8 opcode.
+
+    A BYTEARRAY8 that declares more bytes than the machine can allocate ends in
+    MemoryError (refused, like any other failure), but CPython frees the
+    half-made bytearray with its export count unset and may print "SystemError:
+    deallocated bytearray object has exported buffers" to ``sys.stderr``, a
+    line in the app's log for every such request. The print goes to a
+    throw-away stream instead. (The byte also occurs inside strings, so the
+    input cannot simply be refused.)
+    """
+    saved = sys.stderr
+    sys.stderr = io.StringIO()
+    try:
+        return RestrictedUnpickler(stream).load()
+    finally:
+        sys.stderr = saved
+
+
 def load_prefix(data: bytes, budget: Budget | None = None) -> tuple[Any, int]:
     """(value, bytes consumed) of the pickle at the start of *data*, allow-listed and budgeted."""
     budget = budget or _budget
     if len(data) > budget.max_session_bytes:
         raise BudgetExceeded(f"{len(data):,} bytes long", budget.max_session_bytes, "max_session_bytes")
-    stream = io.BytesIO(data)
     if len(data) <= _COUNT_ABOVE:
-        value = RestrictedUnpickler(stream).load()
+        stream = _Reader(data)
+        if _BYTEARRAY8 in data:
+            value = _load_quietly(stream)
+        else:
+            value = RestrictedUnpickler(stream).load()
     else:
+        stream = io.BytesIO(data)
         value = _CountingUnpickler(stream, budget).load()
     check_value(value, budget)
     return value, stream.tell()
