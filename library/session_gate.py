@@ -21,8 +21,11 @@ options:
     description:
       - C(maintenance_window) checks the local time against O(window_start)-O(window_end) in O(window_timezone).
       - C(dual_write) checks that Redis answers over TLS with AUTH and that no alarm in O(alarms_in_alarm) fires.
-      - C(redis_read) checks the backfill completed and the last validation met O(threshold).
-      - C(redis_only) checks the fallback-read rate from O(fallback_reads) / O(total_reads).
+      - C(redis_read) checks the backfill completed and the last validation met O(threshold), both in the
+        Redis generation the host reads, on enough evidence (O(min_compared), O(min_comparable_percent)),
+        with no stale or orphaned copy, and that every host in O(fleet_generations) reads one generation.
+      - C(redis_only) checks the fallback-read rate from O(fallback_reads) / O(total_reads), over at least
+        O(min_requests) requests.
       - C(redis) checks that O(session_lifetime) seconds have passed since the host entered redis_only.
     type: str
     required: true
@@ -62,6 +65,25 @@ options:
     description: Minimum validation consistency, in percent of comparable sessions.
     type: float
     default: 100.0
+  min_compared:
+    description: The fewest sessions the validation must have compared; below it the C(redis_read) gate refuses.
+    type: int
+    default: 1
+  min_comparable_percent:
+    description: The lowest share of live files, in percent, that must have been comparable (not corrupt).
+    type: float
+    default: 99.0
+  fleet_generations:
+    description:
+      - The Redis generation every app host reads (each host's C(phase.json)); the C(redis_read) gate
+        refuses when they differ. Empty checks this host only.
+    type: list
+    elements: int
+    default: []
+  min_requests:
+    description: The fewest session requests in the watch window for the C(redis_only) gate to judge the rate.
+    type: int
+    default: 100
   fallback_reads:
     description: Reads that fell back to files during the watch window.
     type: float
@@ -155,6 +177,10 @@ def main():
             redis=dict(type="dict", options=REDIS_OPTIONS),
             alarms_in_alarm=dict(type="list", elements="str", default=[]),
             threshold=dict(type="float", default=100.0),
+            min_compared=dict(type="int", default=1),
+            min_comparable_percent=dict(type="float", default=99.0),
+            fleet_generations=dict(type="list", elements="int", default=[]),
+            min_requests=dict(type="int", default=100),
             fallback_reads=dict(type="float", default=0),
             total_reads=dict(type="float", default=0),
             max_fallback_rate=dict(type="float", default=0.001),

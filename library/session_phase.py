@@ -40,11 +40,26 @@ options:
     type: bool
     default: false
   emergency:
-    description: An emergency rollback straight to V(file) (still needs the export when leaving phase 4 or 5).
+    description:
+      - Marks the move as part of an emergency rollback in the history. It allows nothing more than a normal
+        move; an emergency steps back one phase at a time (redis_read, dual_write, file) like the playbooks.
     type: bool
     default: false
   changed_by:
     description: Who made the move, for the history; defaults to the remote user.
+    type: str
+  generation:
+    description:
+      - "The Redis generation the host is to read and write (key names C(<prefix>g<N>:h:{<file>}))."
+      - Taken only by the move out of V(file), or while the host is in V(dual_write); refused when lower
+        than a generation the host retired by returning to V(file). By default the move out of V(file)
+        takes the host's next unretired generation. The playbooks pass the fleet's, so every host reads one.
+    type: int
+  session_dir:
+    description: The app's session directory; when set, the export that lets a host leave phase 4 or 5 must have written it.
+    type: path
+  key_prefix:
+    description: The app's key prefix; when set, the export that lets a host leave phase 4 or 5 must have read it.
     type: str
 attributes:
   check_mode:
@@ -100,6 +115,19 @@ redis_only_since:
   description: When the host last entered phase 4 or 5 from 3 or lower (null otherwise).
   returned: always
   type: str
+generation:
+  description: The Redis generation the host reads and writes.
+  returned: always
+  type: int
+  sample: 1
+retired_generation:
+  description: The newest generation the host retired by returning to V(file) (null if none).
+  returned: always
+  type: int
+next_generation:
+  description: The lowest generation the host may use on its next move out of V(file).
+  returned: always
+  type: int
 reason:
   description: Why a move was refused.
   returned: failure
@@ -125,7 +153,9 @@ except ImportError:
 
 def _result(record, previous):
     return dict(phase=record.phase.label, number=int(record.phase), previous_phase=previous.phase.label,
-                history=list(record.history), redis_only_since=record.redis_only_since)
+                history=list(record.history), redis_only_since=record.redis_only_since,
+                generation=record.generation, retired_generation=record.retired_generation,
+                next_generation=record.next_generation)
 
 
 def main():
@@ -138,6 +168,9 @@ def main():
             force=dict(type="bool", default=False),
             emergency=dict(type="bool", default=False),
             changed_by=dict(type="str"),
+            generation=dict(type="int"),
+            session_dir=dict(type="path"),
+            key_prefix=dict(type="str", no_log=False),
         ),
         required_if=[("state", "present", ["phase"])],
         supports_check_mode=True,
@@ -150,7 +183,9 @@ def main():
             module.exit_json(changed=False, **_result(record, record))
         change = set_phase(params["state_dir"], Phase.parse(params["phase"]),
                            by=params["changed_by"] or _remote_user(), force=params["force"],
-                           emergency=params["emergency"], check_only=module.check_mode)
+                           emergency=params["emergency"], check_only=module.check_mode,
+                           generation=params["generation"], session_dir=params["session_dir"],
+                           key_prefix=params["key_prefix"])
     except TransitionRefused as exc:
         module.fail_json(msg=str(exc), reason=exc.reason, fix=exc.fix, phase=exc.current.label,
                          changed=False)

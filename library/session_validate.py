@@ -43,6 +43,14 @@ options:
     description: Seconds to wait before re-checking each difference (live traffic heals transient ones).
     type: float
     default: 2.0
+  count_orphans:
+    description:
+      - Also count orphaned copies, session keys of the host's generation with no live file in O(session_dir)
+        (re-checked after O(recheck_delay)); any fails the validation.
+      - Only true when this directory holds every host's sessions (one app host, or a shared directory);
+        otherwise every other host's session would count. Not counted, C(counts.orphaned) is null.
+    type: bool
+    default: false
   max_examples:
     description: File names listed per kind of problem.
     type: int
@@ -152,6 +160,7 @@ def main():
             recheck_delay=dict(type="float", default=2.0),
             max_examples=dict(type="int", default=20),
             workers=dict(type="int", default=0),
+            count_orphans=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -163,7 +172,7 @@ def main():
         pickle_protocol=params["pickle_protocol"],
         sample_percent=params["sample_percent"], threshold=params["threshold"],
         recheck_delay=params["recheck_delay"], max_examples=params["max_examples"],
-        workers=params["workers"])
+        workers=params["workers"], count_orphans=params["count_orphans"])
     settings = redis_settings(params, module)
     try:
         config.check()

@@ -19,6 +19,7 @@ try:
     import sessionshift  # noqa: F401
     from sessionshift.formats import HASH_NAMES, HEADER_STYLES, SERIALIZERS
     from sessionshift.keys import KeyLayout
+    from sessionshift.phasefile import host_layout
     from sessionshift.profile import ProfileError, resolve
     from sessionshift.redisconn import INSECURE_TLS_WARNING, RedisSettings, RedisUnavailable, connect, explain
 except ImportError:
@@ -117,7 +118,11 @@ def redis_settings(params, module=None):
 
 
 def key_layout(params):
-    return KeyLayout(prefix=params["key_prefix"], hash_name=params["hash_method"])
+    """The key layout in the generation the host's phase file names (state_dir), else 0."""
+    if params.get("state_dir"):
+        return host_layout(params["state_dir"], params["key_prefix"], params["hash_method"])
+    return KeyLayout(prefix=params["key_prefix"], hash_name=params["hash_method"],
+                     generation=params.get("generation") or 0)
 
 
 def fail_on_redis(module, exc, **result):

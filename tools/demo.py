@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         # for the phase-5 cutoff: both overrides are explicit, as an operator's would be.
         "rollout_ignore_maintenance_window": True,
         "rollout_ignore_cutoff": True,
+        # The phase-4 gate needs requests as evidence; a short demo window sees fewer than the
+        # production default of 100, so its minimum is lowered, explicitly.
+        "rollout_gate_min_requests": 20,
     }
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.UTC).isoformat()

@@ -136,9 +136,10 @@ def connect_from_args(args: argparse.Namespace):
 
 
 def layout_from_args(args: argparse.Namespace):
-    from .keys import KeyLayout
+    """The key layout, in the generation this host's phase file names (see phasefile)."""
+    from .phasefile import host_layout
 
-    return KeyLayout(prefix=args.key_prefix, hash_name=args.hash_method)
+    return host_layout(getattr(args, "state_dir", None), args.key_prefix, args.hash_method)
 
 
 def progress_bar(args: argparse.Namespace):

@@ -577,15 +577,18 @@ def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
     if state_dir:
         result.phase = recorded_phase(state_dir)
         if not dry_run:
-            record_export(state_dir, result)
+            record_export(state_dir, result, layout)
     return result
 
 
-def record_export(state_dir: str, result: ExportResult) -> None:
-    """``export.json``: when the export finished and what it did (session_phase reads it)."""
+def record_export(state_dir: str, result: ExportResult, layout: KeyLayout) -> None:
+    """``export.json``: when the export finished, what it covered (directory, prefix,
+    generation) and what it did; session_phase reads it before leaving phase 4 or 5."""
     record = result.as_dict()
     for name in ("undecodable_files", "unstable_files", "removed_files", "dry_run", "changed"):
         record.pop(name)
+    record.update(session_dir=os.path.realpath(result.session_dir), key_prefix=layout.prefix,
+                  generation=layout.generation)
     record["complete"] = not (result.undecodable or result.unstable)
     state.write_json(state.state_path(state_dir, state.EXPORT_FILE), record)
 

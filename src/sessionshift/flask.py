@@ -214,7 +214,7 @@ class PhasedSessionInterface(SessionInterface):
                                     on_error=self._phase_file_error)
         self.journal = Journal(config.state_dir, config.session_dir)
         self._given_client = redis_client
-        self._stores: dict[int, tuple[SessionStore, SessionStore]] = {}
+        self._stores: dict[tuple[int, int], tuple[SessionStore, SessionStore]] = {}
         self._down_until = 0.0
         self._next_replay = 0.0
         self._replay_lock = threading.Lock()
@@ -234,24 +234,32 @@ class PhasedSessionInterface(SessionInterface):
 
     # ------------------------------------------------------------------ Redis plumbing
     def _store(self, phase: Phase) -> SessionStore:
-        """The store of this process (clients are made after gunicorn forks)."""
-        pid = os.getpid()
-        stores = self._stores.get(pid)
+        """The store of this process (clients are made after gunicorn forks), in the generation
+        the phase file names: copies of any other generation are never read or written."""
+        pid, generation = os.getpid(), self.watcher.generation
+        stores = self._stores.get((pid, generation))
         if stores is None:
-            if self._given_client is not None:
-                client = self._given_client
-            elif self.config.redis:
-                client = client_from_settings(RedisSettings.from_mapping(self.config.redis))
-            else:
-                raise RedisConnectionError("no Redis configured: set SESSIONSHIFT_REDIS before phase 2")
-            plain = SessionStore(client, self.layout, self.config.tombstone_ttl)
-            waiting = SessionStore(client, self.layout, self.config.tombstone_ttl,
+            client = self._client(pid)
+            layout = self.layout.in_generation(generation)
+            plain = SessionStore(client, layout, self.config.tombstone_ttl)
+            waiting = SessionStore(client, layout, self.config.tombstone_ttl,
                                    wait_replicas=self.config.wait_replicas,
                                    wait_timeout_ms=self.config.wait_timeout_ms)
-            stores = self._stores[pid] = (plain, waiting)
+            stores = self._stores[(pid, generation)] = (plain, waiting)
         # WAIT for replicas once the app reads Redis first (phase 3: an unconfirmed write is
         # journaled, so its file is read until the replay) and when Redis is the only copy.
         return stores[1] if phase >= Phase.REDIS_READ else stores[0]
+
+    def _client(self, pid: int):
+        """This process's Redis client, shared by the stores of every generation."""
+        for (owner, _generation), (store, _waiting) in self._stores.items():
+            if owner == pid:
+                return store.client
+        if self._given_client is not None:
+            return self._given_client
+        if self.config.redis:
+            return client_from_settings(RedisSettings.from_mapping(self.config.redis))
+        raise RedisConnectionError("no Redis configured: set SESSIONSHIFT_REDIS before phase 2")
 
     def _redis(self, phase: Phase, op: str, call: Callable[[SessionStore], Any]) -> Any:
         """Run one store call, timed; a failure opens the circuit for a short while."""

@@ -3,6 +3,18 @@
 Each gate returns a :class:`GateResult` whose ``reasons`` an operator can act
 on. The playbooks call them through the ``session_gate`` module and ``assert``
 on ``passed``; nothing here changes anything.
+
+A gate needs evidence: each states its minimum (``facts["evidence"]``) and
+refuses below it with the reason. 100 % of nothing is not a pass:
+
+* ``redis_read``: the backfill and the validation of the generation the host
+  reads; at least ``min_compared`` sessions compared, at least
+  ``min_comparable_percent`` of the live files comparable (not corrupt or
+  unreadable to the tool), no stale copy (Redis older than its file) and no
+  orphaned copy (no live file, no tombstone), and every host of the fleet on
+  one generation;
+* ``redis_only``: at least ``min_requests`` requests seen in the window;
+* ``redis``: a recorded start of phase 4.
 """
 
 from __future__ import annotations
@@ -95,20 +107,66 @@ def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None
     return result
 
 
+DEFAULT_MIN_COMPARED = 1
+DEFAULT_MIN_COMPARABLE_PERCENT = 99.0
+DEFAULT_MIN_REQUESTS = 100
+
+
 def validation_passed(migration: dict | None, validation: dict | None,
-                      threshold: float = 100.0) -> GateResult:
-    """Gate into phase 3: the backfill finished and the last validation met the threshold."""
+                      threshold: float = 100.0, *, generation: int = 0,
+                      fleet_generations: list[int] | None = None,
+                      min_compared: int = DEFAULT_MIN_COMPARED,
+                      min_comparable_percent: float = DEFAULT_MIN_COMPARABLE_PERCENT) -> GateResult:
+    """Gate into phase 3: the backfill finished and the last validation met the threshold,
+    on enough evidence, in the generation this host (and every host of the fleet) reads."""
     result = GateResult("redis_read")
+    evidence = (f"backfill and validation of generation {generation}; >= {min_compared} session(s) "
+                f"compared; >= {min_comparable_percent:g}% of live files comparable; 0 stale and 0 "
+                "orphaned copies; every host on one generation")
+    result.facts = {"evidence": evidence, "generation": generation}
+    if fleet_generations and len(set(fleet_generations)) > 1:
+        result.refuse(f"the hosts read different Redis generations ({sorted(set(fleet_generations))}); "
+                      "from phase 3 on users move between hosts, so all must read one: run "
+                      "playbooks/phase2.yml again (it moves every host to the fleet's generation and "
+                      "backfills it)")
     if not migration or not migration.get("complete"):
         result.refuse("the backfill has not completed on this host; run playbooks/phase2.yml "
                       "(tag backfill) or 'sessionshift migrate'")
+    elif _generation_of(migration) != generation:
+        result.refuse(f"the last backfill copied into generation {_generation_of(migration)}, this "
+                      f"host reads generation {generation}; run the backfill again")
     if not validation:
         result.refuse("no validation has been recorded on this host; run playbooks/phase2.yml "
                       "(tag validate) or 'sessionshift validate'")
         return result
     consistency = float(validation.get("consistency_percent", 0.0))
-    result.facts = {"consistency_percent": consistency, "threshold": threshold,
-                    "validated_at": validation.get("finished_at")}
+    counts = validation.get("counts") or {}
+    comparable = int(validation.get("comparable", 0))
+    unreadable = int(counts.get("corrupt", 0))
+    share = 100.0 * comparable / (comparable + unreadable) if comparable + unreadable else 0.0
+    stale, orphaned = counts.get("stale", 0), counts.get("orphaned", 0)
+    result.facts.update(consistency_percent=consistency, threshold=threshold, compared=comparable,
+                        comparable_percent=round(share, 4), stale=stale, orphaned=orphaned,
+                        validated_at=validation.get("finished_at"))
+    if _generation_of(validation) != generation:
+        result.refuse(f"the last validation read generation {_generation_of(validation)}, this host "
+                      f"reads generation {generation}; validate again")
+    if comparable < min_compared:
+        result.refuse(f"the validation compared {comparable} session(s), fewer than the minimum of "
+                      f"{min_compared} comparable: 100% of nothing is no evidence. Are there live "
+                      "sessions in the directory, and are the tool's settings (session_dir, key "
+                      "prefix, hash method) the app's?")
+    elif share < min_comparable_percent:
+        result.refuse(f"only {share:.2f}% of the live files were comparable ({unreadable} corrupt or "
+                      f"unreadable to the tool; minimum {min_comparable_percent:g}%); read the corrupt "
+                      "examples in validation.json")
+    if stale:
+        result.refuse(f"{stale} Redis cop(ies) are older than their file (stale); they would be served "
+                      "in phase 3: re-run the backfill in a new generation (step to file and forward "
+                      "again) or find the writer that skips Redis")
+    if orphaned:
+        result.refuse(f"{orphaned} Redis cop(ies) have no live file and no tombstone (orphaned): a "
+                      "logged-out or expired session would come back in phase 3")
     if consistency < threshold:
         result.refuse(f"validation consistency {consistency:.3f}% is below the threshold {threshold}%; "
                       "look at the examples in validation.json, re-run the backfill, then validate again")
@@ -126,12 +184,24 @@ def validation_passed(migration: dict | None, validation: dict | None,
     return result
 
 
-def fallback_quiet(fallback_reads: float, total_reads: float, max_rate: float = 0.001) -> GateResult:
-    """Gate into phase 4: reads that had to fall back to files are near zero."""
+def _generation_of(record: dict) -> int:
+    """The generation a backfill or validation record covered (0 before generations existed)."""
+    return int(record.get("generation", (record.get("fingerprint") or {}).get("generation", 0)))
+
+
+def fallback_quiet(fallback_reads: float, total_reads: float, max_rate: float = 0.001,
+                   min_requests: int = DEFAULT_MIN_REQUESTS) -> GateResult:
+    """Gate into phase 4: reads that had to fall back to files are near zero, over enough reads."""
     result = GateResult("redis_only")
+    min_requests = max(int(min_requests), 1)  # a rate over zero requests is no evidence
     rate = (fallback_reads / total_reads) if total_reads else 0.0
     result.facts = {"fallback_reads": fallback_reads, "total_reads": total_reads,
-                    "fallback_rate": rate, "max_rate": max_rate}
+                    "fallback_rate": rate, "max_rate": max_rate,
+                    "evidence": f">= {min_requests} session request(s) in the watch window"}
+    if total_reads < min_requests:
+        result.refuse(f"only {total_reads:g} session request(s) in the watch window, fewer than the "
+                      f"minimum of {min_requests}: a fallback rate over so few says nothing; watch "
+                      "longer (rollout_watch_seconds) or wait for traffic")
     if rate > max_rate:
         result.refuse(f"{rate:.4%} of reads fell back to files (limit {max_rate:.4%}); sessions are "
                       "still missing from Redis: run the backfill again and validate")
@@ -142,11 +212,12 @@ def cutoff_passed(now: datetime.datetime, redis_only_since: datetime.datetime | 
                   session_lifetime_seconds: int) -> GateResult:
     """Gate into phase 5: every legacy file session has outlived its lifetime since phase 4."""
     result = GateResult("redis")
+    result.facts = {"evidence": "a recorded start of phase 4 on this host"}
     if redis_only_since is None:
         result.refuse("this host has no record of entering redis_only; run playbooks/phase4.yml first")
         return result
     cutoff = redis_only_since + datetime.timedelta(seconds=session_lifetime_seconds)
-    result.facts = {"redis_only_since": redis_only_since.isoformat(), "cutoff": cutoff.isoformat()}
+    result.facts.update(redis_only_since=redis_only_since.isoformat(), cutoff=cutoff.isoformat())
     if now < cutoff:
         result.refuse(f"the cutoff {cutoff.isoformat()} (phase 4 start + the longest session lifetime "
                       f"of {session_lifetime_seconds}s) has not passed; legacy file sessions may still "
@@ -179,10 +250,18 @@ def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
     if gate == "dual_write":
         return _redis_gate(params)
     if gate == "redis_read":
-        return validation_passed(record(state.MIGRATE_FILE), record(state.VALIDATION_FILE),
-                                 params["threshold"])
+        from .phasefile import read_phase
+
+        return validation_passed(
+            record(state.MIGRATE_FILE), record(state.VALIDATION_FILE), params["threshold"],
+            generation=read_phase(state_dir).generation,
+            fleet_generations=[int(g) for g in params.get("fleet_generations") or []],
+            min_compared=int(params.get("min_compared", DEFAULT_MIN_COMPARED)),
+            min_comparable_percent=float(params.get("min_comparable_percent",
+                                                    DEFAULT_MIN_COMPARABLE_PERCENT)))
     if gate == "redis_only":
-        return fallback_quiet(params["fallback_reads"], params["total_reads"], params["max_fallback_rate"])
+        return fallback_quiet(params["fallback_reads"], params["total_reads"], params["max_fallback_rate"],
+                              int(params.get("min_requests", DEFAULT_MIN_REQUESTS)))
     if gate == "redis":
         return cutoff_passed(now, _redis_only_since(record(state.PHASE_FILE)),
                              params["session_lifetime"])

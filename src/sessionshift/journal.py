@@ -191,8 +191,10 @@ def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *
     In phase 4 and later the replayed files are emergency copies and are removed.
     """
     settings = redis if isinstance(redis, RedisSettings) else RedisSettings.from_mapping(redis)
-    store = SessionStore(client or client_from_settings(settings), KeyLayout(key_prefix, hash_name))
-    phase = read_phase(state_dir).phase
+    record = read_phase(state_dir)
+    store = SessionStore(client or client_from_settings(settings),
+                         KeyLayout(key_prefix, hash_name, record.generation))
+    phase = record.phase
     return Journal(state_dir, session_dir).replay(store, serializer=serializer,
                                                   remove_file_after=phase >= Phase.REDIS_ONLY)
 

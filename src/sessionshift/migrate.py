@@ -91,7 +91,8 @@ class MigrateConfig:
     def fingerprint(self, endpoint: str) -> dict[str, Any]:
         """What makes a checkpoint valid for a rerun: the same files, keys and Redis."""
         return {"session_dir": os.path.realpath(self.session_dir), "key_prefix": self.layout.prefix,
-                "hash_method": self.layout.hash_name, "serializer": self.serializer,
+                "hash_method": self.layout.hash_name, "generation": self.layout.generation,
+                "serializer": self.serializer,
                 "redis": endpoint, "shares": SHARES}
 
 
@@ -398,6 +399,7 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
     counts = {name: totals[name] for name in COUNT_NAMES}
     elapsed = time.monotonic() - started
     checkpoint.save(status="complete", complete=True, finished_at=state.utc_now(),
+                    generation=config.layout.generation,
                     shares_done=sorted(done), counts=counts, errors=errors[:20],
                     elapsed_seconds=round(elapsed, 3), resumed=bool(skipped))
     return MigrateResult(counts=counts, errors=errors, shares_done=sorted(done),

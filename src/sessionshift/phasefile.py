@@ -1,7 +1,7 @@
 """The per-host phase file (``state_dir/phase.json``): read it, watch it, move it.
 
     {"phase": "dual_write", "number": 2, "changed_at": "...", "changed_by": "ops",
-     "redis_only_since": null,
+     "redis_only_since": null, "generation": 1, "retired_generation": 0,
      "history": [{"from": "file", "to": "dual_write", "at": "...", "by": "ops", "forced": false}]}
 
 A missing file means phase ``file`` (nothing was ever migrated). The file is
@@ -11,6 +11,16 @@ replaced atomically (``state.write_json``), so a reader never sees half of it.
 lower: from then on files stop being written, so a rollback to 3 or lower needs
 an export (``export.json``) that finished after that moment. It is kept outside
 the history so that trimming the history to its last entries never loses it.
+
+``generation`` is the generation of Redis copies this host reads and writes
+(``keys.KeyLayout.generation``). A move back to ``file`` from a phase that
+wrote Redis retires it (``retired_generation``): the copies made before are
+no longer kept up to date, and this host must never read them again. That
+needs nothing but this file, so it works when Redis is down. The next move out
+of ``file`` chooses a generation above the retired one (the playbooks pass the
+same one to every host); it may also change while the host is in
+``dual_write`` (files are what that phase reads), and never from
+``redis_read`` on, where a change would lose every session.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ import time
 from typing import Any
 
 from . import state
-from .phases import Phase, check_transition
+from .keys import KeyLayout
+from .phases import Phase, Transition, TransitionRefused, check_transition
 
 HISTORY_LENGTH = 20
 
@@ -36,6 +47,14 @@ class PhaseRecord:
     changed_by: str | None = None
     redis_only_since: str | None = None
     exists: bool = True
+    generation: int = 0
+    retired_generation: int | None = None  # the newest generation this host stopped keeping current
+
+    @property
+    def next_generation(self) -> int:
+        """The lowest generation this host may use after its last return to ``file``."""
+        return self.generation if self.retired_generation is None else \
+            max(self.generation, self.retired_generation + 1)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +63,8 @@ class PhaseRecord:
             "changed_at": self.changed_at,
             "changed_by": self.changed_by,
             "redis_only_since": self.redis_only_since,
+            "generation": self.generation,
+            "retired_generation": self.retired_generation,
             "history": list(self.history),
         }
 
@@ -68,9 +89,24 @@ def read_phase(state_dir: str) -> PhaseRecord:
     history = document.get("history") or []
     if not isinstance(history, list):
         raise ValueError(f"{path}: 'history' must be a list")
+    generation, retired = document.get("generation", 0), document.get("retired_generation")
+    if not _is_generation(generation) or not (retired is None or _is_generation(retired)):
+        raise ValueError(f"{path}: 'generation' and 'retired_generation' must be integers >= 0; "
+                         "set the phase again with the session_phase module")
     return PhaseRecord(phase, tuple(h for h in history if isinstance(h, dict)),
                        document.get("changed_at"), document.get("changed_by"),
-                       document.get("redis_only_since"))
+                       document.get("redis_only_since"), generation=generation,
+                       retired_generation=retired)
+
+
+def _is_generation(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def host_layout(state_dir: str | None, prefix: str, hash_name: str) -> KeyLayout:
+    """The key layout of this host's current generation (generation 0 without a phase file)."""
+    generation = read_phase(state_dir).generation if state_dir else 0
+    return KeyLayout(prefix, hash_name, generation)  # type: ignore[arg-type]
 
 
 def _parse_time(text: str | None) -> datetime.datetime | None:
@@ -85,17 +121,42 @@ def _parse_time(text: str | None) -> datetime.datetime | None:
     return value.replace(microsecond=0)  # state.utc_now() writes whole seconds
 
 
-def export_finished_since(state_dir: str, record: PhaseRecord) -> bool:
-    """Whether ``export.json`` records an export that finished after phase 4 began."""
+def export_finished_since(state_dir: str, record: PhaseRecord, *, session_dir: str | None = None,
+                          key_prefix: str | None = None) -> bool:
+    """Whether ``export.json`` records an export that finished after phase 4 began and covered
+    this host's sessions (see :func:`export_problem`)."""
+    return export_problem(state_dir, record, session_dir=session_dir, key_prefix=key_prefix) is None
+
+
+def export_problem(state_dir: str, record: PhaseRecord, *, session_dir: str | None = None,
+                   key_prefix: str | None = None) -> str | None:
+    """Why the last export does not let this host leave phase 4/5 for 3 or lower (None: it does).
+
+    It must have finished after the host entered phase 4, from the generation
+    the host reads, and (when the caller names them) into this session
+    directory and from this key prefix: an export of another prefix or
+    directory brought none of this host's sessions back to its files.
+    """
     try:
         export = state.read_json(state.state_path(state_dir, state.EXPORT_FILE))
-    except ValueError:
-        return False
-    finished = _parse_time((export or {}).get("finished_at"))
+    except ValueError as exc:
+        return f"the export record is unreadable: {exc}"
+    export = export or {}
+    finished = _parse_time(export.get("finished_at"))
     if finished is None:
-        return False
+        return "no export has finished on this host"
     since = _parse_time(record.redis_only_since or _entered_redis_only_from_history(record))
-    return since is None or finished >= since
+    if since is not None and finished < since:
+        return f"the last export finished at {export.get('finished_at')}, before this host entered phase 4"
+    if export.get("generation", 0) != record.generation:
+        return (f"the last export read generation {export.get('generation', 0)}, this host reads "
+                f"generation {record.generation}")
+    if key_prefix is not None and export.get("key_prefix", key_prefix) != key_prefix:
+        return f"the last export covered key prefix {export.get('key_prefix')!r}, not {key_prefix!r}"
+    if session_dir is not None and export.get("session_dir") and \
+            os.path.realpath(session_dir) != export["session_dir"]:
+        return f"the last export wrote {export['session_dir']}, not {os.path.realpath(session_dir)}"
+    return None
 
 
 def export_caveat(state_dir: str) -> str | None:
@@ -136,31 +197,80 @@ class PhaseChange:
 
 
 def plan_phase(state_dir: str, target: Phase | str | int, *, by: str, force: bool = False,
-               emergency: bool = False, now: str | None = None) -> PhaseChange:
-    """The record a move to *target* would write; raises TransitionRefused if unsafe."""
+               emergency: bool = False, now: str | None = None,
+               generation: int | None = None, session_dir: str | None = None,
+               key_prefix: str | None = None) -> PhaseChange:
+    """The record a move to *target* would write; raises TransitionRefused if unsafe.
+
+    ``generation`` (the playbooks pass the fleet's) is the generation a move out
+    of ``file``, or a host in ``dual_write``, is to use; by default a move out of
+    ``file`` takes the host's ``next_generation``.
+    """
     before = read_phase(state_dir)
     target = Phase.parse(target)
-    if before.phase == target and before.exists:
+    new_generation = _choose_generation(before, target, generation)
+    if before.phase == target and before.exists and new_generation == before.generation:
         return PhaseChange(False, before, before)
-    move = check_transition(before.phase, target, force=force, emergency=emergency,
-                            export_done=export_finished_since(state_dir, before))
+    problem = export_problem(state_dir, before, session_dir=session_dir, key_prefix=key_prefix)
+    try:
+        move = check_transition(before.phase, target, force=force, emergency=emergency,
+                                export_done=problem is None)
+    except TransitionRefused as exc:
+        if problem is None or not Transition(before.phase, target).needs_export or exc.target != target:
+            raise
+        raise TransitionRefused(exc.current, exc.target, f"{exc.reason} ({problem})", exc.fix) from None
     when = now or state.utc_now()
     entry = {"from": before.phase.label, "to": target.label, "at": when, "by": by,
              "forced": bool(force and move.skips), "emergency": bool(emergency)}
+    if new_generation != before.generation:
+        entry["generation"] = new_generation
     redis_only_since = before.redis_only_since
     if target >= Phase.REDIS_ONLY and before.phase <= Phase.REDIS_READ:
         redis_only_since = when
     elif target <= Phase.REDIS_READ:
         redis_only_since = None
-    history = ((*before.history, entry) if before.phase != target else before.history)[-HISTORY_LENGTH:]
-    after = PhaseRecord(target, tuple(history), when, by, redis_only_since)
+    retired = before.retired_generation
+    if target == Phase.FILE and before.phase > Phase.FILE:
+        # From now on this host's Redis copies fall behind its files: retire their generation.
+        retired = before.generation if retired is None else max(retired, before.generation)
+    changed = before.phase != target or new_generation != before.generation
+    history = ((*before.history, entry) if changed else before.history)[-HISTORY_LENGTH:]
+    after = PhaseRecord(target, tuple(history), when, by, redis_only_since,
+                        generation=new_generation, retired_generation=retired)
     return PhaseChange(True, before, after)
 
 
+def _choose_generation(before: PhaseRecord, target: Phase, wanted: int | None) -> int:
+    """The generation after a move to *target*; raises TransitionRefused if *wanted* is unsafe."""
+    leaving_file = before.phase == Phase.FILE and target > Phase.FILE
+    may_change = leaving_file or (before.phase == target == Phase.DUAL_WRITE)
+    if wanted is None or (wanted == before.generation and not leaving_file):
+        return before.next_generation if leaving_file else before.generation
+    if not _is_generation(wanted):
+        raise ValueError(f"generation must be an integer >= 0, not {wanted!r}")
+    if not may_change:
+        raise TransitionRefused(
+            before.phase, target,
+            f"the generation can change only on the move out of file or in dual_write (this host "
+            f"reads generation {before.generation} and would lose every session it holds in Redis)",
+            "step the host back to dual_write first (ansible-playbook playbooks/rollback.yml "
+            "-e rollback_to=dual_write), or leave the generation alone")
+    if wanted < before.next_generation:
+        raise TransitionRefused(
+            before.phase, target,
+            f"generation {wanted} holds Redis copies made before this host's last return to file "
+            f"(retired generation {before.retired_generation}, current {before.generation})",
+            f"use generation {before.next_generation} or higher (the playbooks choose the fleet's)")
+    return wanted
+
+
 def set_phase(state_dir: str, target: Phase | str | int, *, by: str, force: bool = False,
-              emergency: bool = False, check_only: bool = False) -> PhaseChange:
+              emergency: bool = False, check_only: bool = False,
+              generation: int | None = None, session_dir: str | None = None,
+              key_prefix: str | None = None) -> PhaseChange:
     """Move the host to *target* (atomic replace); idempotent; ``check_only`` writes nothing."""
-    change = plan_phase(state_dir, target, by=by, force=force, emergency=emergency)
+    change = plan_phase(state_dir, target, by=by, force=force, emergency=emergency,
+                        generation=generation, session_dir=session_dir, key_prefix=key_prefix)
     if change.changed and not check_only:
         state.write_json(phase_path(state_dir), change.after.as_json())
     return change
@@ -186,6 +296,7 @@ class PhaseWatcher:
         self.errors = 0
         self.last_error: str | None = None
         self._phase = Phase.FILE
+        self.generation = 0  # the Redis generation the phase file names (read with the phase)
         self.known = False
         self._signature: tuple | None = ()
         self._checked_at = float("-inf")
@@ -212,9 +323,11 @@ class PhaseWatcher:
                 return self._phase
             if signature is None:
                 self._phase, self._signature, self.known = Phase.FILE, None, True
+                self.generation = 0
                 return self._phase
             try:
-                self._phase = read_phase(self.state_dir).phase
+                record = read_phase(self.state_dir)
+                self._phase, self.generation = record.phase, record.generation
                 self.known = True
             except (ValueError, OSError) as exc:
                 self._error(str(exc))

@@ -118,15 +118,20 @@ def check_transition(current: Phase | str | int, target: Phase | str | int, *,
                      emergency: bool = False) -> Transition:
     """Validate a move; raise :class:`TransitionRefused` with the reason and the fix.
 
-    * forward moves go one phase at a time unless ``force``;
-    * a rollback may go several phases at once only as an ``emergency`` (to
-      ``file``) or with ``force``; the playbooks step one phase at a time;
+    * every move goes one phase at a time unless ``force`` (every host drained).
+      An ``emergency`` is no exception: it is recorded in the history, and the
+      emergency rollback steps redis_read -> dual_write -> file like any other,
+      because for the moment a flip takes to reach every worker, workers of
+      both phases serve side by side, and only adjacent phases are compatible
+      (a file-phase worker would save a session to its file alone while a
+      redis_read worker served the older Redis copy);
     * leaving phase 4 or 5 for 3 or lower needs the Redis -> file export done.
     """
+    del emergency  # recorded by the caller; it allows nothing a normal move would not
     move = Transition(Phase.parse(current), Phase.parse(target))
     if move.direction == "none":
         return move
-    if move.skips and not (force or (emergency and move.target == Phase.FILE)):
+    if move.skips and not force:
         way = "forward" if move.direction == "forward" else "back"
         raise TransitionRefused(
             move.current, move.target,

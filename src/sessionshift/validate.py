@@ -15,12 +15,23 @@ contents. It is what the phase-3 gate reads from
 (consistent + missing + different + type_changed; expired, corrupt and
 logged-out leftovers are not comparable) against a threshold, 100% by
 default, and no type change at all whatever the threshold.
+
+Two kinds of copy phase 3 must never serve are counted on their own, and the
+gate needs zero of each (see docs/architecture.md "Generations"):
+
+* ``stale``: a difference that persists and whose Redis expiry is earlier than
+  the file's, so Redis holds a save older than the file's last one (one save
+  writes both with one expiry);
+* ``orphaned`` (``count_orphans``, when this directory holds every host's
+  sessions): a session key of the generation with no file here, still there
+  on the re-check; ``None`` when not counted.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +39,7 @@ from typing import Any
 import redis
 
 from . import exact, options, safepickle, state
+from .export import scan_batches
 from .formats import (
     DEFAULT_PICKLE_PROTOCOL,
     DEFAULT_SERIALIZER,
@@ -44,8 +56,8 @@ from .shares import SHARES, groups, iter_entries
 from .workers import resolve_workers, run_groups
 
 COUNT_NAMES = ("checked", "consistent", "missing", "different", "type_changed", "expired", "corrupt",
-               "tombstoned", "vanished", "healed", "unverified", "foreign", "skipped")
-EXAMPLE_KINDS = ("missing", "different", "type_changed", "corrupt")
+               "tombstoned", "vanished", "healed", "unverified", "foreign", "skipped", "stale")
+EXAMPLE_KINDS = ("missing", "different", "type_changed", "corrupt", "stale", "orphaned")
 DIFFERENCES = ("missing", "different", "type_changed")  # re-checked; counted only if they persist
 
 
@@ -63,6 +75,7 @@ class ValidateConfig:
     default_lifetime: int = 0  # for the seed's sess_<sid> files
     recheck_limit: int = 100_000  # differences kept for the re-check; beyond, counted unverified
     workers: int = 0  # scanning processes; 0: the CPU count, capped
+    count_orphans: bool = False  # this directory holds every host's sessions (one host, or shared)
 
     def check(self) -> None:
         if not 0 < self.sample_percent <= 100:
@@ -87,6 +100,7 @@ class _Session:
     path: str
     value: bytes  # the session as the app would store it (its serializer)
     source: bytes  # the session exactly as the file holds it (its pickle payload)
+    expiry: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -130,7 +144,7 @@ class _Comparer:
         except SessionValueError as exc:  # the file is the problem: the app could not store it either
             self.example("corrupt", {"file": name, "reason": str(exc)})
             return "corrupt"
-        return _Session(kind, file_name, path, value, source)
+        return _Session(kind, file_name, path, value, source, expiry)
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
         """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
@@ -269,6 +283,7 @@ class _Validation(_Comparer):
                 sessions.append(found)
             if not sessions:
                 continue
+            differing = []
             for session, (raw, tombstoned) in zip(sessions, self.fetch(sessions), strict=True):
                 outcome, comparison = self.compare(session, raw, tombstoned)
                 if comparison is not None:
@@ -277,7 +292,42 @@ class _Validation(_Comparer):
                     self.example(outcome, session.name)
                 elif outcome in ("consistent", "tombstoned"):
                     self.counts["healed"] += 1
+                if outcome == "different":
+                    differing.append(session)
                 self.counts[outcome] += 1
+            self._count_stale(differing)
+
+    def _count_stale(self, sessions: list[_Session]) -> None:
+        """Of the persisting differences, those whose Redis copy predates the file's last save."""
+        if not sessions:
+            return
+        layout = self.config.layout
+        with self.client.pipeline(transaction=False) as pipe:
+            for session in sessions:
+                pipe.expiretime(layout.session_key(session.name))
+            expiries = pipe.execute()
+        for session, expiry in zip(sessions, expiries, strict=True):
+            if expiry > 0 and session.expiry and expiry < session.expiry:
+                self.counts["stale"] += 1
+                self.example("stale", session.name)
+
+    def count_orphans(self) -> int:
+        """Session keys of the generation with no live file here, still so after the re-check delay."""
+        layout, directory = self.config.layout, self.config.session_dir
+        candidates: list[tuple[str, bytes]] = []
+        for _node, keys in scan_batches(self.client, layout.session_pattern, self.config.batch_size):
+            for key in keys:
+                parsed = layout.parse(key)
+                if parsed and not os.path.exists(os.path.join(directory, parsed.file_name)):
+                    candidates.append((parsed.file_name, key))
+        if candidates:
+            time.sleep(self.config.recheck_delay)  # a logout removes the file before the key
+        orphaned = 0
+        for file_name, key in candidates:
+            if not os.path.exists(os.path.join(directory, file_name)) and self.client.exists(key):
+                orphaned += 1
+                self.example("orphaned", file_name)
+        return orphaned
 
 
 def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressCallback | None = None,
@@ -307,7 +357,8 @@ def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressC
     if before_recheck:
         before_recheck([item.name for item in run.pending])
     run.recheck()
-    counts = {name: run.counts[name] for name in COUNT_NAMES}
+    counts: dict[str, int | None] = {name: run.counts[name] for name in COUNT_NAMES}
+    counts["orphaned"] = run.count_orphans() if config.count_orphans else None
     comparable = counts["consistent"] + counts["missing"] + counts["different"] + counts["type_changed"]
     consistency = 100.0 * counts["consistent"] / comparable if comparable else 100.0
     result = {
@@ -316,13 +367,16 @@ def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressC
         "consistency_percent": round(consistency, 4),
         "threshold": config.threshold,
         # A changed type is never within a threshold: the app would read another session.
-        "passed": consistency >= config.threshold and not counts["type_changed"],
+        # 100 % of nothing is no evidence; a stale or orphaned copy would be served in phase 3.
+        "passed": consistency >= config.threshold and not counts["type_changed"] and comparable > 0
+        and not counts["stale"] and not counts["orphaned"],
         "type_changes": dict(run.type_changes.most_common()),
         "sample_percent": config.sample_percent,
         "full": config.sample_percent >= 100.0,
         "examples": run.examples,
         "session_dir": config.session_dir,
         "key_prefix": config.layout.prefix,
+        "generation": config.layout.generation,
         "serializer": config.serializer,
         "pickle_protocol": config.pickle_protocol,
         "recheck_delay": config.recheck_delay,
@@ -341,8 +395,13 @@ def summary(result: dict[str, Any]) -> str:
             f"sessions consistent (threshold {result['threshold']:g}%): {counts['missing']:,} missing in "
             f"Redis, {counts['different']:,} different, {counts['type_changed']:,} with changed types, "
             f"{counts['expired']:,} expired, "
-            f"{counts['corrupt']:,} corrupt, {counts['healed']:,} healed on re-check")
-    if counts["type_changed"]:
+            f"{counts['corrupt']:,} corrupt, {counts['healed']:,} healed on re-check, "
+            f"{counts['stale']:,} stale (Redis older than the file), "
+            f"{'not counted' if counts.get('orphaned') is None else format(counts['orphaned'], ',')} "
+            "orphaned (in Redis, no live file)")
+    if not result["comparable"]:
+        text += "; NOTHING COMPARED: no evidence (are session_dir, key prefix and hash method the app's?)"
+    elif counts["type_changed"]:
         kinds = ", ".join(f"{kind} in {n:,}" for kind, n in list(result["type_changes"].items())[:5])
         where = "; ".join(f"{example['file']} {change['path']}: {change['from']} -> {change['to']}"
                           for example in result["examples"]["type_changed"][:3]

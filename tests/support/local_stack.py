@@ -74,6 +74,7 @@ class LocalStack:
             # Tests run at any hour and cannot wait a session lifetime: explicit overrides.
             "rollout_ignore_maintenance_window": True,
             "rollout_ignore_cutoff": True,
+            "rollout_gate_min_requests": 20,  # short watch windows: less evidence than production asks
             **(extra_vars or {}),
         }
         return cls(directory, inventory, app_ports, redis_port, variables)

@@ -39,7 +39,8 @@ def test_bad_window_settings_are_clear():
 
 def test_validation_gate():
     done = {"complete": True, "finished_at": "2026-11-28T01:00:00+00:00"}
-    good = {"consistency_percent": 100.0, "finished_at": "2026-11-28T02:00:00+00:00"}
+    good = {"consistency_percent": 100.0, "finished_at": "2026-11-28T02:00:00+00:00", "comparable": 10,
+            "counts": {"consistent": 10}}
     assert gates.validation_passed(done, good).passed
     low = gates.validation_passed(done, dict(good, consistency_percent=99.5))
     assert not low.passed and "below the threshold" in low.reasons[0]
@@ -50,10 +51,44 @@ def test_validation_gate():
     assert len(missing.reasons) == 2
 
 
+def test_validation_gate_refuses_without_evidence():
+    done = {"complete": True, "finished_at": "2026-11-28T01:00:00+00:00", "generation": 2}
+    good = {"consistency_percent": 100.0, "finished_at": "2026-11-28T02:00:00+00:00", "comparable": 99,
+            "counts": {"consistent": 99, "corrupt": 1}, "generation": 2}
+    assert gates.validation_passed(done, good, generation=2).passed
+    nothing = gates.validation_passed(done, dict(good, comparable=0, counts={}), generation=2)
+    assert not nothing.passed and "compared 0 session(s)" in nothing.reasons[0]
+    assert "min" in nothing.facts["evidence"] or ">=" in nothing.facts["evidence"]
+    unreadable = gates.validation_passed(done, dict(good, comparable=5, counts={"corrupt": 95}),
+                                         generation=2)
+    assert not unreadable.passed and "5.00% of the live files" in unreadable.reasons[0]
+    stale = gates.validation_passed(done, dict(good, counts={"stale": 1}), generation=2)
+    assert not stale.passed and "older than their file" in stale.reasons[0]
+    orphaned = gates.validation_passed(done, dict(good, counts={"orphaned": 3}), generation=2)
+    assert not orphaned.passed and "no live file" in orphaned.reasons[0]
+    other = gates.validation_passed(done, good, generation=3)
+    assert not other.passed and any("generation 2" in reason for reason in other.reasons)
+    split = gates.validation_passed(done, good, generation=2, fleet_generations=[2, 2, 1])
+    assert not split.passed and "different Redis generations ([1, 2])" in split.reasons[0]
+
+
+def test_fallback_gate_refuses_without_evidence():
+    nothing = gates.fallback_quiet(0, 0, min_requests=0)  # a minimum of 0 still means 1
+    assert not nothing.passed and "only 0 session request(s)" in nothing.reasons[0]
+    few = gates.fallback_quiet(0, 99)
+    assert not few.passed and "minimum of 100" in few.reasons[0]
+    assert gates.fallback_quiet(0, 100).passed
+
+
+def test_cutoff_gate_refuses_without_a_recorded_phase_4():
+    result = gates.cutoff_passed(datetime.datetime(2026, 11, 1, tzinfo=UTC), None, 60)
+    assert not result.passed and "no record of entering redis_only" in result.reasons[0]
+    assert result.facts["evidence"]
+
+
 def test_fallback_and_cutoff_gates():
     assert gates.fallback_quiet(0, 1000).passed
     assert not gates.fallback_quiet(5, 1000).passed
-    assert gates.fallback_quiet(0, 0).passed
     since = datetime.datetime(2026, 11, 1, tzinfo=UTC)
     assert gates.cutoff_passed(since + datetime.timedelta(days=8), since, 7 * 86400).passed
     early = gates.cutoff_passed(since + datetime.timedelta(days=2), since, 7 * 86400)

@@ -61,9 +61,20 @@ def test_leaving_phase_four_needs_the_export():
         check_transition("redis_only", "redis_read")
     assert "export" in info.value.fix
     check_transition("redis_only", "redis_read", export_done=True)
-    check_transition("redis", "file", emergency=True, export_done=True)
+    check_transition("redis", "file", force=True, export_done=True)
     with pytest.raises(TransitionRefused):
-        check_transition("redis", "file", emergency=True)
+        check_transition("redis", "file", force=True)
+
+
+def test_an_emergency_steps_back_one_phase_at_a_time_like_the_playbooks():
+    """The emergency rollback steps redis_read -> dual_write -> file: a jump straight to file
+    would let a file-phase worker and a redis_read worker serve side by side on one host."""
+    for current in ("redis_read", "redis_only", "redis"):
+        with pytest.raises(TransitionRefused) as info:
+            check_transition(current, "file", emergency=True, export_done=True)
+        assert "skips" in info.value.reason
+    assert check_transition("dual_write", "file", emergency=True).target is Phase.FILE
+    assert check_transition("redis_read", "dual_write", emergency=True).target is Phase.DUAL_WRITE
 
 
 def test_rollback_plan_steps_the_fleet_back_one_phase_at_a_time():

@@ -1,0 +1,132 @@
+"""Every way back is as safe as the way forward: walks that step back to `file` and go forward again.
+
+The walks drive the demo app in-process (the real PhasedSessionInterface) against a
+real redis-server, move the host with the phase file (what session_phase writes, one
+adjacent step at a time), and backfill, validate and gate with the operator's own tools
+(the sessionshift CLI and the phase-3 gate on the host's records).
+
+A Redis copy made before the host's last return to `file` must never be served, never
+be counted consistent and never block a fresh copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import time
+
+import pytest
+
+from sessionshift import cli, formats, gates, phasefile, validate
+from sessionshift.keys import KeyLayout
+
+from .test_interface import JSON, Env, login, translate, view
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(tmp_path, redis_server, redis_client, monkeypatch):
+    monkeypatch.setenv(cli.PASSWORD_ENV, redis_server.password)
+    return Walk(tmp_path, redis_server, redis_client)
+
+
+class Walk(Env):
+    def step(self, *phases: str) -> None:
+        """Adjacent moves, as the playbooks make them (no force)."""
+        for target in phases:
+            phasefile.set_phase(self.state_dir, target, by="test")
+
+    def tool(self, command: str, *extra: str) -> int:
+        settings = self.server.settings()
+        return cli.main([command, "--session-dir", self.session_dir, "--state-dir", self.state_dir,
+                         "--redis-url", settings.url, "--redis-user", settings.username,
+                         "--ca-file", settings.ca_file, "--quiet", *extra])
+
+    def backfill_and_validate(self) -> gates.GateResult:
+        assert self.tool("migrate", "--workers", "1") == 0
+        self.tool("validate", "--workers", "1", "--recheck-delay", "0")
+        return gates.evaluate({"gate": "redis_read", "state_dir": self.state_dir, "threshold": 100.0},
+                              now=datetime.datetime.now(datetime.UTC))
+
+
+def test_a_logout_in_phase_1_after_a_step_back_stays_logged_out(env):
+    client = env.app().test_client()
+    env.step("dual_write")
+    login(client, "alice")  # file and a Redis copy
+    old_cookie = client.get_cookie("session").value
+    env.step("file")  # the step back (a watch breach, rollback_to=file, the emergency rollback)
+    client.post("/logout", headers=JSON)  # phase 1: the file goes, the Redis copy cannot be touched
+    assert client.get_cookie("session") is None
+    env.step("dual_write")
+    gate = env.backfill_and_validate()
+    env.step("redis_read")  # as an operator who pushed on past the gate
+    client.set_cookie("session", old_cookie)
+    response = view(client)
+    assert response.json["logged_in"] is False, "the old cookie is logged in again from a stale Redis copy"
+    # Nothing was comparable (no live file): no evidence, so the gate must not have passed.
+    assert not gate.passed, gate
+    assert any("comparable" in reason for reason in gate.reasons), gate.reasons
+
+
+def test_a_write_in_phase_1_after_a_step_back_is_what_phase_3_serves(env):
+    client = env.app().test_client()
+    env.step("dual_write")
+    login(client, "bob")
+    translate(client, "before the step back")  # the Redis copy holds this
+    env.step("file")
+    after = translate(client, "written in phase 1")  # the file alone has this
+    env.step("dual_write")
+    gate = env.backfill_and_validate()
+    assert gate.passed, gate.reasons  # the fresh copy is made, so it is consistent
+    env.step("redis_read")
+    response = view(client)
+    assert response.headers["X-Session-Source"] == "redis"
+    assert response.json["writes"] == after["writes"]
+    assert response.json["last_write"] == "translate:written in phase 1"
+
+
+def test_a_second_return_to_file_retires_the_generation_again(env):
+    """Two round trips: each return to `file` retires the copies made before it."""
+    client = env.app().test_client()
+    env.step("dual_write")
+    login(client, "carol")
+    for round_trip in range(2):
+        env.step("file")
+        translate(client, f"phase 1, round {round_trip}")
+        env.step("dual_write")
+        translate(client, f"phase 2, round {round_trip}")  # a Redis copy in the new generation
+    env.step("file")
+    final = translate(client, "last write, in phase 1")
+    env.step("dual_write")
+    assert env.backfill_and_validate().passed
+    env.step("redis_read")
+    assert view(client).json["writes"] == final["writes"]
+
+
+def test_validation_counts_stale_and_orphaned_copies_and_the_gate_refuses_them(env):
+    layout = KeyLayout(generation=2)
+    os.makedirs(env.session_dir)
+    now = int(time.time())
+    fresh, old, orphan = (layout.file_name(sid) for sid in ("fresh-sid", "old-sid", "gone-sid"))
+    for name, writes in ((fresh, 1), (old, 2)):
+        formats.write_session_file(env.session_dir, name, {"writes": writes}, now + 3600)
+    env.redis.set(layout.session_key(fresh), formats.encode_value({"writes": 1}, "msgpack"), exat=now + 3600)
+    env.redis.set(layout.session_key(old), formats.encode_value({"writes": 1}, "msgpack"), exat=now + 600)
+    env.redis.set(layout.session_key(orphan), formats.encode_value({"writes": 9}, "msgpack"), exat=now + 600)
+    env.redis.set(KeyLayout().session_key(orphan), b"x", ex=600)  # another generation: not this one's
+    config = validate.ValidateConfig(env.session_dir, layout=layout, recheck_delay=0, workers=1,
+                                     count_orphans=True)
+    result = validate.validate(env.redis, config)
+    counts = result["counts"]
+    assert (counts["consistent"], counts["different"], counts["stale"], counts["orphaned"]) == (1, 1, 1, 1)
+    assert result["examples"]["stale"] == [old] and result["examples"]["orphaned"] == [orphan]
+    assert not result["passed"] and "1 stale" in result["message"]
+    gate = gates.validation_passed({"complete": True, "generation": 2}, result, threshold=0, generation=2)
+    assert not gate.passed
+    assert any("older than their file" in reason for reason in gate.reasons)
+    assert any("no live file" in reason for reason in gate.reasons)
+    not_counted = validate.validate(env.redis, dataclasses.replace(config, count_orphans=False))
+    assert not_counted["counts"]["orphaned"] is None and "not counted orphaned" in not_counted["message"]
+
