@@ -48,6 +48,12 @@ options:
     description: Where the source profile (C(profile.json)) that gives O(hash_method) its default is recorded.
     type: path
     default: /var/lib/sessionshift
+  generation:
+    description:
+      - With O(state=present), the Redis generation to back up (every app host reads one from phase 3 on).
+        Default, the generation the phase file in O(state_dir) names. A restore uses the generation its
+        manifest names.
+    type: int
 extends_documentation_fragment:
   - sessionshift
   - sessionshift.naming
@@ -174,6 +180,7 @@ def main():
         src=dict(type="path"),
         force=dict(type="bool", default=False),
         batch_size=dict(type="int", default=500),
+        generation=dict(type="int"),
     )
     module = AnsibleModule(
         argument_spec=spec,

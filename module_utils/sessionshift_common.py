@@ -118,8 +118,9 @@ def redis_settings(params, module=None):
 
 
 def key_layout(params):
-    """The key layout in the generation the host's phase file names (state_dir), else 0."""
-    if params.get("state_dir"):
+    """The key layout in the generation given (``generation``), else the one the host's phase
+    file names (``state_dir``), else 0."""
+    if params.get("generation") is None and params.get("state_dir"):
         return host_layout(params["state_dir"], params["key_prefix"], params["hash_method"])
     return KeyLayout(prefix=params["key_prefix"], hash_name=params["hash_method"],
                      generation=params.get("generation") or 0)

@@ -139,7 +139,8 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
 def _manifest(layout: KeyLayout, source: str, counts: dict[str, int], sha256: str) -> dict[str, Any]:
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_at": state.utc_now(),
             "source": source, "key_prefix": layout.prefix, "hash_method": layout.hash_name,
-            "counts": counts, "keys": sum(counts.values()), "payload_sha256": sha256}
+            "generation": layout.generation, "counts": counts, "keys": sum(counts.values()),
+            "payload_sha256": sha256}
 
 
 def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
@@ -219,7 +220,10 @@ def _layout(path: str, manifest: dict[str, Any]) -> KeyLayout:
     prefix, hash_name = manifest.get("key_prefix"), manifest.get("hash_method")
     if not isinstance(prefix, str) or hash_name not in ("md5", "sha256"):
         raise BackupError(path, "the manifest names no key prefix / hash method")
-    return KeyLayout(prefix=prefix, hash_name=hash_name)
+    generation = manifest.get("generation", 0)
+    if not isinstance(generation, int) or generation < 0:
+        raise BackupError(path, f"the manifest's generation {generation!r} is not an integer >= 0")
+    return KeyLayout(prefix=prefix, hash_name=hash_name, generation=generation)
 
 
 def _parse_entry(path: str, number: int, line: bytes) -> tuple[str, str, bytes, int]:
