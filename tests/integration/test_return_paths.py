@@ -112,9 +112,9 @@ def test_validation_counts_stale_and_orphaned_copies_and_the_gate_refuses_them(e
     fresh, old, orphan = (layout.file_name(sid) for sid in ("fresh-sid", "old-sid", "gone-sid"))
     for name, writes in ((fresh, 1), (old, 2)):
         formats.write_session_file(env.session_dir, name, {"writes": writes}, now + 3600)
-    env.redis.set(layout.session_key(fresh), formats.encode_value({"writes": 1}, "msgpack"), exat=now + 3600)
-    env.redis.set(layout.session_key(old), formats.encode_value({"writes": 1}, "msgpack"), exat=now + 600)
-    env.redis.set(layout.session_key(orphan), formats.encode_value({"writes": 9}, "msgpack"), exat=now + 600)
+    env.redis.set(layout.session_key(fresh), formats.encode_value({"writes": 1}), exat=now + 3600)
+    env.redis.set(layout.session_key(old), formats.encode_value({"writes": 1}), exat=now + 600)
+    env.redis.set(layout.session_key(orphan), formats.encode_value({"writes": 9}), exat=now + 600)
     env.redis.set(KeyLayout().session_key(orphan), b"x", ex=600)  # another generation: not this one's
     config = validate.ValidateConfig(env.session_dir, layout=layout, recheck_delay=0, workers=1,
                                      count_orphans=True)
