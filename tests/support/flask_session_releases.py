@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -115,8 +116,11 @@ def build_record(release: Release, cache_dir: str = CACHE_DIR) -> dict | None:
 
 def _build(release: Release, target: str, marker: str) -> None:
     started = time.monotonic()
+    # Under the release's lock nobody else builds it: a temporary directory left here was
+    # left by a build that was killed.
+    for stale in glob.glob(f"{glob.escape(target)}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = f"{target}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         # No pip inside: the test runner's pip installs into it (pip --python), which
         # saves the ensurepip step, the slowest part of making a virtualenv.
