@@ -71,11 +71,38 @@ options:
   hash_method:
     description:
       - How cachelib names session files; V(md5) before cachelib 0.16, V(sha256) since.
-      - Default the source profile's (recorded in C(state_dir/profile.json) by M(session_analyze); without one,
-        detected from the first files of O(session_dir), else V(sha256)). A value that contradicts the profile
-        is refused, with both values and the fix.
+      - Default the source profile's (recorded in C(state_dir/profile.json) by M(session_analyze);
+        without one, detected from the first files of O(session_dir), else V(sha256)). A value that
+        contradicts the profile is refused, with both values and the fix.
     type: str
     choices: [md5, sha256]
+"""
+
+    # Limits on decoding one session: module_utils/sessionshift_common.py DECODE_BUDGET_ARG_SPEC.
+    DECODE_BUDGET = r"""
+options:
+  decode_budget:
+    description:
+      - Limits on decoding one session file or Redis value, which may have been planted by anyone who can
+        write the session directory. A session over a limit is reported by its hashed file name and
+        skipped; the run goes on.
+      - Unset limits take the environment's C(SESSIONSHIFT_MAX_*) values, else the defaults below.
+    type: dict
+    suboptions:
+      max_session_bytes:
+        description: Largest file or value, in bytes (default 4 MiB).
+        type: int
+      max_depth:
+        description: Deepest nesting of containers (default 100).
+        type: int
+      max_objects:
+        description: Most values in one session, counted while decoding (default 1,000,000).
+        type: int
+      max_encoded_bytes:
+        description:
+          - Largest size the session would take written out without shared references (default 32 MiB);
+            catches a few hundred bytes of pickle that reference one list from many levels.
+        type: int
 """
 
     # How the app encodes sessions in Redis.

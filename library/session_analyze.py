@@ -61,6 +61,8 @@ options:
     description: Sessions timed to estimate the migration.
     type: int
     default: 500
+extends_documentation_fragment:
+  - sessionshift.decode_budget
 attributes:
   check_mode:
     support: full
@@ -139,8 +141,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
+    DECODE_BUDGET_ARG_SPEC,
     FILE_FORMAT_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_decode_budget,
     argument_spec,
     require_sessionshift,
 )
@@ -155,11 +159,12 @@ except ImportError:
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
+        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
                                     sample_size=dict(type="int", default=500)),
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_decode_budget(module)
     params = module.params
     given = {"hash_name": params["hash_method"], "header_style": params["header_style"],
              "pickle_protocol": params["pickle_protocol"]}

@@ -55,6 +55,8 @@ options:
     description: The app's C(SESSION_KEY_PREFIX) (names the seed's C(sess_<sid>) files).
     type: str
     default: "session:"
+extends_documentation_fragment:
+  - sessionshift.decode_budget
 attributes:
   check_mode:
     support: full
@@ -122,7 +124,12 @@ errors:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import SESSION_ARG_SPEC, require_sessionshift
+from ansible.module_utils.sessionshift_common import (
+    DECODE_BUDGET_ARG_SPEC,
+    SESSION_ARG_SPEC,
+    apply_decode_budget,
+    require_sessionshift,
+)
 
 try:
     from sessionshift.cleanup import CleanupRefused, cleanup_sessions
@@ -135,6 +142,7 @@ COUNTS = ("removed_by_reason", "kept", "corrupt_kept", "skipped_foreign", "skipp
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            **DECODE_BUDGET_ARG_SPEC,
             session_dir=SESSION_ARG_SPEC["session_dir"],
             scope=dict(type="str", default="expired", choices=["expired", "older", "all"]),
             max_age=dict(type="int"),
@@ -147,6 +155,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_decode_budget(module)
     params = module.params
     if params["max_age"] is not None and params["max_age"] < 0:
         module.fail_json(msg=f"session_cleanup: max_age {params['max_age']} is negative; give the age in "

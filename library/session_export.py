@@ -80,6 +80,7 @@ options:
     default: 0
 extends_documentation_fragment:
   - sessionshift
+  - sessionshift.decode_budget
   - sessionshift.naming
   - sessionshift.serializer
 attributes:
@@ -206,9 +207,11 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
+    DECODE_BUDGET_ARG_SPEC,
     FILE_FORMAT_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_decode_budget,
     apply_profile,
     argument_spec,
     key_layout,
@@ -239,7 +242,7 @@ def numeric_id(name, lookup):
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(
+        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
             mode=dict(type="raw", default="0600"),
             owner=dict(type="str"),
@@ -251,6 +254,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_decode_budget(module)
     apply_profile(module, needs=("hash_name", "serializer", "header_style", "pickle_protocol"))
     params = module.params
     try:

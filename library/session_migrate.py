@@ -59,6 +59,7 @@ options:
     default: 50
 extends_documentation_fragment:
   - sessionshift
+  - sessionshift.decode_budget
   - sessionshift.naming
   - sessionshift.serializer
 attributes:
@@ -146,8 +147,10 @@ checkpoint:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
+    DECODE_BUDGET_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_decode_budget,
     apply_profile,
     argument_spec,
     key_layout,
@@ -164,7 +167,7 @@ except ImportError:
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(
+        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC,
             batch_size=dict(type="int", default=500),
             workers=dict(type="int", default=0),
@@ -176,6 +179,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_decode_budget(module)
     apply_profile(module)
     params = module.params
     config = MigrateConfig(

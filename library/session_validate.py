@@ -61,6 +61,7 @@ options:
     default: 0
 extends_documentation_fragment:
   - sessionshift
+  - sessionshift.decode_budget
   - sessionshift.naming
   - sessionshift.serializer
 attributes:
@@ -135,8 +136,10 @@ recorded:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sessionshift_common import (
+    DECODE_BUDGET_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
+    apply_decode_budget,
     apply_profile,
     argument_spec,
     key_layout,
@@ -153,7 +156,7 @@ except ImportError:
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(
+        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC,
             sample_percent=dict(type="float", default=100.0),
             threshold=dict(type="float", default=100.0),
@@ -165,6 +168,7 @@ def main():
         supports_check_mode=True,
     )
     require_sessionshift(module)
+    apply_decode_budget(module)
     apply_profile(module)
     params = module.params
     config = ValidateConfig(

@@ -22,6 +22,7 @@ try:
     from sessionshift.phasefile import host_layout
     from sessionshift.profile import ProfileError, resolve
     from sessionshift.redisconn import INSECURE_TLS_WARNING, RedisSettings, RedisUnavailable, connect, explain
+    from sessionshift.safepickle import configure as configure_budget
 except ImportError:
     SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
     HASH_NAMES = ("md5", "sha256")
@@ -63,6 +64,14 @@ FILE_FORMAT_ARG_SPEC = dict(
     pickle_protocol=dict(type="int", choices=list(range(0, 6))),
 )
 
+# Limits on decoding one session (sessionshift.safepickle.Budget); unset: its defaults.
+DECODE_BUDGET_ARG_SPEC = dict(decode_budget=dict(type="dict", options=dict(
+    max_session_bytes=dict(type="int"),
+    max_depth=dict(type="int"),
+    max_objects=dict(type="int"),
+    max_encoded_bytes=dict(type="int"),
+)))
+
 # module option -> source profile setting
 _PROFILE_OPTIONS = {"hash_method": "hash_name", "serializer": "serializer", "header_style": "header_style",
                     "pickle_protocol": "pickle_protocol"}
@@ -98,6 +107,14 @@ def apply_profile(module, needs=("serializer",)):
     for option, setting in _PROFILE_OPTIONS.items():
         params[option] = getattr(resolved, setting)
     return resolved
+
+
+def apply_decode_budget(module):
+    """Set the process's decoding budget from the module's `decode_budget` option."""
+    try:
+        configure_budget(**(module.params.get("decode_budget") or {}))
+    except ValueError as exc:
+        module.fail_json(msg=f"decode_budget: {exc}", changed=False)
 
 
 def redis_settings(params, module=None):

@@ -61,6 +61,31 @@ def add_session_options(parser: argparse.ArgumentParser, *, state: bool = True) 
     if state:
         group.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="PATH",
                            help=f"checkpoints and results (default {DEFAULT_STATE_DIR})")
+    add_budget_options(parser)
+
+
+def add_budget_options(parser: argparse.ArgumentParser) -> None:
+    """Limits on decoding one session; a session over one is reported and skipped (docs/security.md)."""
+    from .safepickle import Budget
+
+    group = parser.add_argument_group("decoding budget (per session; env SESSIONSHIFT_MAX_*)")
+    for name, what in (("max_session_bytes", "largest file or value, bytes"),
+                       ("max_depth", "deepest nesting"),
+                       ("max_objects", "most values, counted while decoding"),
+                       ("max_encoded_bytes", "largest size written out without shared references")):
+        group.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", dest=f"budget_{name}",
+                           help=f"{what} (default {getattr(Budget, name):,})")
+
+
+def apply_budget(args: argparse.Namespace) -> None:
+    from .safepickle import configure
+
+    changes = {name[len("budget_"):]: value for name, value in vars(args).items()
+               if name.startswith("budget_")}
+    for name, value in changes.items():
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be a positive integer, not {value}")
+    configure(**changes)
 
 
 def add_profile_options(group, *, files: bool = False) -> None:
@@ -497,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_budget(args)
         return args.func(args)
     except (CliError, RedisUnavailable, SessionFileError, ValueError, OSError, RuntimeError) as exc:
         # One line an operator can act on; these errors name the endpoint or path.

@@ -57,7 +57,7 @@ from itsdangerous import BadSignature, Signer, want_bytes
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from . import formats, metrics, state
+from . import formats, metrics, safepickle, state
 from . import profile as profiles
 from .formats import SerializerName
 from .journal import Journal, ReplayResult, read_live_file
@@ -137,6 +137,9 @@ class InterfaceConfig:
             raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
         wait_ms = int(c.get("SESSIONSHIFT_WAIT_TIMEOUT_MS", 100))
         redis_config = c.get("SESSIONSHIFT_REDIS") or {}
+        # Limits on decoding one session (docs/security.md); unset: the environment's or the defaults.
+        safepickle.configure(**{name: c.get(f"SESSIONSHIFT_{name.upper()}")
+                                for name in safepickle.Budget.__dataclass_fields__})
         if redis_config:  # a URL with ssl_* options or a missing CA file stops the app at start
             RedisSettings.from_mapping(redis_config).check()
         socket_timeout = float(redis_config.get("socket_timeout") or RedisSettings.socket_timeout)

@@ -155,8 +155,9 @@ class BudgetExceeded(DecodeRefused):
 
     def __init__(self, what: str, limit: int, field: str):
         self.field = field
-        super().__init__(f"{what}: over the decoding budget {field}={limit:,} "
-                         f"(raise {ENV_PREFIX}{field.upper()} if real sessions are this big)")
+        super().__init__(f"{what}: over the decoding budget {field}={limit:,} (if real sessions are "
+                         f"this big, raise {ENV_PREFIX}{field.upper()}, --{field.replace('_', '-')} "
+                         f"or decode_budget.{field})")
 
 
 # --------------------------------------------------------------------------- guarded callables
