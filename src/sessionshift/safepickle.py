@@ -39,6 +39,7 @@ import copyreg
 import dataclasses
 import datetime
 import decimal
+import importlib
 import io
 import itertools
 import os
@@ -57,6 +58,7 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("builtins", "set"),
         ("builtins", "frozenset"),
         ("builtins", "bytearray"),
+        ("builtins", "bytes"),  # bytes() in protocol 0-2 pickles of b""
         ("builtins", "complex"),
         ("builtins", "slice"),
         ("datetime", "datetime"),
@@ -91,7 +93,7 @@ class Budget:
     max_session_bytes: int = 4 * 1024 * 1024  # input: a file or a Redis value
     max_depth: int = 100  # nesting of containers
     max_objects: int = 1_000_000  # values created while decoding
-    max_encoded_bytes: int = 32 * 1024 * 1024  # the value written out without sharing
+    max_encoded_bytes: int = 4 * 1024 * 1024  # written out without sharing; <= max_session_bytes
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -192,6 +194,12 @@ def _bytearray(*args):
     raise IncompleteValue("bytearray() from anything but bytes is refused (a size allocates zeros)")
 
 
+def _empty_bytes(*args):
+    if args:  # bytes(600000000) would allocate zeros like bytearray's
+        raise IncompleteValue("bytes() with arguments is refused (pickle writes only bytes() for b'')")
+    return b""
+
+
 def _latin1_encode(text, encoding="utf-8", errors="strict"):
     # Protocol 0-2 pickles write bytes as _codecs.encode(str, 'latin1').
     if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
@@ -203,6 +211,7 @@ _GUARDS: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): _reconstructor,
     ("builtins", "object"): _ObjectBase,
     ("builtins", "bytearray"): _bytearray,
+    ("builtins", "bytes"): _empty_bytes,
     ("codecs", "encode"): _latin1_encode,
     ("_codecs", "encode"): _latin1_encode,
 }
@@ -215,7 +224,7 @@ def _resolve(unpickler, module: str, name: str):
     if (module, name) not in ALLOWED_GLOBALS:
         raise UnsafePickleError(module, name)
     guard = _GUARDS.get((module, name))
-    return guard if guard is not None else pickle.Unpickler.find_class(unpickler, module, name)
+    return guard if guard is not None else getattr(importlib.import_module(module), name)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -304,6 +313,62 @@ class _Reader:
         self.read, self.readline, self.tell = stream.read, stream.readline, stream.tell
 
 
+# How _memo_indices_small steps over each opcode's argument, by opcode byte:
+# kind 0: a fixed-size argument of _SIZE bytes; 1: a counted one (a _SIZE-byte
+# little-endian length, then that many bytes); 2: one line; 3: two lines;
+# 4: LONG_BINPUT; 5: PUT; 6: STOP.
+_KIND, _SIZE = bytearray(256), bytearray(256)
+for _ops, _kind, _size in (
+        (b"JG\x95", 0, 4), (b"K", 0, 1), (b"M", 0, 2), (b"hq\x80\x82", 0, 1), (b"j\x84", 0, 4),
+        (b"\x83", 0, 2), (b"\x8cCU\x8a", 1, 1), (b"XBT\x8b", 1, 4), (b"\x8d\x8e\x96", 1, 8),
+        (b"ILFSVgP", 2, 0), (b"ci", 3, 0), (b"r", 4, 4), (b"p", 5, 0), (b".", 6, 0)):
+    for _op in _ops:
+        _KIND[_op], _SIZE[_op] = _kind, _size
+_SIZE[ord("G")] = _SIZE[0x95] = 8  # BINFLOAT, FRAME
+_KIND, _SIZE = bytes(_KIND), bytes(_SIZE)
+
+
+def _memo_indices_small(data: bytes) -> bool:
+    """Whether every memo index the pickle at the start of *data* stores is below its length.
+
+    The C unpickler grows its memo array to twice the largest index a PUT or
+    LONG_BINPUT names and zero-fills it: 1.6 KB of pickle naming index 171
+    million takes 2.7 GB. A real pickle stores its objects in order, so no
+    index reaches the input's length; when one does (or the scan cannot tell),
+    the pure-Python unpickler, whose memo is a dict, decodes instead. Steps
+    over the opcodes, never into strings.
+    """
+    kinds, sizes, end, at = _KIND, _SIZE, len(data), 0
+    try:
+        while at < end:
+            op = data[at]
+            kind = kinds[op]
+            at += 1
+            if not kind:
+                at += sizes[op]
+            elif kind == 1:
+                size = sizes[op]
+                at += size + int.from_bytes(data[at:at + size], "little")
+            elif kind == 2:
+                at = data.index(10, at) + 1
+            elif kind == 3:
+                at = data.index(10, data.index(10, at) + 1) + 1
+            elif kind == 4:
+                if int.from_bytes(data[at:at + 4], "little") >= end:
+                    return False
+                at += 4
+            elif kind == 5:
+                line_end = data.index(10, at)
+                if line_end - at > 7 or int(data[at:line_end] or b"0") >= end:
+                    return False
+                at = line_end + 1
+            else:
+                return True
+    except ValueError:
+        return False  # no newline where one belongs, a bad number: let the slow path say why
+    return True
+
+
 _BYTEARRAY8 = pickle.BYTEARRAY8
 
 
@@ -331,7 +396,7 @@ def load_prefix(data: bytes, budget: Budget | None = None) -> tuple[Any, int]:
     budget = budget or _budget
     if len(data) > budget.max_session_bytes:
         raise BudgetExceeded(f"{len(data):,} bytes long", budget.max_session_bytes, "max_session_bytes")
-    if len(data) <= _COUNT_ABOVE:
+    if len(data) <= _COUNT_ABOVE and _memo_indices_small(data):
         stream = _Reader(data)
         if _BYTEARRAY8 in data:
             value = _load_quietly(stream)

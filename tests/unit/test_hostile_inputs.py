@@ -164,3 +164,25 @@ def test_the_apps_read_path_never_follows_a_symlink(tmp_path):
         read_live_file(str(sessions / NAME))
     with pytest.raises(SessionFileError, match="symlink"):
         formats.read_session_file(str(sessions / NAME))
+
+
+def test_a_huge_memo_index_does_not_allocate_the_memo():
+    """LONG_BINPUT / PUT naming index 171 million: the C unpickler would zero-fill 2.7 GB for it."""
+    for payload in (b"\x80\x02}r\x00\x00 \n.", b"(dp171000000\n."):
+        tracemalloc.start()
+        try:
+            value = safepickle.loads(payload)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert value == {}
+        assert peak < 50 * 1024 * 1024
+
+
+def test_a_large_session_with_value_types_decodes_on_the_counting_path():
+    session = {"when": datetime.datetime(2026, 1, 2, 3, 4, 5), "u": uuid.UUID(int=7),
+               "n": decimal.Decimal("1.5"), "pad": "x" * 100_000, "e": b""}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        raw = pickle.dumps(session, protocol)
+        assert len(raw) > 64 * 1024
+        assert safepickle.loads(raw) == session
