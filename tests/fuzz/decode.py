@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=50_000, help="inputs per child process")
     parser.add_argument("--hang-seconds", type=float, default=10.0)
     parser.add_argument("--max-rss-mb", type=float, default=256.0)
+    parser.add_argument("--jobs", type=int, default=2, help="child processes at once")
+    parser.add_argument("--chunk-timeout", type=float, default=7200.0,
+                        help="seconds before a chunk counts as a hang")
     parser.add_argument("--child", action="store_true", help="run in this process and print JSON")
     args = parser.parse_args(argv)
     if args.child:
@@ -418,38 +421,55 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     peak_kb = 0
     chunks = (args.decodes + args.chunk - 1) // args.chunk
-    for number in range(chunks):
-        seed = args.seed * 1_000_003 + number
-        count = min(args.chunk, args.decodes - number * args.chunk)
-        command = [sys.executable, "-m", "tests.fuzz.decode", "--child", "--seed", str(seed),
-                   "--decodes", str(count), "--hang-seconds", str(args.hang_seconds)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True,
-                                  timeout=max(600.0, count * 0.01 + args.hang_seconds))
-        except subprocess.TimeoutExpired:
-            totals["hang"] += 1
-            failures.append(f"chunk seed {seed} timed out")
-            continue
-        if done.returncode != 0:
-            totals["crash"] += 1
-            failures.append(f"chunk seed {seed}: exit {done.returncode}: {done.stderr[-600:]}")
-            continue
-        report = json.loads(done.stdout)
-        chunk_counts = report["counts"]
-        peak_kb = max(peak_kb, chunk_counts.pop("max_rss_kb"))
-        totals.update(chunk_counts)
-        failures.extend(report["failures"])
-        print(f"chunk {number + 1}/{chunks}: {dict(sorted(chunk_counts.items()))}", file=sys.stderr,
-              flush=True)
+    pending = list(range(chunks))
+    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    finished = 0
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            number = pending.pop(0)
+            seed = args.seed * 1_000_003 + number
+            count = min(args.chunk, args.decodes - number * args.chunk)
+            command = [sys.executable, "-m", "tests.fuzz.decode", "--child", "--seed", str(seed),
+                       "--decodes", str(count), "--hang-seconds", str(args.hang_seconds)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            running[number] = (process, time.monotonic())
+        time.sleep(0.5)
+        for number, (process, since) in list(running.items()):
+            seed = args.seed * 1_000_003 + number
+            if process.poll() is None:
+                if time.monotonic() - since > args.chunk_timeout:
+                    process.kill()
+                    process.communicate()
+                    del running[number]
+                    totals["hang"] += 1
+                    failures.append(f"chunk seed {seed} ran past {args.chunk_timeout:.0f} s")
+                continue
+            out, err = process.communicate()
+            del running[number]
+            finished += 1
+            if process.returncode != 0:
+                totals["crash"] += 1
+                failures.append(f"chunk seed {seed}: exit {process.returncode}: {err[-600:]}")
+                continue
+            if err.strip():
+                totals["stderr_lines"] += len(err.strip().splitlines())
+                failures.append(f"chunk seed {seed} wrote to stderr: {err[-300:]}")
+            report = json.loads(out)
+            chunk_counts = report["counts"]
+            peak_kb = max(peak_kb, chunk_counts.pop("max_rss_kb"))
+            totals.update(chunk_counts)
+            failures.extend(report["failures"])
+            print(f"chunk {finished}/{chunks} (seed {seed}): {dict(sorted(chunk_counts.items()))}",
+                  file=sys.stderr, flush=True)
     summary = {"seed": args.seed, "elapsed_seconds": round(time.monotonic() - started, 1),
                "peak_rss_mb": round(peak_kb / 1024, 1), "max_rss_mb": args.max_rss_mb,
                **{name: totals[name] for name in ("decodes", "ok", "refused", "traceback", "hang", "crash",
-                                                   "executed")},
+                                                   "executed", "stderr_lines")},
                "paths": {name[5:]: value for name, value in sorted(totals.items())
                          if name.startswith("path:")},
                "failures": failures[:20]}
     print(json.dumps(summary, indent=2))
-    bad = totals["traceback"] or totals["hang"] or totals["crash"] or totals["executed"]
+    bad = any(totals[name] for name in ("traceback", "hang", "crash", "executed", "stderr_lines"))
     return 1 if bad or peak_kb / 1024 > args.max_rss_mb else 0
 
 
