@@ -18,7 +18,7 @@ version_added: "0.1.0"
 author: sessionshift contributors
 options:
   url:
-    description: The app's metrics URL.
+    description: The app's metrics URL. Never logged, since a URL can carry credentials (V(http://user:password@host/)).
     type: str
     default: http://127.0.0.1:8000/metrics
   timeout:
@@ -112,7 +112,7 @@ except ImportError:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", default="http://127.0.0.1:8000/metrics"),
+            url=dict(type="str", default="http://127.0.0.1:8000/metrics", no_log=True),
             timeout=dict(type="float", default=10),
             validate_certs=dict(type="bool", default=True),
             include_samples=dict(type="bool", default=False),
