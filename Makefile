@@ -41,11 +41,11 @@ integration: setup
 	$(BIN)/pytest -q tests/integration
 
 lint: setup  ## ansible-lint (production profile), ansible-doc on every module, ruff
-	$(BIN)/ruff check src tests library module_utils doc_fragments playbooks/filter_plugins molecule bench tools
+	$(BIN)/ruff check src tests plugins molecule bench tools
 	@if ls roles/*/tasks/*.yml playbooks/*.yml >/dev/null 2>&1; then $(BIN)/ansible-lint; fi
-	@for module in library/*.py; do \
+	@for module in plugins/modules/*.py; do \
 	  [ -e "$$module" ] || continue; \
-	  $(BIN)/ansible-doc -M library -t module "$$(basename $$module .py)" >/dev/null || exit 1; \
+	  $(BIN)/ansible-doc -t module "sessionshift.migration.$$(basename $$module .py)" >/dev/null || exit 1; \
 	done
 
 test: setup  ## everything CI runs: unit, integration, load (short), molecule scenarios, lint

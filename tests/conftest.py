@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 
@@ -14,41 +14,21 @@ sys.path.insert(0, ROOT)  # tests.support, bench helpers
 from tests.support.redis_server import RedisCluster3, RedisServer  # noqa: E402
 from tests.support.tlsca import make_ca  # noqa: E402
 
+# The repository root is the collection sessionshift.migration; collections/ holds the link
+# ansible_collections/sessionshift/migration -> the root, so its plugins import under the names
+# ansible-playbook gives them (ansible_collections is a namespace package: the amazon.aws copy
+# in site-packages and this one merge).
+sys.path.insert(0, os.path.join(ROOT, "collections"))
 
-def _register_module_utils() -> None:
-    """Make the project's module_utils importable as ansible.module_utils.<name>.
-
-    ansible-playbook does this for playbook-adjacent module_utils; under pytest
-    we do it ourselves so that library/ modules import as they do on a host.
-    """
-    import ansible.module_utils as package
-
-    directory = os.path.join(ROOT, "module_utils")
-    if not os.path.isdir(directory):
-        return
-    for file_name in sorted(os.listdir(directory)):
-        if not file_name.endswith(".py") or file_name.startswith("__"):
-            continue
-        name = f"ansible.module_utils.{file_name[:-3]}"
-        if name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(name, os.path.join(directory, file_name))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        setattr(package, file_name[:-3], module)
+COLLECTION = "ansible_collections.sessionshift.migration"
 
 
-_register_module_utils()
+def load_module(name: str):
+    """plugins/modules/<name>.py as a Python module (for patch_module_args tests)."""
+    return importlib.import_module(f"{COLLECTION}.plugins.modules.{name}")
 
 
-def load_library_module(name: str):
-    """Import library/<name>.py as a Python module (for patch_module_args tests)."""
-    path = os.path.join(ROOT, "library", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"sessionshift_library_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load_library_module = load_module  # the name before library/ moved to plugins/modules (for open branches)
 
 
 @pytest.fixture(scope="session")

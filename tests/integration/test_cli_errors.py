@@ -118,7 +118,7 @@ def test_modules_refuse_an_integer_mode_and_negative_counts(redis_server, tmp_pa
 
     from ansible.module_utils.testing import patch_module_args
 
-    from tests.conftest import load_library_module
+    from tests.conftest import load_module
 
     settings = redis_server.settings()
     redis = {"url": settings.url, "username": settings.username, "password": settings.password,
@@ -128,7 +128,7 @@ def test_modules_refuse_an_integer_mode_and_negative_counts(redis_server, tmp_pa
 
     def run(name, **params):
         with patch_module_args(params), pytest.raises(SystemExit):
-            load_library_module(name).main()
+            load_module(name).main()
         return json.loads(capsys.readouterr().out)
 
     common = {"redis": redis, "session_dir": str(session_dir), "state_dir": str(tmp_path / "state")}

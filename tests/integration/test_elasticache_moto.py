@@ -14,12 +14,12 @@ import boto3
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.integration
 
-replication_group = load_library_module("elasticache_replication_group")
-dashboard = load_library_module("cloudwatch_dashboard")
+replication_group = load_module("elasticache_replication_group")
+dashboard = load_module("cloudwatch_dashboard")
 TOKEN = "Moto-Token-0123456789abcdef"
 
 

@@ -10,7 +10,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import cli, gates
 from sessionshift.redisconn import RedisUnavailable, connect
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 from tests.support.redis_server import RedisServer
 from tests.support.tlsca import make_ca
 
@@ -60,7 +60,7 @@ def test_a_password_in_the_url_never_reaches_module_output(redis_server, capsys)
     settings = redis_server.settings()
     parts = urllib.parse.urlsplit(settings.url)
     url = f"rediss://{settings.username}:{settings.password}@{parts.hostname}:{parts.port}/0"
-    module = load_library_module("session_backup")
+    module = load_module("session_backup")
     params = {"redis": {"url": url, "ca_file": "/nonexistent/ca.pem"}, "dest": "/nonexistent/b.gz"}
     with patch_module_args(params), pytest.raises(SystemExit):
         module.main()

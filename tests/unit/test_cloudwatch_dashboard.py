@@ -6,19 +6,19 @@ import json
 
 import boto3
 import pytest
-from ansible.module_utils.cloudwatch_dashboard import (
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from ansible_collections.sessionshift.migration.plugins.module_utils.cloudwatch_dashboard import (
     DashboardError,
     body_differs,
     canonical_json,
     dashboard_definition,
     pretty_json,
 )
-from ansible.module_utils.testing import patch_module_args
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 from botocore.stub import Stubber
 
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 WIDGET = {"type": "text", "x": 0, "y": 0, "width": 6, "height": 2, "properties": {"markdown": "# Sessions"}}
 
@@ -56,7 +56,7 @@ def test_invalid_definitions_are_refused(body, widgets, message):
 
 # --- the module, against botocore Stubber -------------------------------------------------------
 
-dashboard_module = load_library_module("cloudwatch_dashboard")
+dashboard_module = load_module("cloudwatch_dashboard")
 ARN = "arn:aws:cloudwatch::123456789012:dashboard/sessions"
 
 

@@ -10,7 +10,7 @@ from flask import Flask
 
 from sessionshift import cli, formats, safepickle
 from sessionshift.flask import PhasedSession
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 DEEP = {"x": [[[[[1]]]]]}  # five levels of lists under the session dict
 
@@ -42,7 +42,7 @@ def test_the_cli_takes_the_budget_as_options(session_dir, capsys):
 
 
 def test_modules_take_the_budget_as_decode_budget(session_dir, tmp_path, capsys):
-    module = load_library_module("session_analyze")
+    module = load_module("session_analyze")
     params = {"session_dir": str(session_dir), "state_dir": str(tmp_path / "state"),
               "decode_budget": {"max_depth": 3}, "_ansible_check_mode": True}
     with patch_module_args(params), pytest.raises(SystemExit):

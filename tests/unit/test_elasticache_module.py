@@ -15,9 +15,9 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 from botocore.stub import ANY, Stubber
 
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
-module = load_library_module("elasticache_replication_group")
+module = load_module("elasticache_replication_group")
 
 TOKEN = "Abcdefgh-12345678!#$%"
 KMS_ARN = "arn:aws:kms:ap-northeast-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

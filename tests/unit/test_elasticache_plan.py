@@ -5,7 +5,13 @@ from __future__ import annotations
 import copy
 
 import pytest
-from ansible.module_utils.elasticache_plan import PlanError, create_request, describe, plan_changes, validate
+from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_plan import (
+    PlanError,
+    create_request,
+    describe,
+    plan_changes,
+    validate,
+)
 
 TOKEN = "Abcdefgh-12345678!#$%"
 KMS_ARN = "arn:aws:kms:ap-northeast-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

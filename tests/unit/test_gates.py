@@ -9,7 +9,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import gates, state
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 UTC = datetime.UTC
 TOKYO_03 = datetime.datetime(2026, 11, 28, 18, 0, tzinfo=UTC)  # 03:00 in Tokyo
@@ -97,7 +97,7 @@ def test_fallback_and_cutoff_gates():
 
 
 def _run(params, capsys):
-    module = load_library_module("session_gate")
+    module = load_module("session_gate")
     with patch_module_args(params), pytest.raises(SystemExit):
         module.main()
     return json.loads(capsys.readouterr().out)

@@ -8,10 +8,10 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import profile
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 from tests.unit.test_profile import RICH, cachelib_md5_corpus, old_cachelib_corpus
 
-module = load_library_module("session_analyze")
+module = load_module("session_analyze")
 
 
 def run(capsys, check_mode=False, diff=False, **params):

@@ -1,4 +1,4 @@
-"""library/session_backup against a real redis-server: backup / restore, check mode, idempotence."""
+"""session_backup against a real redis-server: backup / restore, check mode, idempotence."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from ansible.module_utils.testing import patch_module_args
 from sessionshift import formats
 from sessionshift.keys import KeyLayout
 from sessionshift.store import SessionStore
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.integration
 
-module = load_library_module("session_backup")
+module = load_module("session_backup")
 
 
 def run(capsys, check_mode=False, **params):

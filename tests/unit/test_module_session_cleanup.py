@@ -1,4 +1,4 @@
-"""library/session_cleanup on a real session directory: check mode, diff, idempotence, the phase-5 guard."""
+"""session_cleanup on a real session directory: check mode, diff, idempotence, the phase-5 guard."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import formats, state
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
-module = load_library_module("session_cleanup")
+module = load_module("session_cleanup")
 
 
 def run(capsys, check_mode=False, diff=False, **params):

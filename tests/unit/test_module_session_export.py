@@ -1,4 +1,4 @@
-"""library/session_export against a real redis-server: check mode, idempotence, the phase-module handshake."""
+"""session_export against a real redis-server: check mode, idempotence, the phase-module handshake."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from ansible.module_utils.testing import patch_module_args
 from sessionshift import formats, state
 from sessionshift.keys import KeyLayout
 from sessionshift.store import SessionStore
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.integration
 
-module = load_library_module("session_export")
-phase_module = load_library_module("session_phase")
+module = load_module("session_export")
+phase_module = load_module("session_phase")
 
 
 def run(capsys, target=module, check_mode=False, diff=False, **params):

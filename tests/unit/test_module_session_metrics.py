@@ -1,4 +1,4 @@
-"""library/session_metrics and sessionshift.metrics' reader: the gate numbers from a real /metrics page."""
+"""session_metrics and sessionshift.metrics' reader: the gate numbers from a real /metrics page."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import metrics
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
-module = load_library_module("session_metrics")
+module = load_module("session_metrics")
 
 PAGE = """\
 # HELP sessionshift_session_reads_total Sessions loaded

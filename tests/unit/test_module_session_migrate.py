@@ -1,4 +1,4 @@
-"""library/session_migrate: check mode, idempotence, clear failures (real Redis), error paths (mocked)."""
+"""session_migrate: check mode, idempotence, clear failures (real Redis), error paths (mocked)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import state
 from sessionshift.redisconn import RedisUnavailable
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 from tests.integration.test_migrate import make_corpus
 
-module = load_library_module("session_migrate")
+module = load_module("session_migrate")
 
 
 def run(capsys, check_mode=False, **params):
@@ -79,6 +79,8 @@ def test_missing_session_dir_is_a_clear_failure(tmp_path, capsys):
 
 
 def test_password_is_marked_no_log():
-    from ansible.module_utils.sessionshift_common import REDIS_OPTIONS
+    from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
+        REDIS_OPTIONS,
+    )
 
     assert REDIS_OPTIONS["password"]["no_log"] is True

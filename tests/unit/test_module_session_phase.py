@@ -1,4 +1,4 @@
-"""library/session_phase: atomic, idempotent phase moves with history, check mode, diff and refusals."""
+"""session_phase: atomic, idempotent phase moves with history, check mode, diff and refusals."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from ansible.module_utils.testing import patch_module_args
 
 from sessionshift import phasefile, state
 from sessionshift.phasefile import read_phase
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 
-module = load_library_module("session_phase")
+module = load_module("session_phase")
 
 
 def run(capsys, check_mode=False, diff=False, **params):

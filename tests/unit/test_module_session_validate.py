@@ -1,4 +1,4 @@
-"""library/session_validate: threshold failure, check mode (no record), errors (real Redis and mocked)."""
+"""session_validate: threshold failure, check mode (no record), errors (real Redis and mocked)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from ansible.module_utils.testing import patch_module_args
 from sessionshift import state
 from sessionshift.keys import KeyLayout
 from sessionshift.migrate import MigrateConfig, migrate
-from tests.conftest import load_library_module
+from tests.conftest import load_module
 from tests.integration.test_migrate import make_corpus
 from tests.unit.test_module_session_migrate import redis_option
 
-module = load_library_module("session_validate")
+module = load_module("session_validate")
 
 
 def run(capsys, check_mode=False, **params):

@@ -26,7 +26,7 @@ description:
 version_added: "0.2.0"
 author: sessionshift contributors
 options:
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -62,7 +62,7 @@ options:
     type: int
     default: 500
 extends_documentation_fragment:
-  - sessionshift.decode_budget
+  - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
     support: full
@@ -82,7 +82,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Record what the session files are before anything moves
-  session_analyze:
+  sessionshift.migration.session_analyze:
     session_dir: /var/lib/app/sessions
   register: source
 
@@ -140,7 +140,7 @@ counts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     DECODE_BUDGET_ARG_SPEC,
     FILE_FORMAT_ARG_SPEC,
     SESSION_ARG_SPEC,

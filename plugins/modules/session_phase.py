@@ -55,7 +55,7 @@ options:
         than a generation the host retired by returning to V(file). By default the move out of V(file)
         takes the host's next unretired generation. The playbooks pass the fleet's, so every host reads one.
     type: int
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The app's session directory; when set, the export that lets a host leave phase 4 or 5 must have written it.
     type: path
   key_prefix:
@@ -74,17 +74,17 @@ notes:
 
 EXAMPLES = r"""
 - name: Start dual writes on this host
-  session_phase:
+  sessionshift.migration.session_phase:
     phase: dual_write
     changed_by: "{{ lookup('ansible.builtin.env', 'USER') }}"
 
 - name: Read the phase
-  session_phase:
+  sessionshift.migration.session_phase:
     state: query
   register: current
 
 - name: Roll back from redis_only after the export
-  session_phase:
+  sessionshift.migration.session_phase:
     phase: redis_read
 """
 
@@ -142,7 +142,9 @@ import getpass
 import json
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import require_sessionshift
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
+    require_sessionshift,
+)
 
 try:
     from sessionshift.phasefile import export_caveat, phase_path, read_phase, set_phase

@@ -23,7 +23,7 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -60,10 +60,10 @@ options:
     type: int
     default: 0
 extends_documentation_fragment:
-  - sessionshift
-  - sessionshift.decode_budget
-  - sessionshift.naming
-  - sessionshift.serializer
+  - sessionshift.migration.sessionshift
+  - sessionshift.migration.sessionshift.decode_budget
+  - sessionshift.migration.sessionshift.naming
+  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
     support: full
@@ -79,7 +79,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Validate the backfill before reads move to Redis
-  session_validate:
+  sessionshift.migration.session_validate:
     redis: "{{ sessionshift_redis }}"
     session_dir: /var/lib/app/sessions
     threshold: 100
@@ -87,7 +87,7 @@ EXAMPLES = r"""
   poll: 15
 
 - name: Spot-check 5 % of a very large fleet without failing the play
-  session_validate:
+  sessionshift.migration.session_validate:
     redis: "{{ sessionshift_redis }}"
     session_dir: /var/lib/app/sessions
     sample_percent: 5
@@ -135,7 +135,7 @@ recorded:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     DECODE_BUDGET_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,

@@ -25,7 +25,7 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -58,10 +58,10 @@ options:
     type: int
     default: 50
 extends_documentation_fragment:
-  - sessionshift
-  - sessionshift.decode_budget
-  - sessionshift.naming
-  - sessionshift.serializer
+  - sessionshift.migration.sessionshift
+  - sessionshift.migration.sessionshift.decode_budget
+  - sessionshift.migration.sessionshift.naming
+  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
     support: full
@@ -77,7 +77,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Backfill this host's sessions into ElastiCache
-  session_migrate:
+  sessionshift.migration.session_migrate:
     redis:
       url: "rediss://{{ sessionshift_redis_host }}:6379/0"
       username: "{{ sessionshift_redis_user }}"
@@ -89,7 +89,7 @@ EXAMPLES = r"""
   register: backfill
 
 - name: How many sessions would be copied (writes nothing)
-  session_migrate:
+  sessionshift.migration.session_migrate:
     redis: "{{ sessionshift_redis }}"
     session_dir: /var/lib/app/sessions
   check_mode: true
@@ -146,7 +146,7 @@ checkpoint:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     DECODE_BUDGET_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,

@@ -16,7 +16,7 @@ description:
     group, cluster mode, shard count, engine downgrade) unless O(allow_replacement=true).
   - The AUTH token is write-only. It is compared through C(AuthTokenEnabled) only, and sent to an
     existing group only to enable AUTH or when O(update_auth_token=true).
-  - The decisions live in C(module_utils/elasticache_plan.py) (pure Python, unit tested).
+  - The decisions live in C(plugins/module_utils/elasticache_plan.py) (pure Python, unit tested).
 author: sessionshift contributors
 options:
   replication_group_id:
@@ -172,7 +172,7 @@ extends_documentation_fragment:
 
 EXAMPLES = r"""
 - name: Multi-AZ Valkey with TLS, at-rest encryption and AUTH
-  elasticache_replication_group:
+  sessionshift.migration.elasticache_replication_group:
     replication_group_id: sessions
     engine: valkey
     node_type: cache.t4g.small
@@ -237,10 +237,17 @@ except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
-from ansible.module_utils.elasticache_plan import Plan, PlanError, describe, endpoints, plan_changes, validate
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_plan import (
+    Plan,
+    PlanError,
+    describe,
+    endpoints,
+    plan_changes,
+    validate,
+)
 
 RETRY = AWSRetry.jittered_backoff(retries=10)
 POLL_SECONDS = 15

@@ -42,7 +42,7 @@ extends_documentation_fragment:
 
 EXAMPLES = r"""
 - name: Dashboard with one metric widget
-  cloudwatch_dashboard:
+  sessionshift.migration.cloudwatch_dashboard:
     name: sessions
     widgets:
       - type: metric
@@ -72,16 +72,16 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
-from ansible.module_utils.cloudwatch_dashboard import (
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.sessionshift.migration.plugins.module_utils.cloudwatch_dashboard import (
     DashboardError,
     body_differs,
     canonical_json,
     dashboard_definition,
     pretty_json,
 )
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 
 def current_dashboard(client, name):

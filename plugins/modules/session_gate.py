@@ -96,7 +96,7 @@ options:
     description: Highest fallback-read rate (fraction) that still lets phase 4 start.
     type: float
     default: 0.001
-  session_lifetime:
+  sessionshift.migration.session_lifetime:
     description: The longest session lifetime in seconds (the app's PERMANENT_SESSION_LIFETIME).
     type: int
     default: 2678400
@@ -111,7 +111,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Refuse to flip outside the maintenance window
-  session_gate:
+  sessionshift.migration.session_gate:
     gate: maintenance_window
     ignore_window: "{{ sessionshift_ignore_maintenance_window | bool }}"
   register: window
@@ -122,7 +122,7 @@ EXAMPLES = r"""
     fail_msg: "{{ window.reasons | join('; ') }}"
 
 - name: Validation must be at 100 % before reads move to Redis
-  session_gate:
+  sessionshift.migration.session_gate:
     gate: redis_read
     state_dir: /var/lib/sessionshift
     threshold: 100
@@ -156,7 +156,10 @@ gate:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import REDIS_OPTIONS, require_sessionshift
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
+    REDIS_OPTIONS,
+    require_sessionshift,
+)
 
 try:
     from sessionshift.gates import evaluate

@@ -31,7 +31,7 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The app's session directory (Flask C(SESSION_FILE_DIR)); it must exist.
     type: path
     required: true
@@ -79,10 +79,10 @@ options:
     type: int
     default: 0
 extends_documentation_fragment:
-  - sessionshift
-  - sessionshift.decode_budget
-  - sessionshift.naming
-  - sessionshift.serializer
+  - sessionshift.migration.sessionshift
+  - sessionshift.migration.sessionshift.decode_budget
+  - sessionshift.migration.sessionshift.naming
+  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
     support: full
@@ -107,7 +107,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Export Redis to files before leaving phase 4
-  session_export:
+  sessionshift.migration.session_export:
     redis: "{{ sessionshift_redis }}"
     session_dir: /var/lib/app/sessions
   async: 3600
@@ -115,17 +115,17 @@ EXAMPLES = r"""
   register: export
 
 - name: Flip back to phase 3 (the app writes Redis and file again)
-  session_phase:
+  sessionshift.migration.session_phase:
     state_dir: /var/lib/sessionshift
     phase: redis_read
 
 - name: Catch-up export (only sessions changed since the first export)
-  session_export:
+  sessionshift.migration.session_export:
     redis: "{{ sessionshift_redis }}"
     session_dir: /var/lib/app/sessions
 
 - name: Older cachelib (md5 names, pickled header), pickle values, files owned by www-data
-  session_export:
+  sessionshift.migration.session_export:
     redis: "{{ sessionshift_redis }}"
     session_dir: /srv/app/flask_session
     hash_method: md5
@@ -206,7 +206,7 @@ import grp
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     DECODE_BUDGET_ARG_SPEC,
     FILE_FORMAT_ARG_SPEC,
     REDIS_ARG_SPEC,

@@ -5,7 +5,7 @@
 
 
 class ModuleDocFragment:
-    # The `redis` option: module_utils/sessionshift_common.py REDIS_OPTIONS.
+    # The `redis` option: plugins/module_utils/sessionshift_common.py REDIS_OPTIONS.
     DOCUMENTATION = r"""
 options:
   redis:

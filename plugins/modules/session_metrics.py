@@ -46,7 +46,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Read the session counters after the flip
-  session_metrics:
+  sessionshift.migration.session_metrics:
     url: "http://127.0.0.1:8000/metrics"
   register: app_metrics
 
@@ -100,8 +100,10 @@ samples:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import require_sessionshift
 from ansible.module_utils.urls import fetch_url
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
+    require_sessionshift,
+)
 
 try:
     from sessionshift.metrics import gate_summary, parse_metrics

@@ -23,7 +23,7 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors
 options:
-  session_dir:
+  sessionshift.migration.session_dir:
     description: The app's session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -56,7 +56,7 @@ options:
     type: str
     default: "session:"
 extends_documentation_fragment:
-  - sessionshift.decode_budget
+  - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
     support: full
@@ -77,11 +77,11 @@ seealso:
 
 EXAMPLES = r"""
 - name: Remove expired file sessions (any phase)
-  session_cleanup:
+  sessionshift.migration.session_cleanup:
     session_dir: /var/lib/app/sessions
 
 - name: What would go if sessions untouched for a week were removed
-  session_cleanup:
+  sessionshift.migration.session_cleanup:
     session_dir: /var/lib/app/sessions
     scope: older
     max_age: 604800
@@ -89,7 +89,7 @@ EXAMPLES = r"""
   register: preview
 
 - name: Retire every file session once the host is in phase 5
-  session_cleanup:
+  sessionshift.migration.session_cleanup:
     session_dir: /var/lib/app/sessions
     scope: all
     state_dir: /var/lib/sessionshift
@@ -124,7 +124,7 @@ errors:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     DECODE_BUDGET_ARG_SPEC,
     SESSION_ARG_SPEC,
     apply_decode_budget,

@@ -55,8 +55,8 @@ options:
         manifest names.
     type: int
 extends_documentation_fragment:
-  - sessionshift
-  - sessionshift.naming
+  - sessionshift.migration.sessionshift
+  - sessionshift.migration.sessionshift.naming
 attributes:
   check_mode:
     support: full
@@ -79,7 +79,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Back up Redis before the emergency rollback
-  session_backup:
+  sessionshift.migration.session_backup:
     redis: "{{ sessionshift_redis }}"
     dest: "/var/backups/sessionshift/sessions-{{ ansible_date_time.iso8601_basic_short }}.jsonl.gz"
   async: 1800
@@ -87,7 +87,7 @@ EXAMPLES = r"""
   register: backup
 
 - name: Put the sessions back if the rollback was the mistake
-  session_backup:
+  sessionshift.migration.session_backup:
     redis: "{{ sessionshift_redis }}"
     state: restored
     src: "{{ backup.path }}"
@@ -130,7 +130,7 @@ counts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sessionshift_common import (
+from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     apply_profile,

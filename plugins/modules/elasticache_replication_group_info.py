@@ -32,7 +32,7 @@ extends_documentation_fragment:
 
 EXAMPLES = r"""
 - name: The member clusters to put alarms on
-  elasticache_replication_group_info:
+  sessionshift.migration.elasticache_replication_group_info:
     replication_group_id: sessions
   register: group
 
@@ -75,10 +75,10 @@ except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
-from ansible.module_utils.elasticache_plan import endpoints
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_plan import endpoints
 
 
 def main():
