@@ -9,10 +9,11 @@ as a service on the controller during the rollout weeks:
     python -m sessionshift.alarmwatch --alarm-prefix sessionshift- \\
         --inventory inventories/production --interval 30
 
-Each alarm transition into ALARM triggers one run of ``playbooks/rollback.yml
--e rollback_to=previous``; a lock file keeps two rollbacks from overlapping,
-and the last handled transition of each alarm is remembered in a state file so
-a restart of the watcher does not roll back twice for the same alarm.
+Each alarm transition into ALARM triggers one run of the collection's rollback playbook
+(``ansible-playbook sessionshift.migration.rollback -e rollback_to=previous``, run in
+``--project-dir``, the directory whose ansible.cfg finds the collection); a lock file keeps
+two rollbacks from overlapping, and the last handled transition of each alarm is remembered
+in a state file so a restart of the watcher does not roll back twice for the same alarm.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from collections.abc import Callable, Sequence
 from . import state
 
 LOG = logging.getLogger("sessionshift.alarmwatch")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Found by ansible-playbook in the installed collection, or in a checkout through its ansible.cfg:
+# the watcher never looks for playbooks next to its own source (it runs from a wheel too).
+ROLLBACK_PLAYBOOK = "sessionshift.migration.rollback"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,18 +105,18 @@ def _exclusive(path: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def playbook_runner(inventory: str, extra: Sequence[str] = (), playbook_dir: str = ROOT,
-                    ) -> Callable[[list[AlarmEvent]], int]:
-    """Run playbooks/rollback.yml one phase back, naming the alarms as the reason."""
+def playbook_runner(inventory: str, extra: Sequence[str] = (), playbook: str = ROLLBACK_PLAYBOOK,
+                    project_dir: str | None = None) -> Callable[[list[AlarmEvent]], int]:
+    """Run the rollback *playbook* one phase back in *project_dir*, naming the alarms as the reason."""
 
     def run(events: list[AlarmEvent]) -> int:
         reason = "alarm " + ", ".join(e.name for e in events) + " in ALARM"
         command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-                   "-i", inventory, os.path.join(playbook_dir, "playbooks", "rollback.yml"),
+                   "-i", inventory, playbook,
                    "-e", "rollback_to=previous", "-e", json.dumps({"rollback_reason": reason}),
                    *extra]
-        LOG.warning("running: %s", shlex.join(command))
-        return subprocess.run(command, cwd=playbook_dir, check=False).returncode
+        LOG.warning("running: %s (in %s)", shlex.join(command), project_dir or os.getcwd())
+        return subprocess.run(command, cwd=project_dir, check=False).returncode
 
     return run
 
@@ -123,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--alarm-prefix", default="sessionshift-",
                         help="watch alarms whose names start with this")
-    parser.add_argument("--inventory", default=os.path.join(ROOT, "inventories", "local"))
+    parser.add_argument("--inventory", required=True, help="the rollout's inventory (ansible-playbook -i)")
+    parser.add_argument("--playbook", default=ROLLBACK_PLAYBOOK,
+                        help="the rollback playbook: the collection's (default) or a path to one")
+    parser.add_argument("--project-dir", default=os.getcwd(),
+                        help="where ansible-playbook runs: the directory of the ansible.cfg that finds "
+                             "the collection (a checkout's root); relative paths start there (default: here)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     parser.add_argument("--once", action="store_true", help="poll once and exit (cron, tests)")
     parser.add_argument("--state-file", default=os.path.join(state.DEFAULT_STATE_DIR, "alarmwatch.json"))
@@ -140,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cloudwatch = boto3.client("cloudwatch", region_name=args.region, endpoint_url=args.endpoint_url)
     extra = [item for value in args.extra_vars for item in ("-e", value)]
     watcher = AlarmWatcher(cloudwatch, args.alarm_prefix, args.state_file,
-                           playbook_runner(args.inventory, extra))
+                           playbook_runner(args.inventory, extra, args.playbook, args.project_dir))
     while True:
         try:
             watcher.poll()
