@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+IMPORT_ERROR = None
 try:
     from sessionshift.phases import plan_rollback
 except ImportError as exc:  # reported when the filter is used, with what to do

@@ -16,7 +16,6 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 try:
-    import sessionshift  # noqa: F401
     from sessionshift.formats import HASH_NAMES, HEADER_STYLES, SERIALIZERS
     from sessionshift.keys import KeyLayout
     from sessionshift.phasefile import host_layout
