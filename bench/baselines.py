@@ -6,8 +6,9 @@
 * the *floor*: the least any backfill can cost, as two separately timed parts
   that are summed: reading every file with plain Python (``read_files``: open,
   read bytes, nothing else) and ``redis-cli --pipe`` of the equivalent RESP
-  commands (``SET key value NX EXAT t``), generated into a file before timing
-  (``write_set_commands``).
+  commands (``SET key value NX EXAT t``, the value being what the backfill
+  writes: the file's own pickle payload in the exact default format),
+  generated into a file before timing (``write_set_commands``).
 * the export floor: writing the same files with plain Python
   (``write_files``) plus one ``redis-cli --scan`` of the session keys.
 """
@@ -69,16 +70,22 @@ def set_nx_exat(key: str, value: bytes, expiry: int) -> bytes:
     return resp_command("SET", key, value, "NX")
 
 
+def redis_value(raw: bytes, path: str, fmt: formats.ValueFormat) -> tuple[int, bytes]:
+    """(expiry, the Redis value the backfill writes) of one cachelib file's bytes."""
+    expiry, data, _style, offset = formats.parse_cachelib_file(raw, path)
+    return expiry, fmt.from_file(data, raw[offset:])
+
+
 def write_set_commands(directory: str, path: str, layout: KeyLayout = DEFAULT_LAYOUT,
-                       serializer: formats.SerializerName = "msgpack") -> int:
+                       serializer: formats.SerializerName = formats.DEFAULT_SERIALIZER) -> int:
     """The floor's input: one SET NX EXAT per session of *directory*, into *path*. Not timed."""
     count = 0
+    fmt = formats.value_format(serializer)
     with open(path, "wb") as out:
         for entry in os.scandir(directory):
             with open(entry.path, "rb") as handle:
-                expiry, data, _style = formats.parse_cachelib_bytes(handle.read(), entry.path)
-            out.write(set_nx_exat(layout.session_key(entry.name), formats.encode_value(data, serializer),
-                                  expiry))
+                expiry, value = redis_value(handle.read(), entry.path, fmt)
+            out.write(set_nx_exat(layout.session_key(entry.name), value, expiry))
             count += 1
     return count
 
@@ -219,8 +226,8 @@ def _reference_share(args: tuple) -> int:
                 if entry.name[:1] not in first_chars:
                     continue
                 with open(entry.path, "rb") as handle:
-                    expiry, data, _style = formats.parse_cachelib_bytes(handle.read(), entry.path)
-                batch.append(set_nx_exat(layout.session_key(entry.name), formats.encode_value(data), expiry))
+                    expiry, value = redis_value(handle.read(), entry.path, formats.value_format())
+                batch.append(set_nx_exat(layout.session_key(entry.name), value, expiry))
                 if len(batch) >= batch_size:
                     written += flush()
                     batch = []

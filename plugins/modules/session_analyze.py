@@ -66,7 +66,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: The scan is read-only and runs in check mode too; only C(profile.json) is not written.
+    details:
+      - The scan is read-only and runs in check mode too; only C(profile.json) is not written.
+      - In check mode a O(session_dir) that does not exist yet (a dry run on a fresh host) is reported, not
+        an error.
   diff_mode:
     support: full
     details: Shows the recorded settings before and after.
@@ -94,7 +97,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 profile:
-  description: The source profile, as recorded.
+  description: The source profile, as recorded; null in check mode when O(session_dir) does not exist yet.
   returned: always
   type: dict
   contains:
@@ -172,6 +175,10 @@ def main():
                            serializer=params["serializer"], given=given,
                            state_dir=None if module.check_mode else params["state_dir"],
                            sample_size=params["sample_size"], style="module")
+    if module.check_mode and not os.path.exists(params["session_dir"]):
+        # A dry run of a whole rollout on a fresh host: the app's role creates it first.
+        module.exit_json(changed=False, profile=None, recorded=None, counts={},
+                         msg=f"session directory {params['session_dir']} does not exist yet: nothing to analyze")
     try:
         before = profiles.load(params["state_dir"])
         if not os.path.isdir(params["session_dir"]):

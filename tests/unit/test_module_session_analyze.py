@@ -53,6 +53,9 @@ def test_a_contradicting_option_and_a_lossy_serializer_fail(tmp_path, capsys):
     assert profile.load(str(state_dir)) is None
 
 
-def test_a_missing_directory_fails_clearly(tmp_path, capsys):
-    result = run(capsys, session_dir=str(tmp_path / "nope"), state_dir=str(tmp_path / "state"))
+def test_a_missing_directory_fails_clearly_except_in_a_dry_run(tmp_path, capsys):
+    params = dict(session_dir=str(tmp_path / "nope"), state_dir=str(tmp_path / "state"))
+    result = run(capsys, **params)
     assert result["failed"] and "does not exist" in result["msg"]
+    dry = run(capsys, check_mode=True, **params)  # a fresh host: the app's role creates it first
+    assert not dry.get("failed") and dry["profile"] is None and "does not exist yet" in dry["msg"]
