@@ -40,7 +40,7 @@ options:
         description:
           - Verify the server certificate and its host name.
           - Only a throw-away test setup turns this off; every run then warns, and the phase-2
-            gate (M(session_gate) O(gate=dual_write)) refuses the connection.
+            gate (M(sessionshift.migration.session_gate) O(sessionshift.migration.session_gate#module:gate=dual_write)) refuses the connection.
         type: bool
         default: true
       cluster:
@@ -71,8 +71,8 @@ options:
   hash_method:
     description:
       - How cachelib names session files; V(md5) before cachelib 0.16, V(sha256) since.
-      - Default the source profile's (recorded in C(state_dir/profile.json) by M(session_analyze);
-        without one, detected from the first files of O(session_dir), else V(sha256)). A value that
+      - Default the source profile's (recorded in C(state_dir/profile.json) by M(sessionshift.migration.session_analyze);
+        without one, detected from the first files of the session directory, else V(sha256)). A value that
         contradicts the profile is refused, with both values and the fix.
     type: str
     choices: [md5, sha256]
@@ -112,7 +112,7 @@ options:
     description:
       - The Redis value format. V(pickle) (the default) is exact, every session comes back type for type
         (it is the source file's own pickle payload, read back only through a restricted unpickler).
-        V(msgpack) changes types (tuple and set to list, UUID and Decimal to string...); M(session_analyze)
+        V(msgpack) changes types (tuple and set to list, UUID and Decimal to string...); M(sessionshift.migration.session_analyze)
         records it only for a corpus it proved msgpack-exact.
       - Default the source profile's (C(state_dir/profile.json)); a value that contradicts it is refused.
     type: str

@@ -10,7 +10,7 @@ description:
   - Writes a CloudWatch dashboard whose body is given as YAML/dict (O(body) or just O(widgets)).
   - Idempotent. The current body and the desired one are compared as canonical JSON (sorted keys), so
     key order and whitespace never cause a change.
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   name:
     description: Dashboard name.
@@ -34,7 +34,10 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

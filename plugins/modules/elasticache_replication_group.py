@@ -17,7 +17,7 @@ description:
   - The AUTH token is write-only. It is compared through C(AuthTokenEnabled) only, and sent to an
     existing group only to enable AUTH or when O(update_auth_token=true).
   - The decisions live in C(plugins/module_utils/elasticache_plan.py) (pure Python, unit tested).
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   replication_group_id:
     description: The group's id (lowercase, at most 40 characters).
@@ -159,11 +159,14 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 notes:
   - Several modifications are separate calls (TLS steps, AUTH, user groups); the module waits for the
     group to be available between them, within O(wait_timeout).
   - A group already in C(deleting) counts as absent.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.tags

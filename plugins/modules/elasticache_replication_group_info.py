@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 module: elasticache_replication_group_info
 short_description: Describe one ElastiCache replication group (its member clusters and endpoints)
 description:
-  - Read-only. Returns what M(elasticache_replication_group) returns about an existing group (member
+  - Read-only. Returns what M(sessionshift.migration.elasticache_replication_group) returns about an existing group (member
     clusters, endpoints, the described group), so that a play run without the provisioning tasks (for example
     C(--tags cloudwatch_alarms)) can learn them.
   - A group that does not exist (or is being deleted) gives C(exists=false) and empty values, not a failure.
@@ -18,13 +18,16 @@ options:
     type: str
     aliases: [name]
 author:
-  - sessionshift contributors
+  - sessionshift contributors (!UNKNOWN)
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

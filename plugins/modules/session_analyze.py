@@ -15,8 +15,8 @@ description:
     (a pickled int = werkzeug / cachelib 0.6 and older; a 4-byte struct = cachelib 0.7 and later), the pickle
     protocol(s) of the payloads, the cachelib / Flask-Session / Python generation that implies, and the value
     types present, with the sessions msgpack could not hold exactly (by kind of change and count).
-  - Records that source profile in O(state_dir)C(/profile.json). M(session_migrate), M(session_validate),
-    M(session_export), M(session_backup), the Flask interface and the C(sessionshift) command use it by
+  - Records that source profile in O(state_dir)C(/profile.json). M(sessionshift.migration.session_migrate), M(sessionshift.migration.session_validate),
+    M(sessionshift.migration.session_export), M(sessionshift.migration.session_backup), the Flask interface and the C(sessionshift) command use it by
     default, and refuse an explicit setting that contradicts it, naming both values and the fix.
   - A directory holding two header styles or both hashes is reported in RV(profile.mixed), not guessed;
     tools that need that setting then require it explicitly.
@@ -24,9 +24,9 @@ description:
     records O(key_prefix) as given.
   - Reports file names only, never session contents.
 version_added: "0.2.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -62,6 +62,7 @@ options:
     type: int
     default: 500
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
@@ -73,14 +74,16 @@ attributes:
   diff_mode:
     support: full
     details: Shows the recorded settings before and after.
+  platform:
+    platforms: posix
 notes:
-  - RV(changed) is true when the recorded settings (hash, header style, pickle protocol, value format) change.
+  - C(changed) is true when the recorded settings (hash, header style, pickle protocol, value format) change.
   - Works under C(async)/C(poll).
 requirements:
   - sessionshift (installed on the host by the session_app role)
 seealso:
-  - module: session_migrate
-  - module: session_export
+  - module: sessionshift.migration.session_migrate
+  - module: sessionshift.migration.session_export
 """
 
 EXAMPLES = r"""
@@ -199,7 +202,7 @@ def main():
                           "before_header": f"{params['state_dir']}/profile.json (before)",
                           "after_header": f"{params['state_dir']}/profile.json (after)"}
     if result["refused"]:
-        module.fail_json(**dict(output, msg=result["refused"]))
+        module.fail_json(**{**output, "msg": result["refused"]})
     if found["mixed"]:
         module.warn(f"the session directory holds more than one {', '.join(found['mixed'])}: not guessed; "
                     "tools that need it must be told (hash_method / header_style)")

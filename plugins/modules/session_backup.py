@@ -22,7 +22,7 @@ description:
     remaining lifetime and skips entries that have expired. Restoring twice changes nothing the second time.
   - The emergency rollback takes a backup before it flips the fleet back to files.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   state:
     description:
@@ -55,6 +55,7 @@ options:
         manifest names.
     type: int
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift
   - sessionshift.migration.sessionshift.naming
 attributes:
@@ -74,7 +75,7 @@ notes:
 requirements:
   - sessionshift (installed on the host by the session_app role)
 seealso:
-  - module: session_export
+  - module: sessionshift.migration.session_export
 """
 
 EXAMPLES = r"""

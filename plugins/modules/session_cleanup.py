@@ -21,9 +21,9 @@ description:
     types outside the restricted unpickler) are kept unless O(include_corrupt).
   - A file the app rewrote after it was read is left alone.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The app's session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -56,6 +56,7 @@ options:
     type: str
     default: "session:"
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
@@ -72,7 +73,7 @@ notes:
 requirements:
   - sessionshift (installed on the host by the session_app role)
 seealso:
-  - module: session_phase
+  - module: sessionshift.migration.session_phase
 """
 
 EXAMPLES = r"""

@@ -29,9 +29,9 @@ description:
   - Records the run in O(state_dir)C(/export.json) (C(finished_at), C(keys_exported), counts, phase at the
     time); the session_phase module refuses a rollback from phase 4/5 without it.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The app's session directory (Flask C(SESSION_FILE_DIR)); it must exist.
     type: path
     required: true
@@ -42,7 +42,7 @@ options:
   header_style:
     description:
       - The file header; V(struct) for cachelib 0.7 and later, V(pickle) for older cachelib / werkzeug.
-      - Default the source profile's (recorded by M(session_analyze)); a value that contradicts it is refused.
+      - Default the source profile's (recorded by M(sessionshift.migration.session_analyze)); a value that contradicts it is refused.
     type: str
     choices: [struct, pickle]
   pickle_protocol:
@@ -79,6 +79,7 @@ options:
     type: int
     default: 0
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift
   - sessionshift.migration.sessionshift.decode_budget
   - sessionshift.migration.sessionshift.naming
@@ -96,13 +97,13 @@ notes:
   - Works under C(async)/C(poll); an export of many sessions should use it.
   - Run it on each app host (it writes that host's session directory), as the app's user or root.
   - In cluster mode every primary is scanned.
-  - RV(changed) is true when a file was written or removed (would be, in check mode); the C(export.json)
+  - C(changed) is true when a file was written or removed (would be, in check mode); the C(export.json)
     record is bookkeeping and written on every run that is not in check mode.
 requirements:
   - sessionshift (installed on the host by the session_app role)
 seealso:
-  - module: session_phase
-  - module: session_backup
+  - module: sessionshift.migration.session_phase
+  - module: sessionshift.migration.session_backup
 """
 
 EXAMPLES = r"""
@@ -242,7 +243,8 @@ def numeric_id(name, lookup):
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
+        argument_spec=argument_spec(
+            DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
             mode=dict(type="raw", default="0600"),
             owner=dict(type="str"),

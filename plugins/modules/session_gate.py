@@ -15,12 +15,13 @@ description:
   - The gates are those of the phase model, plus the maintenance window in which flips may happen.
   - Read-only; it never changes anything, so it runs the same in check mode.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   gate:
     description:
       - C(maintenance_window) checks the local time against O(window_start)-O(window_end) in O(window_timezone).
-      - C(dual_write) checks that Redis answers over TLS with AUTH and that no alarm in O(alarms_in_alarm) fires.
+      - C(dual_write) checks that Redis (O(redis), required with this gate) answers over TLS with AUTH and that
+        no alarm in O(alarms_in_alarm) fires.
       - C(redis_read) checks the backfill completed and the last validation met O(threshold), both in the
         Redis generation the host reads, on enough evidence (O(min_compared), O(min_comparable_percent)),
         with no stale or orphaned copy, and that every host in O(fleet_generations) reads one generation.
@@ -51,11 +52,11 @@ options:
     type: bool
     default: false
   redis:
-    description:
-      - Redis connection for the C(dual_write) gate; same suboptions as the other sessionshift modules
-        (url, username, password, ca_file, cert_file, key_file, verify_tls, cluster, connect_timeout,
-        socket_timeout, retries).
+    # The suboptions come from the sessionshift.migration.sessionshift fragment; only this gate
+    # makes the option optional.
+    description: How to reach Redis / ElastiCache; required with O(gate=dual_write), the only gate that talks to Redis.
     type: dict
+    required: false
   alarms_in_alarm:
     description: Names of CloudWatch alarms currently in ALARM (from M(amazon.aws.cloudwatch_metric_alarm_info)).
     type: list
@@ -96,15 +97,20 @@ options:
     description: Highest fallback-read rate (fraction) that still lets phase 4 start.
     type: float
     default: 0.001
-  sessionshift.migration.session_lifetime:
+  session_lifetime:
     description: The longest session lifetime in seconds (the app's PERMANENT_SESSION_LIFETIME).
     type: int
     default: 2678400
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - sessionshift.migration.sessionshift
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 requirements:
   - sessionshift (installed on the host by the session_app role)
 """

@@ -15,7 +15,7 @@ description:
     (fallback reads, write errors, shadow mismatches, journal depth, request totals).
   - Read-only; never reports a change and runs the same in check mode.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   url:
     description: The app's metrics URL. Never logged, since a URL can carry credentials (V(http://user:password@host/)).
@@ -33,6 +33,8 @@ options:
     description: Also return every parsed sample (name, labels, value) for debugging.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -69,7 +71,7 @@ fallback_reads:
   returned: success
   type: int
 fallback_rate:
-  description: O(fallback_reads) divided by the reads that found a session (0 when there were none).
+  description: RV(fallback_reads) divided by the reads that found a session (0 when there were none).
   returned: success
   type: float
 write_errors:

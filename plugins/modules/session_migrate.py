@@ -14,7 +14,7 @@ description:
     pipelined, with several worker processes.
   - With the default V(pickle) value format, each file's own pickle payload becomes the Redis value byte for
     byte, after the restricted unpickler accepted it; nothing about a session can change on the way.
-  - The value format and the hash come from the source profile that M(session_analyze) recorded.
+  - The value format and the hash come from the source profile that M(sessionshift.migration.session_analyze) recorded.
   - Writes a session only where its key is absent (the app's newer value wins), never revives a session the
     user logged out of (its tombstone is respected), skips expired sessions and sets each key's expiry to the
     file's own (C(EXAT)).
@@ -23,9 +23,9 @@ description:
   - Corrupt or hostile files are reported with their path and the reason; they are never executed or deleted.
   - In check mode nothing is written (no key, no checkpoint); the module reports how many keys would be written.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -58,6 +58,7 @@ options:
     type: int
     default: 50
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift
   - sessionshift.migration.sessionshift.decode_budget
   - sessionshift.migration.sessionshift.naming
@@ -68,9 +69,11 @@ attributes:
     details: Reads the files and asks Redis which keys exist; writes no key and no checkpoint.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Works under C(async)/C(poll); long runs should use it.
-  - RV(changed) is true when at least one key was written (would be, in check mode).
+  - C(changed) is true when at least one key was written (would be, in check mode).
 requirements:
   - sessionshift (installed on the host by the session_app role)
 """
@@ -167,7 +170,8 @@ except ImportError:
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
+        argument_spec=argument_spec(
+            DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC,
             batch_size=dict(type="int", default=500),
             workers=dict(type="int", default=0),

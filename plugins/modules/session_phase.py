@@ -18,7 +18,7 @@ description:
     lower unless a Redis to file export finished after the host entered phase 4
     (O(state_dir)/export.json); the failure gives the reason and the command that fixes it.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
   state_dir:
     description: The host's sessionshift state directory.
@@ -55,12 +55,14 @@ options:
         than a generation the host retired by returning to V(file). By default the move out of V(file)
         takes the host's next unretired generation. The playbooks pass the fleet's, so every host reads one.
     type: int
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The app's session directory; when set, the export that lets a host leave phase 4 or 5 must have written it.
     type: path
   key_prefix:
     description: The app's key prefix; when set, the export that lets a host leave phase 4 or 5 must have read it.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -21,9 +21,9 @@ description:
   - Writes the result to O(state_dir)C(/validation.json), which the phase-3 gate reads, unless in check mode.
   - Reports session FILE NAMES only, never session contents.
 version_added: "0.1.0"
-author: sessionshift contributors
+author: sessionshift contributors (!UNKNOWN)
 options:
-  sessionshift.migration.session_dir:
+  session_dir:
     description: The session directory (Flask C(SESSION_FILE_DIR)).
     type: path
     required: true
@@ -60,6 +60,7 @@ options:
     type: int
     default: 0
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift
   - sessionshift.migration.sessionshift.decode_budget
   - sessionshift.migration.sessionshift.naming
@@ -70,8 +71,10 @@ attributes:
     details: The comparison is read-only and runs in check mode too; only C(validation.json) is not written.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
-  - RV(changed) is always false; the module never modifies sessions. C(validation.json) is a record, not a change.
+  - C(changed) is always false; the module never modifies sessions. C(validation.json) is a record, not a change.
   - Works under C(async)/C(poll).
 requirements:
   - sessionshift (installed on the host by the session_app role)
@@ -156,7 +159,8 @@ except ImportError:
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC,
+        argument_spec=argument_spec(
+            DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC,
             sample_percent=dict(type="float", default=100.0),
             threshold=dict(type="float", default=100.0),
