@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system-deps demo test unit integration molecule lint bench load fuzz clean
+.PHONY: help setup system-deps demo test unit integration molecule lint sanity bench load fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ integration: setup
 	$(BIN)/pytest -q tests/integration
 
 lint: setup  ## ansible-lint (production profile), ansible-doc on every module, ruff
+	@for old in library module_utils doc_fragments playbooks/filter_plugins; do \
+	  [ ! -e "$$old" ] || { echo "$$old/ is back: the collection's plugins live in plugins/"; exit 1; }; \
+	done
 	$(BIN)/ruff check src tests plugins molecule bench tools
 	@if ls roles/*/tasks/*.yml playbooks/*.yml >/dev/null 2>&1; then $(BIN)/ansible-lint; fi
 	@for module in plugins/modules/*.py; do \
@@ -48,9 +51,13 @@ lint: setup  ## ansible-lint (production profile), ansible-doc on every module, 
 	  $(BIN)/ansible-doc -t module "sessionshift.migration.$$(basename $$module .py)" >/dev/null || exit 1; \
 	done
 
-test: setup  ## everything CI runs: unit, integration, load (short), molecule scenarios, lint
+sanity: setup  ## ansible-test sanity on the collection, built and installed in a temporary path
+	$(BIN)/python tools/collection.py sanity
+
+test: setup  ## everything CI runs: unit, integration, load (short), molecule scenarios, lint, sanity
 	$(BIN)/pytest tests
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory sanity
 
 molecule: setup  ## the molecule scenarios alone (default, rollback, aws)
 	$(BIN)/pytest -q tests/integration/test_molecule.py
