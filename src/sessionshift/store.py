@@ -2,7 +2,8 @@
 
 Every writer goes through here: the Flask interface (app writes, logouts,
 promotions of file sessions), the backfill, the export and the restore. The
-rules of DESIGN.md "Races" live in these few functions:
+race rules (docs/architecture.md, "The race rules live in one file") live in
+these few functions:
 
 * the app's own write always wins and clears a tombstone (``app_write``);
 * a logout deletes the session and leaves a short-lived tombstone
