@@ -30,14 +30,16 @@ def session_dir(tmp_path):
 
 
 def test_the_cli_takes_the_budget_as_options(session_dir, capsys):
-    assert cli.main(["analyze", "--session-dir", str(session_dir), "--json", "--quiet"]) == cli.EXIT_OK
+    assert cli.main(["analyze", "--session-dir", str(session_dir), "--no-record", "--json",
+                     "--quiet"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["corrupt"] == 0
-    assert cli.main(["analyze", "--session-dir", str(session_dir), "--json", "--quiet",
+    assert cli.main(["analyze", "--session-dir", str(session_dir), "--no-record", "--json", "--quiet",
                      "--max-depth", "3"]) == cli.EXIT_OK
     result = json.loads(capsys.readouterr().out)
     assert result["corrupt"] == 1 and "max_depth=3" in result["errors"][0]["reason"]
     assert result["errors"][0]["path"].endswith(formats.session_file_name("deep"))
-    assert cli.main(["analyze", "--session-dir", str(session_dir), "--max-objects", "-1"]) == cli.EXIT_ERROR
+    assert cli.main(["analyze", "--session-dir", str(session_dir), "--no-record",
+                     "--max-objects", "-1"]) == cli.EXIT_ERROR
     assert "--max-objects must be a positive integer" in capsys.readouterr().err
 
 
