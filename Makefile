@@ -44,7 +44,7 @@ lint: setup  ## ansible-lint (production profile), ansible-doc on every module, 
 	@for old in library module_utils doc_fragments playbooks/filter_plugins; do \
 	  [ ! -e "$$old" ] || { echo "$$old/ is back: the collection's plugins live in plugins/"; exit 1; }; \
 	done
-	$(BIN)/ruff check src tests plugins molecule bench tools
+	$(BIN)/ruff check src tests plugins molecule bench tools devstack
 	@if ls roles/*/tasks/*.yml playbooks/*.yml >/dev/null 2>&1; then $(BIN)/ansible-lint; fi
 	@for module in plugins/modules/*.py; do \
 	  [ -e "$$module" ] || continue; \

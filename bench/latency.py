@@ -1,7 +1,7 @@
 """Issue 7's per-phase latency: p50/p99 of session-touching requests in each phase, side by side.
 
 The demo app (``examples/translate_app``) runs under real gunicorn
-(``tests.support.gunicorn_app``) on the same TLS + ACL redis-server as the
+(``devstack.gunicorn_app``) on the same TLS + ACL redis-server as the
 other benchmarks. A fixed set of users logs in once (phase 1). Then, in each
 of several rounds, the host walks through the phases 1, 2, 3, 4, 5 the way a
 rollout does (phase file written with ``sessionshift.phasefile.set_phase``;
@@ -202,7 +202,7 @@ def _summarise(samples: list[float]) -> dict:
 
 def run(redis: BenchRedis, scratch: str, *, rounds: int = 3, seconds: float = 10.0, users: int = 64,
         concurrency: int = 4, workers: int = 3, max_requests: int = 200_000, log=print) -> dict:
-    from tests.support.gunicorn_app import GunicornApp
+    from devstack.gunicorn_app import GunicornApp
 
     app_dir = os.path.join(scratch, "latency-app")
     config = {"SESSIONSHIFT_REDIS": {"url": redis.settings.url, "username": redis.username,

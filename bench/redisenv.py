@@ -1,7 +1,7 @@
 """The Redis every contender talks to: a real local redis-server, TLS + ACL like production.
 
 One server (or one 3-primary cluster) per benchmark run, started with the
-test suite's own helpers (``tests.support.redis_server``), so the engine, the
+test suite's own helpers (``devstack.redis_server``), so the engine, the
 seed's loop and ``redis-cli --pipe`` all pay the same TLS and AUTH costs.
 """
 
@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
+from devstack.redis_server import RedisCluster3, RedisServer
+from devstack.tlsca import make_ca
 from sessionshift.redisconn import RedisSettings, connect
-from tests.support.redis_server import RedisCluster3, RedisServer
-from tests.support.tlsca import make_ca
 
 
 @dataclasses.dataclass

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # tests.support, bench helpers
+sys.path.insert(0, ROOT)  # devstack (the development stack), tests.support, bench, tools
 
-from tests.support.redis_server import RedisCluster3, RedisServer  # noqa: E402
-from tests.support.tlsca import make_ca  # noqa: E402
+from devstack.redis_server import RedisCluster3, RedisServer  # noqa: E402
+from devstack.tlsca import make_ca  # noqa: E402
 
 # The repository root is the collection sessionshift.migration; collections/ holds the link
 # ansible_collections/sessionshift/migration -> the root, so its plugins import under the names
@@ -86,7 +86,7 @@ def cluster_client(redis_cluster):
 @pytest.fixture(scope="session")
 def moto_server():
     """A real moto server (AWS stand-in) over HTTP on a free loopback port for the whole run."""
-    from tests.support.moto_server import MotoServer
+    from devstack.moto_server import MotoServer
 
     server = MotoServer.start()
     yield server

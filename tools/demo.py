@@ -30,8 +30,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from devstack.moto_server import MotoServer  # noqa: E402
 from sessionshift import formats, state  # noqa: E402
-from tests.support.moto_server import MotoServer  # noqa: E402
 from tools.usersim import Simulation, Tally, check_seeded_sessions  # noqa: E402
 
 RUN_DIR = os.path.join(ROOT, "run", "demo")

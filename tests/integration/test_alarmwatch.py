@@ -5,9 +5,9 @@ from __future__ import annotations
 import boto3
 import pytest
 
+from devstack.moto_server import REGION, MotoServer
 from sessionshift import state
 from sessionshift.alarmwatch import AlarmWatcher, firing_alarms
-from tests.support.moto_server import REGION, MotoServer
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from devstack.redis_server import absolute_expiries
 from sessionshift import formats
 from sessionshift.backup import BackupError, create_backup, read_manifest, restore_backup, verify_backup
 from sessionshift.keys import KeyLayout
 from sessionshift.store import SessionStore
-from tests.support.redis_server import absolute_expiries
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The key operations on the engines the elasticache role provisions, not just on this redis-server.
 
 Each test here runs against two redis-servers made to refuse what a real
-deployment refuses (tests/support/redis_server.ENGINE_PROFILES):
+deployment refuses (devstack/redis_server.ENGINE_PROFILES):
 
 * ``elasticache``: the commands ElastiCache disables (CONFIG, SAVE, BGSAVE,
   DEBUG, REPLICAOF, SHUTDOWN, ...) renamed away;
@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ResponseError
 
+from devstack.redis_server import ENGINE_PROFILES, RedisServer
 from sessionshift import gates
 from tests.integration import test_backup, test_export, test_interface, test_migrate
 from tests.integration.test_backup import (  # noqa: F401 (collected here against the engine profiles)
@@ -45,7 +46,6 @@ from tests.integration.test_validate import (  # noqa: F401
     test_all_consistent_after_the_backfill,
     test_counts_each_kind_of_problem_by_file_name,
 )
-from tests.support.redis_server import ENGINE_PROFILES, RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -87,7 +87,7 @@ def test_good_tls_acl_connection_round_trips(redis_server):
     ("plain TCP to a TLS port", "TLS mismatch"),
 ])
 def test_bad_connections_give_a_one_line_cause(redis_server, tmp_path, case, expected):
-    from tests.support.tlsca import make_ca
+    from devstack.tlsca import make_ca
 
     other_ca = make_ca(str(tmp_path / "other")).ca_cert
     settings = {

@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 
+from devstack.gunicorn_app import GunicornApp
 from sessionshift import formats, phasefile, state
 from sessionshift.export import export_sessions
 from sessionshift.journal import Journal, replay_host
@@ -28,7 +29,6 @@ from sessionshift.metrics import gate_summary
 from sessionshift.phases import Phase, Transition
 from sessionshift.redisconn import connect
 from sessionshift.store import SessionStore
-from tests.support.gunicorn_app import GunicornApp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,10 +14,10 @@ import os
 import pytest
 import requests
 
+from devstack.gunicorn_app import GunicornApp
 from sessionshift import state
 from sessionshift.keys import KeyLayout
 from tests.support import hostile
-from tests.support.gunicorn_app import GunicornApp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

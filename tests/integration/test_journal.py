@@ -10,12 +10,12 @@ import time
 import pytest
 from redis.exceptions import RedisError
 
+from devstack.redis_server import RedisServer
 from sessionshift import formats
 from sessionshift.journal import Journal
 from sessionshift.keys import KeyLayout
 from sessionshift.redisconn import RedisSettings, connect
 from sessionshift.store import SessionStore
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,13 @@ import boto3
 import pytest
 import requests
 
+from devstack.gunicorn_app import GunicornApp
+from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
+from devstack.redis_server import RedisServer
 from sessionshift import state
 from sessionshift.metrics import gate_summary
 from sessionshift.metrics_publisher import CLOUDWATCH_NAMESPACE, Publisher, http_scraper
 from tests.support.alarm_evaluator import apply_alarm_role, evaluate
-from tests.support.gunicorn_app import GunicornApp
-from tests.support.moto_server import FAKE_CREDENTIALS, MotoServer
-from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOST = "app-under-test"

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
+from devstack.redis_server import RedisServer, absolute_expiries
 from sessionshift import exact, formats, state
 from sessionshift.keys import KeyLayout
 from sessionshift.migrate import MigrateConfig, migrate
 from sessionshift.redisconn import RedisUnavailable, connect
 from sessionshift.store import SessionStore
-from tests.support.redis_server import RedisServer, absolute_expiries
 
 pytestmark = pytest.mark.integration
 

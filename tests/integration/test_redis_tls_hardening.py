@@ -8,11 +8,11 @@ import urllib.parse
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from devstack.redis_server import RedisServer
+from devstack.tlsca import make_ca
 from sessionshift import cli, gates
 from sessionshift.redisconn import RedisUnavailable, connect
 from tests.conftest import load_module
-from tests.support.redis_server import RedisServer
-from tests.support.tlsca import make_ca
 
 pytestmark = pytest.mark.integration
 

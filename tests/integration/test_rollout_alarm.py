@@ -28,10 +28,10 @@ import time
 import boto3
 import pytest
 
+from devstack.local_stack import ROOT, LocalStack
+from devstack.moto_server import FAKE_CREDENTIALS, REGION, MotoServer
 from sessionshift import phasefile
 from tests.load.live_flip import make_stack_dir, seeded_users
-from tests.support.local_stack import ROOT, LocalStack
-from tests.support.moto_server import FAKE_CREDENTIALS, REGION, MotoServer
 from tools.usersim import Simulation, Tally, check_seeded_sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
+from devstack.redis_server import RedisServer
 from sessionshift import formats
 from sessionshift.journal import Journal
 from sessionshift.redisconn import connect
 from sessionshift.store import ReplicationShortfall, SessionStore
 from tests.integration.test_interface import JSON, Env, login
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

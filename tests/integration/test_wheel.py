@@ -16,8 +16,8 @@ import sysconfig
 
 import pytest
 
+from devstack.moto_server import FAKE_CREDENTIALS, REGION
 from tests.conftest import ROOT
-from tests.support.moto_server import FAKE_CREDENTIALS, REGION
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,15 +21,15 @@ import dataclasses
 import os
 import time
 
+from devstack.gunicorn_app import GunicornApp
+from devstack.redis_server import RedisServer
+from devstack.tcp_forwarder import TcpForwarder
+from devstack.tlsca import make_ca
 from sessionshift import phasefile
 from sessionshift.export import export_sessions
 from sessionshift.keys import KeyLayout
 from sessionshift.phases import Phase, Transition
 from sessionshift.redisconn import connect
-from tests.support.gunicorn_app import GunicornApp
-from tests.support.redis_server import RedisServer
-from tests.support.tcp_forwarder import TcpForwarder
-from tests.support.tlsca import make_ca
 
 # Short timeouts: a paused Redis must cost a request a fraction of a second, not 5 s.
 REDIS_TIMEOUTS = {"socket_timeout": 0.5, "connect_timeout": 0.5, "retries": 0}

@@ -72,7 +72,7 @@ class Scenario:
     errors_allowed: bool = False
     app_config: dict = dataclasses.field(default_factory=dict)
     mount_tmpfs: bool = False
-    replica: bool = False  # a replica behind a movable endpoint (tests/support/tcp_forwarder.py)
+    replica: bool = False  # a replica behind a movable endpoint (devstack/tcp_forwarder.py)
 
 
 # -- the faults -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 
+from devstack.local_stack import LocalStack
 from sessionshift import formats, phasefile
 from tests.load.runner import (
     RESULTS_DIR,
@@ -37,7 +38,6 @@ from tests.load.runner import (
     timeline,
     window_stats,
 )
-from tests.support.local_stack import LocalStack
 from tools.usersim import check_seeded_sessions
 
 PLOT = os.path.join(ROOT, "docs", "img", "live_flip_timeline.png")

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 
-from tests.support.moto_server import FAKE_CREDENTIALS
+from devstack.moto_server import FAKE_CREDENTIALS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

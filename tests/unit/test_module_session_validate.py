@@ -80,7 +80,7 @@ def test_bad_sample_percent_is_refused(tmp_path, capsys):
 
 
 def test_nothing_listening_is_connection_refused_with_endpoint(tmp_path, capsys):
-    from tests.support.redis_server import free_port
+    from devstack.redis_server import free_port
 
     os.makedirs(tmp_path / "sessions")
     port = free_port()

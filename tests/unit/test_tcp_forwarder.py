@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.support.tcp_forwarder import TcpForwarder
+from devstack.tcp_forwarder import TcpForwarder
 
 
 class TaggedEchoServer:
