@@ -330,6 +330,7 @@ class PhasedSessionInterface(SessionInterface):
         phase = self.watcher.current()
         store = self._store(phase)
         result = self.journal.replay(store, serializer=self.config.serializer,
+                                     protocol=self.config.pickle_protocol,
                                      remove_file_after=phase >= Phase.REDIS_ONLY, limit=limit, only=only)
         _count_replay(result)
         metrics.JOURNAL_DEPTH.set(result.remaining)

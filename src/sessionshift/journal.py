@@ -33,6 +33,7 @@ from .formats import HashName, SerializerName
 from .keys import KeyLayout
 from .phasefile import read_phase
 from .phases import Phase
+from .profile import resolve
 from .redisconn import RedisSettings, client_from_settings
 from .store import ReplicationShortfall, SessionStore
 
@@ -96,7 +97,7 @@ class Journal:
 
     # -- replay -----------------------------------------------------------------------
     def replay(self, store: SessionStore, *, serializer: SerializerName = formats.DEFAULT_SERIALIZER,
-               remove_file_after: bool = False, limit: int | None = None,
+               protocol: int | None = None, remove_file_after: bool = False, limit: int | None = None,
                only: str | None = None) -> ReplayResult:
         """Bring Redis up to date for every journaled session (or only *only*).
 
@@ -121,7 +122,8 @@ class Journal:
                 result.skipped += 1  # a live replay in another worker owns it
                 continue
             try:
-                outcome = self._replay_one(store, file_name, serializer, remove_file_after)
+                outcome = self._replay_one(store, file_name, formats.value_format(serializer, protocol),
+                                           remove_file_after)
             except RedisError as exc:
                 self._unclaim(claim, file_name)
                 result.failed += 1
@@ -163,7 +165,7 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(claim, target)
 
-    def _replay_one(self, store: SessionStore, file_name: str, serializer: SerializerName,
+    def _replay_one(self, store: SessionStore, file_name: str, value_format: formats.ValueFormat,
                     remove_file_after: bool) -> str:
         path = os.path.join(self.session_dir, file_name)
         for _attempt in range(5):
@@ -173,7 +175,7 @@ class Journal:
                 store.app_delete(file_name)
                 outcome = "deleted"
             else:
-                store.app_write(file_name, formats.encode_value(session.data, serializer), session.expiry)
+                store.app_write(file_name, value_format.dumps(session.data), session.expiry)
                 outcome = "written"
             if _signature(path) == before:
                 break  # the file did not change while we copied it
@@ -185,17 +187,21 @@ class Journal:
 
 def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *,
                 key_prefix: str = formats.DEFAULT_PREFIX, hash_name: HashName = "sha256",
-                serializer: SerializerName = formats.DEFAULT_SERIALIZER, client=None) -> ReplayResult:
+                serializer: SerializerName | None = None, client=None) -> ReplayResult:
     """Replay one host's journal now (for the CLI, the modules and the playbooks).
 
     In phase 4 and later the replayed files are emergency copies and are removed.
+    The value format and pickle protocol are the source profile's (*serializer*,
+    if given, must agree with it).
     """
+    settled = resolve(state_dir, session_dir, {"serializer": serializer}, needs=("serializer",))
     settings = redis if isinstance(redis, RedisSettings) else RedisSettings.from_mapping(redis)
     record = read_phase(state_dir)
     store = SessionStore(client or client_from_settings(settings),
                          KeyLayout(key_prefix, hash_name, record.generation))
     phase = record.phase
-    return Journal(state_dir, session_dir).replay(store, serializer=serializer,
+    return Journal(state_dir, session_dir).replay(store, serializer=settled.serializer,
+                                                  protocol=settled.pickle_protocol,
                                                   remove_file_after=phase >= Phase.REDIS_ONLY)
 
 

@@ -153,3 +153,15 @@ def test_a_write_that_timed_out_on_a_stalled_redis_never_lands_after_the_replay(
 
 def _evalsha_calls(client) -> int:
     return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_a_replay_writes_the_exact_value_in_the_sources_pickle_protocol(setup):
+    journal, session_dir, store = setup
+    name = store.layout.file_name("old-python")
+    data = {"_flashes": [("message", "hi")], "point": (1, 2), "tags": {"a"}}
+    formats.write_session_file(session_dir, name, data, 0, header_style="pickle", protocol=4)
+    journal.record(name, "write", "dual_write", "TimeoutError")
+    assert journal.replay(store, protocol=4).replayed == 1
+    value = store.get(name)
+    assert formats.payload_protocol(value) == 4 and formats.decode_value(value) == data
+    assert formats.same_for_app(data, value)  # type for type: tuples, the set, the flashes
