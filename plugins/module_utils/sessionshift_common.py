@@ -16,6 +16,7 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 try:
+    from sessionshift.defaults import BATCH_SIZE, STATE_DIR
     from sessionshift.formats import HASH_NAMES, HEADER_STYLES, SERIALIZERS
     from sessionshift.keys import KeyLayout
     from sessionshift.phasefile import host_layout
@@ -24,6 +25,7 @@ try:
     from sessionshift.safepickle import configure as configure_budget
 except ImportError:
     SESSIONSHIFT_IMPORT_ERROR = traceback.format_exc()
+    BATCH_SIZE, STATE_DIR = 500, "/var/lib/sessionshift"  # the module fails on the missing package anyway
     HASH_NAMES = ("md5", "sha256")
     HEADER_STYLES = ("struct", "pickle")
     SERIALIZERS = ("pickle", "msgpack")
@@ -54,7 +56,7 @@ SESSION_ARG_SPEC = dict(
     key_prefix=dict(type="str", default="session:", no_log=False),
     hash_method=dict(type="str", choices=list(HASH_NAMES)),
     serializer=dict(type="str", choices=list(SERIALIZERS)),
-    state_dir=dict(type="path", default="/var/lib/sessionshift"),
+    state_dir=dict(type="path", default=STATE_DIR),
 )
 
 # How files are written (modules that write session files); the profile's by default.

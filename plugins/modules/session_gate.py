@@ -164,6 +164,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     REDIS_OPTIONS,
+    STATE_DIR,
     require_sessionshift,
 )
 
@@ -178,7 +179,7 @@ def main():
         argument_spec=dict(
             gate=dict(type="str", required=True,
                       choices=["maintenance_window", "dual_write", "redis_read", "redis_only", "redis"]),
-            state_dir=dict(type="path", default="/var/lib/sessionshift"),
+            state_dir=dict(type="path", default=STATE_DIR),
             window_start=dict(type="str", default="02:00"),
             window_end=dict(type="str", default="06:00"),
             window_timezone=dict(type="str", default="Asia/Tokyo"),

@@ -145,6 +145,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
+    STATE_DIR,
     require_sessionshift,
 )
 
@@ -165,7 +166,7 @@ def _result(record, previous):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state_dir=dict(type="path", default="/var/lib/sessionshift"),
+            state_dir=dict(type="path", default=STATE_DIR),
             phase=dict(type="str", choices=["file", "dual_write", "redis_read", "redis_only", "redis",
                                             "1", "2", "3", "4", "5"]),
             state=dict(type="str", choices=["present", "query"], default="present"),

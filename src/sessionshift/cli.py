@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Any
 
+from .defaults import BATCH_SIZE
 from .formats import DEFAULT_PREFIX, HASH_NAMES, HEADER_STYLES, SERIALIZERS
 from .state import DEFAULT_STATE_DIR
 
@@ -279,7 +280,8 @@ def register_migrate(subparsers) -> None:
         "migrate", help="backfill: copy file sessions to Redis where absent (SET NX EXAT, tombstones)")
     add_session_options(parser)
     add_redis_options(parser)
-    parser.add_argument("--batch-size", type=int, default=500, help="sessions per pipeline (default 500)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"sessions per pipeline (default {BATCH_SIZE})")
     parser.add_argument("--workers", type=int, default=0,
                         help="worker processes (default: the CPU count, capped)")
     parser.add_argument("--dry-run", action="store_true",
@@ -372,7 +374,8 @@ def register_export(subparsers) -> None:
                         help="octal file mode, keeping read and write for the owner (default 0600)")
     parser.add_argument("--uid", type=int, help="file owner (default: the session directory's)")
     parser.add_argument("--gid", type=int, help="file group (default: the session directory's)")
-    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"keys per pipeline (default {BATCH_SIZE})")
     parser.add_argument("--dry-run", action="store_true", help="count what would change; write nothing")
     parser.add_argument("--workers", type=int, default=0,
                         help="processes writing files (default: one per CPU, at most 4)")
@@ -411,7 +414,8 @@ def register_backup(subparsers) -> None:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="PATH",
                         help=f"where the source profile is recorded (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--force", action="store_true", help="replace an existing backup at --dest")
-    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"keys per pipeline (default {BATCH_SIZE})")
     add_output_options(parser)
     parser.set_defaults(func=cmd_backup)
 
@@ -438,7 +442,8 @@ def register_restore(subparsers) -> None:
         "restore", help="put a backup back (checksum first; never overwrites a newer key)")
     add_redis_options(parser)
     parser.add_argument("--src", required=True, metavar="PATH", help="the backup file")
-    parser.add_argument("--batch-size", type=int, default=500, help="keys per pipeline (default 500)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"keys per pipeline (default {BATCH_SIZE})")
     parser.add_argument("--dry-run", action="store_true", help="verify and count; write nothing")
     add_output_options(parser)
     parser.set_defaults(func=cmd_restore)

@@ -50,7 +50,7 @@ import redis
 import redis.cluster
 from redis.exceptions import RedisError, ResponseError
 
-from . import exact, formats, options, state
+from . import defaults, exact, formats, options, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
 from .profile import resolve
@@ -59,7 +59,7 @@ from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
 from .store import EXPIRY_SCRIPT, absolute_expiry
 from .workers import resolve_workers
 
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = defaults.BATCH_SIZE
 DEFAULT_MAX_ROUNDS = 5
 MAX_AUTO_WORKERS = 4
 LIST_LIMIT = 50  # key names kept in a result's lists (undecodable, unstable)

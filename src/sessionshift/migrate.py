@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import options, state
+from . import defaults, options, state
 from .formats import (
     DEFAULT_PICKLE_PROTOCOL,
     DEFAULT_SERIALIZER,
@@ -55,7 +55,7 @@ from .shares import SHARES, groups, iter_entries
 from .store import SessionStore
 from .workers import resolve_workers, run_groups
 
-DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
 PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
 CHECKPOINT_VERSION = 1
 

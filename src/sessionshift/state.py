@@ -22,7 +22,9 @@ import os
 import tempfile
 from typing import Any
 
-DEFAULT_STATE_DIR = "/var/lib/sessionshift"
+from . import defaults
+
+DEFAULT_STATE_DIR = defaults.STATE_DIR
 
 PROFILE_FILE = "profile.json"
 PHASE_FILE = "phase.json"

@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from . import exact, options, safepickle, state
+from . import defaults, exact, options, safepickle, state
 from .export import scan_batches
 from .formats import (
     DEFAULT_PICKLE_PROTOCOL,
@@ -72,7 +72,7 @@ class ValidateConfig:
     threshold: float = 100.0  # minimum % of comparable sessions that must be consistent
     recheck_delay: float = 2.0  # seconds before a difference is looked at again
     max_examples: int = 20  # file names listed per kind of problem
-    batch_size: int = 500
+    batch_size: int = defaults.BATCH_SIZE
     default_lifetime: int = 0  # for the seed's sess_<sid> files
     recheck_limit: int = 100_000  # differences kept for the re-check; beyond, counted unverified
     workers: int = 0  # scanning processes; 0: the CPU count, capped
