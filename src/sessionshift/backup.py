@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import options, state
+from .errors import SessionshiftError
 from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
@@ -53,7 +54,7 @@ FORMAT_VERSION = 1
 KINDS = ("hashed", "tombstone", "stock")
 
 
-class BackupError(ValueError):
+class BackupError(SessionshiftError, ValueError):
     """A backup file that cannot be used; nothing was restored from it."""
 
     RESTORE_ADVICE = "nothing was restored (use another backup, or make a new one with 'sessionshift backup')"

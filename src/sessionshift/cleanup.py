@@ -31,6 +31,7 @@ import time
 from typing import Literal
 
 from . import formats, state
+from .errors import SessionshiftError
 from .formats import FileSession, SessionFileError, SkippedEntry
 from .phasefile import read_phase
 from .phases import SPECS, Phase
@@ -40,7 +41,7 @@ SCOPES: tuple[Scope, ...] = ("expired", "older", "all")
 LIST_LIMIT = 100  # file names listed in a result
 
 
-class CleanupRefused(Exception):
+class CleanupRefused(SessionshiftError):
     """The cleanup asked for is not safe now; the message says why and what to do."""
 
 

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from .defaults import BATCH_SIZE
+from .errors import SessionshiftError
 from .formats import DEFAULT_PREFIX, HASH_NAMES, HEADER_STYLES, SERIALIZERS
 from .state import DEFAULT_STATE_DIR
 
@@ -31,7 +32,7 @@ PASSWORD_ENV = "SESSIONSHIFT_REDIS_PASSWORD"  # noqa: S105 - the variable name, 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-class CliError(Exception):
+class CliError(SessionshiftError):
     """A problem the operator must fix; printed as one line, exit code 2."""
 
 

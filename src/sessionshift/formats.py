@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from . import exact, safepickle
+from .errors import SessionshiftError
 
 HeaderStyle = Literal["struct", "pickle"]
 HashName = Literal["md5", "sha256"]
@@ -74,7 +75,7 @@ DEFAULT_PICKLE_PROTOCOL = 4
 MAX_SESSION_BYTES = safepickle.Budget.max_session_bytes
 
 
-class SessionFileError(Exception):
+class SessionFileError(SessionshiftError):
     """One session file could not be used; names the file and the cause."""
 
     def __init__(self, path: str, reason: str):
@@ -83,7 +84,7 @@ class SessionFileError(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-class SessionValueError(ValueError):
+class SessionValueError(SessionshiftError, ValueError):
     """A Redis value could not be decoded or a session could not be encoded."""
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import defaults, options, state
+from .errors import SessionshiftError
 from .formats import (
     DEFAULT_PICKLE_PROTOCOL,
     DEFAULT_SERIALIZER,
@@ -66,7 +67,7 @@ COUNT_NAMES = ("scanned", "written", "would_write", "exists", "tombstoned", "exp
 BeforeWrite = Callable[[list[tuple[str, bytes, int]]], None]
 
 
-class MigrateBusy(RuntimeError):
+class MigrateBusy(SessionshiftError, RuntimeError):
     """Another migrate run holds this state directory's lock."""
 
 

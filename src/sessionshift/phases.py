@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from .errors import SessionshiftError
+
 
 class Phase(enum.IntEnum):
     FILE = 1
@@ -83,7 +85,7 @@ SPECS: dict[Phase, PhaseSpec] = {
 }
 
 
-class TransitionRefused(ValueError):
+class TransitionRefused(SessionshiftError, ValueError):
     """A phase move that is not safe; ``reason`` says why and ``fix`` what to run."""
 
     def __init__(self, current: Phase, target: Phase, reason: str, fix: str):

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import exact, formats, state
+from .errors import SessionshiftError
 from .formats import DEFAULT_SERIALIZER, FileSession, value_format
 
 PROFILE_VERSION = 1
@@ -62,7 +63,7 @@ DEFAULTS: dict[str, Any] = {"hash_name": "sha256", "header_style": "struct",
                             "serializer": DEFAULT_SERIALIZER}
 
 
-class ProfileError(ValueError):
+class ProfileError(SessionshiftError, ValueError):
     """A setting cannot be settled: it contradicts the profile, or the files hold it two ways."""
 
 

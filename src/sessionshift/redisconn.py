@@ -38,6 +38,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from .errors import SessionshiftError
+
 RedisClient = redis.Redis | redis.cluster.RedisCluster
 log = logging.getLogger("sessionshift.redis")
 
@@ -54,7 +56,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (AuthenticationError, AuthenticationWrongNumberOfArgsError)
 
 
-class RedisUnavailable(Exception):
+class RedisUnavailable(SessionshiftError):
     """Redis could not be used; the message names the endpoint, the cause and a fix."""
 
     def __init__(self, endpoint: str, cause: str, hint: str = ""):

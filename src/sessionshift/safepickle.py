@@ -49,6 +49,8 @@ import sys
 import uuid
 from typing import Any
 
+from .errors import SessionshiftError
+
 # (module, qualified name) pairs that find_class may resolve. Containers and
 # scalars (dict, list, tuple, str, bytes, int, float, bool, None) are encoded
 # with dedicated opcodes and never reach find_class, except the few below that
@@ -136,7 +138,7 @@ def configure(budget: Budget | None = None, **changes: int | None) -> Budget:
 # --------------------------------------------------------------------------- errors
 
 
-class DecodeRefused(pickle.UnpicklingError):
+class DecodeRefused(SessionshiftError, pickle.UnpicklingError):
     """The input was refused as a whole (unsafe, incomplete, over budget); nothing was executed."""
 
 

@@ -26,6 +26,7 @@ import time
 import redis.cluster
 from redis.exceptions import RedisError
 
+from .errors import SessionshiftError
 from .keys import KeyLayout
 from .redisconn import RedisClient, evalsha_packed, pipeline_with_script
 
@@ -33,7 +34,7 @@ DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
 NO_REPLICA_RECHECK = 1.0  # seconds a primary with no replica is believed to have none
 
 
-class ReplicationShortfall(RedisError):
+class ReplicationShortfall(SessionshiftError, RedisError):
     """Fewer connected replicas confirmed a write than ``wait_replicas`` asks for, within the timeout.
 
     The primary has the write; a failover now could lose it.
