@@ -58,7 +58,7 @@ def app(app_server, redis_client):
     state.write_json(os.path.join(app_server.state_dir, state.PHASE_FILE), {"phase": "file"})
     for directory in (app_server.session_dir, os.path.join(app_server.state_dir, state.JOURNAL_DIR)):
         shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory)
+        os.makedirs(directory, exist_ok=True)  # a live worker may recreate it first
     app_server.wait_for_phase("file")
     return app_server
 
