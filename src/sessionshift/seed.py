@@ -143,7 +143,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", required=True, help="the app's SESSION_FILE_DIR")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="SESSION_KEY_PREFIX (default %(default)s)")
     parser.add_argument("--hash", dest="hash_name", choices=HASH_NAMES, default="sha256",
-                        help="cachelib's file name hash: sha256 (0.17+) or md5 (older)")
+                        help="cachelib's file name hash: sha256 (0.16+) or md5 (older)")
     parser.add_argument("--lifetime", type=int, default=86400,
                         help="PERMANENT_SESSION_LIFETIME in seconds (0 = never expires)")
     parser.add_argument("--rng-seed", default=None,
