@@ -83,6 +83,11 @@ class LocalStack:
     def local_dir(self) -> str:
         return os.path.join(self.directory, "local")
 
+    @property
+    def lock_file(self) -> str:
+        """This stack's rollout lock (the sessionshift_lock callback and the alarm watcher share it)."""
+        return os.path.join(self.directory, "rollout.lock")
+
     def app_url(self, host: str) -> str:
         return f"http://127.0.0.1:{self.app_ports[host]}"
 
@@ -94,6 +99,7 @@ class LocalStack:
 
     def playbook(self, name: str, *args: str, extra: dict | None = None, timeout: float = 900) -> PlaybookRun:
         env = dict(os.environ, SESSIONSHIFT_LOCAL_DIR=self.local_dir, ANSIBLE_FORCE_COLOR="0",
+                   SESSIONSHIFT_ROLLOUT_LOCK=self.lock_file,
                    ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
                    "-i", self.inventory, os.path.join(ROOT, "playbooks", name),

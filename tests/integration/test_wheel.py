@@ -90,13 +90,18 @@ def test_alarmwatch_runs_the_collection_playbook_in_the_project_dir(wheel_venv, 
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()
+    # the watcher checks at start that the inventory it will hand to ansible-playbook exists there
+    (project / "inventories" / "production").mkdir(parents=True)
+    (project / "inventories" / "production" / "hosts.yml").write_text("all: {}\n")
 
     command = [str(wheel_venv / "bin" / "python"), "-m", "sessionshift.alarmwatch", "--once",
                "--endpoint-url", moto_server.endpoint_url, "--region", REGION,
                "--alarm-prefix", "wheel-test-",
                "--inventory", "inventories/production", "--project-dir", str(project),
                "--state-file", str(tmp_path / "alarmwatch.json")]
-    result = subprocess.run(command, cwd=elsewhere, env={**os.environ, **FAKE_CREDENTIALS, "PYTHONPATH": ""},
+    env = {**os.environ, **FAKE_CREDENTIALS, "PYTHONPATH": "",
+           "SESSIONSHIFT_ROLLOUT_LOCK": str(tmp_path / "rollout.lock")}  # not the machine-wide default
+    result = subprocess.run(command, cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     cwd, *argv = record.read_text().splitlines()

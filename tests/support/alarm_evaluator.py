@@ -1,4 +1,4 @@
-"""CloudWatch's alarm evaluation, for a moto server that does not do it.
+"""CloudWatch's alarm evaluation, for a moto server that does not do it (and the test helpers around it).
 
 moto (5.x) stores metric data and alarms but never evaluates an alarm: its
 ``put_metric_data`` only appends datapoints, and an alarm's state changes only
@@ -23,12 +23,18 @@ set by a test. Only metric alarms are evaluated (no math, no anomaly bands).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import operator
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+
+import boto3
 
 from devstack.moto_server import FAKE_CREDENTIALS
 
@@ -122,3 +128,59 @@ def apply_alarm_role(moto, directory: str, hosts: list[str], prefix: str = "sess
         "cloudwatch_alarms_cache_cluster_ids": ["node-001"], "cloudwatch_alarms_app_hosts": hosts,
         "cloudwatch_alarms_prefix": prefix, "cloudwatch_alarms_period": 60,
         "cloudwatch_alarms_evaluation_periods": 1, "cloudwatch_alarms_datapoints_to_alarm": 1, **extra})
+
+
+@contextlib.contextmanager
+def evaluating(cloudwatch, prefix: str, every: float = 2.0):
+    """Evaluate the alarms under *prefix* every *every* seconds in a thread, as CloudWatch would."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            evaluate(cloudwatch, prefix)
+
+    thread = threading.Thread(target=loop, daemon=True, name="alarm-evaluator")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def stall_redis(local_dir: str, seconds: float = 3.0) -> None:
+    """The fault: the local stack's Redis primary stops answering (SIGSTOP) for *seconds*."""
+    with open(os.path.join(local_dir, "redis", "primary", "redis.pid")) as handle:
+        pid = int(handle.read())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def subscribe_queue(moto, topic_name: str, queue_name: str):
+    """An SQS queue subscribed to SNS topic *topic_name* (made if missing): (topic ARN, sqs, queue URL)."""
+    sns, sqs = boto3.client("sns", **moto.client_kwargs()), boto3.client("sqs", **moto.client_kwargs())
+    topic = sns.create_topic(Name=topic_name)["TopicArn"]  # create is idempotent
+    queue = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return topic, sqs, queue
+
+
+def received(sqs, queue: str) -> list[dict]:
+    """Every SNS message (its JSON envelope) waiting in *queue*."""
+    messages = []
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        got = answer.get("Messages", [])
+        if not got:
+            return messages
+        messages += [json.loads(m["Body"]) for m in got]
+
+
+def firing(cloudwatch, prefix: str) -> list[str]:
+    """Alarms under *prefix* in ALARM (filtered here too: moto ignores StateValue with a prefix)."""
+    alarms = cloudwatch.describe_alarms(AlarmNamePrefix=prefix, StateValue="ALARM")["MetricAlarms"]
+    return [a["AlarmName"] for a in alarms if a["StateValue"] == "ALARM"]
