@@ -21,6 +21,12 @@ NODE_METRICS = {
     "CurrConnections",
     "ReplicationLag",
     "Evictions",
+    "NetworkBandwidthInAllowanceExceeded",
+    "NetworkBandwidthOutAllowanceExceeded",
+    "NetworkPacketsPerSecondAllowanceExceeded",
+    "NetworkConntrackAllowanceExceeded",
+    "SuccessfulReadRequestLatency",
+    "SuccessfulWriteRequestLatency",
 }
 APP_METRICS = {"SessionWriteErrors", "SessionFallbackReads", "ShadowMismatches", "JournalDepth", "Http5xx"}
 APP_HOSTS = ["app1", "app2"]  # inventories/aws-moto: cloudwatch_alarms_app_hosts
@@ -165,7 +171,9 @@ def main(endpoint: str) -> int:
         and thresholds.get("DatabaseMemoryUsagePercentage") == 80
         and thresholds.get("SwapUsage") == 52428800
         and thresholds.get("Evictions") == 0
-        and thresholds.get("CPUUtilization") == 45,
+        and thresholds.get("CPUUtilization") == 45
+        # cache.t4g.small (1.37 GiB): 10 % free
+        and thresholds.get("FreeableMemory") == int(1.37 * 1073741824 * 10 / 100),
         str(thresholds),
     )
     check(

@@ -46,6 +46,7 @@ IN_PLACE = {
     "maintenance_window": "PreferredMaintenanceWindow",
     "snapshot_window": "SnapshotWindow",
     "snapshot_retention_limit": "SnapshotRetentionLimit",
+    "notification_topic_arn": "NotificationTopicArn",
     "automatic_failover": "AutomaticFailoverEnabled",
     "multi_az": "MultiAZEnabled",
 }
@@ -192,7 +193,7 @@ def describe(group: dict, member: dict | None, tags: list | None) -> dict:
         "snapshot_window": group.get("SnapshotWindow"),
         "tags": {tag["Key"]: tag["Value"] for tag in tags} if tags is not None else None,
         "engine_version": None, "cache_parameter_group": None, "security_group_ids": None,
-        "maintenance_window": None, "cache_subnet_group": None,
+        "maintenance_window": None, "cache_subnet_group": None, "notification_topic_arn": None,
     }
     if member:
         described.update({
@@ -201,6 +202,8 @@ def describe(group: dict, member: dict | None, tags: list | None) -> dict:
             "security_group_ids": sorted(sg["SecurityGroupId"] for sg in member.get("SecurityGroups") or []),
             "maintenance_window": member.get("PreferredMaintenanceWindow"),
             "cache_subnet_group": member.get("CacheSubnetGroupName"),
+            # Only the member clusters report the SNS topic for the group's events.
+            "notification_topic_arn": (member.get("NotificationConfiguration") or {}).get("TopicArn"),
         })
     return described
 
@@ -252,7 +255,16 @@ def _compare(wanted: dict, described: dict, plan: Plan, name: str, equal=None) -
     return not same
 
 
-def plan_changes(desired: dict, described: dict | None, *, allow_replacement: bool = False) -> Plan:
+def delete_request(replication_group_id: str, final_snapshot: str | None) -> dict:
+    """DeleteReplicationGroup parameters: with a final snapshot of the data unless none is named."""
+    request = {"ReplicationGroupId": replication_group_id}
+    if final_snapshot:
+        request["FinalSnapshotIdentifier"] = final_snapshot
+    return request
+
+
+def plan_changes(desired: dict, described: dict | None, *, allow_replacement: bool = False,
+                 final_snapshot: str | None = None) -> Plan:
     """Decide what to do. ``described`` is None when the group does not exist."""
     validate(desired)
     wanted = _normalize_desired(desired)
@@ -268,8 +280,9 @@ def plan_changes(desired: dict, described: dict | None, *, allow_replacement: bo
         if allow_replacement:
             plan.steps = [
                 {"operation": "delete_replication_group",
-                 "why": "replace: " + "; ".join(plan.replace_reasons),
-                 "params": {"ReplicationGroupId": desired["replication_group_id"]}},
+                 "why": "replace: " + "; ".join(plan.replace_reasons)
+                        + (f" (final snapshot {final_snapshot})" if final_snapshot else ""),
+                 "params": delete_request(desired["replication_group_id"], final_snapshot)},
                 {"operation": "create_replication_group", "params": create_request(desired),
                  "why": "replace: create the new group"},
             ]
@@ -446,6 +459,7 @@ def create_request(desired: dict) -> dict:
         "SecurityGroupIds": wanted.get("security_group_ids"),
         "CacheParameterGroupName": wanted.get("cache_parameter_group"),
         "PreferredMaintenanceWindow": wanted.get("maintenance_window"),
+        "NotificationTopicArn": wanted.get("notification_topic_arn"),
         "SnapshotWindow": wanted.get("snapshot_window"),
         "SnapshotRetentionLimit": wanted.get("snapshot_retention_limit"),
         "TransitEncryptionEnabled": transit,

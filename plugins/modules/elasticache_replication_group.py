@@ -82,6 +82,17 @@ options:
   snapshot_retention_limit:
     description: Days of automatic snapshots to keep (0 disables them).
     type: int
+  notification_topic_arn:
+    description:
+      - SNS topic for the group's events (failover, node replacement, snapshot failures).
+      - Set at creation and changed in place; read back from a member cluster.
+    type: str
+  final_snapshot_identifier:
+    description:
+      - Name of a snapshot AWS takes of the data before it deletes the group, for O(state=absent) and for a
+        replacement (O(allow_replacement)). Omit it to delete without one.
+      - Must be new each time (AWS refuses an existing snapshot name); include a date.
+    type: str
   transit_encryption:
     description: TLS between clients and nodes.
     type: bool
@@ -246,6 +257,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_plan import (
     Plan,
     PlanError,
+    delete_request,
     describe,
     endpoints,
     plan_changes,
@@ -257,7 +269,7 @@ POLL_SECONDS = 15
 PLAN_FIELDS = ("replication_group_id", "description", "engine", "engine_version", "node_type", "cluster_mode",
                "num_node_groups", "replicas_per_node_group", "automatic_failover", "multi_az", "port",
                "cache_subnet_group", "security_group_ids", "cache_parameter_group", "maintenance_window",
-               "snapshot_window", "snapshot_retention_limit", "transit_encryption", "transit_encryption_mode",
+               "snapshot_window", "snapshot_retention_limit", "notification_topic_arn", "transit_encryption", "transit_encryption_mode",
                "at_rest_encryption", "kms_key_id", "auth_token", "update_auth_token", "auth_token_update_strategy",
                "user_group_ids", "log_delivery", "apply_immediately", "tags", "purge_tags")
 
@@ -373,6 +385,7 @@ def main():
         cache_subnet_group=dict(type="str"), security_group_ids=dict(type="list", elements="str"),
         cache_parameter_group=dict(type="str"), maintenance_window=dict(type="str"),
         snapshot_window=dict(type="str"), snapshot_retention_limit=dict(type="int"),
+        notification_topic_arn=dict(type="str"), final_snapshot_identifier=dict(type="str"),
         transit_encryption=dict(type="bool"),
         transit_encryption_mode=dict(type="str", choices=["preferred", "required"]),
         at_rest_encryption=dict(type="bool"), kms_key_id=dict(type="str"),
@@ -396,10 +409,11 @@ def main():
     try:
         current = group.get()
         if module.params["state"] == "absent":
-            plan = plan_delete(current, group.group_id)
+            plan = plan_delete(current, group.group_id, module.params["final_snapshot_identifier"])
         else:
             described = group.described(current) if current else None
-            plan = plan_changes(desired, described, allow_replacement=module.params["allow_replacement"])
+            plan = plan_changes(desired, described, allow_replacement=module.params["allow_replacement"],
+                                final_snapshot=module.params["final_snapshot_identifier"])
     except PlanError as error:
         module.fail_json(msg=f"invalid options for {group.group_id}: {error}")
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
@@ -416,11 +430,12 @@ def main():
     module.exit_json(**result(module, plan, final))
 
 
-def plan_delete(current, group_id):
+def plan_delete(current, group_id, final_snapshot=None):
     if current is None or current["Status"] == "deleting":
         return Plan("none")
-    return Plan("delete", steps=[{"operation": "delete_replication_group", "why": "state: absent",
-                                  "params": {"ReplicationGroupId": group_id}}],
+    why = "state: absent" + (f" (final snapshot {final_snapshot})" if final_snapshot else "")
+    return Plan("delete", steps=[{"operation": "delete_replication_group", "why": why,
+                                  "params": delete_request(group_id, final_snapshot)}],
                 changes={"state": {"before": "present", "after": "absent"}})
 
 

@@ -420,3 +420,22 @@ def test_modify_errors_say_which_steps_were_done(aws, capsys):
 
 
 ANY_PARAMS = {"ReplicationGroupId": ANY, "ApplyImmediately": ANY, "SnapshotRetentionLimit": ANY}
+
+
+def test_delete_takes_the_named_final_snapshot(aws, capsys):
+    """moto ignores FinalSnapshotIdentifier (no snapshot appears), so the request is checked here."""
+    ec = aws["elasticache"]
+    expect_described(ec)
+    expect_described(ec)
+    ec.add_response(
+        "delete_replication_group",
+        {"ReplicationGroup": group("deleting")["ReplicationGroups"][0]},
+        {"ReplicationGroupId": "sessions", "FinalSnapshotIdentifier": "sessions-final-20261130"},
+    )
+    expect_described(ec, group("deleting"))
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    ec.add_client_error("describe_replication_groups", *NOT_FOUND, http_status_code=404)
+    result = run({"replication_group_id": "sessions", "state": "absent", "region": "ap-northeast-1",
+                  "final_snapshot_identifier": "sessions-final-20261130"}, capsys)
+    assert result["changed"]
+    assert result["steps"][0]["params"]["FinalSnapshotIdentifier"] == "sessions-final-20261130"

@@ -452,3 +452,30 @@ def test_the_desired_state_is_not_mutated():
     before = copy.deepcopy(state)
     plan_changes(state, described(aws_group(TransitEncryptionEnabled=False, AuthTokenEnabled=False)))
     assert state == before
+
+
+TOPIC = "arn:aws:sns:ap-northeast-1:123456789012:sessionshift-alarms"
+
+
+def test_the_notification_topic_is_sent_at_creation_and_changed_in_place():
+    create = plan_changes(desired(notification_topic_arn=TOPIC), None)
+    assert create.steps[0]["params"]["NotificationTopicArn"] == TOPIC
+    member = aws_member(NotificationConfiguration={"TopicArn": TOPIC, "TopicStatus": "active"})
+    assert plan_changes(desired(notification_topic_arn=TOPIC), described(member=member)).action == "none"
+    other = TOPIC.replace("alarms", "ops")
+    change = plan_changes(desired(notification_topic_arn=other), described(member=member))
+    assert modify_params(change) == [{"ReplicationGroupId": "sessions", "ApplyImmediately": True,
+                                      "NotificationTopicArn": other}]
+    # a member AWS did not describe: reported, not guessed
+    unknown = plan_changes(desired(notification_topic_arn=TOPIC), described(member={}))
+    assert unknown.action == "none" and "notification_topic_arn" in unknown.unverified
+
+
+def test_a_replacement_takes_a_final_snapshot_when_one_is_named():
+    plan = plan_changes(desired(port=6380), described(), allow_replacement=True,
+                        final_snapshot="sessions-final-20261130")
+    assert plan.steps[0]["params"] == {"ReplicationGroupId": "sessions",
+                                       "FinalSnapshotIdentifier": "sessions-final-20261130"}
+    assert "final snapshot sessions-final-20261130" in plan.steps[0]["why"]
+    bare = plan_changes(desired(port=6380), described(), allow_replacement=True)
+    assert bare.steps[0]["params"] == {"ReplicationGroupId": "sessions"}
