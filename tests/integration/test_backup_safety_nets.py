@@ -16,8 +16,8 @@ import sys
 import boto3
 import pytest
 
-from tests.support.local_stack import ROOT
-from tests.support.moto_server import FAKE_CREDENTIALS, MotoServer
+from devstack.local_stack import ROOT
+from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
 
 pytestmark = pytest.mark.integration
 

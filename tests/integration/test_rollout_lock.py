@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from devstack.local_stack import ROOT
 from sessionshift import rolloutlock
-from tests.support.local_stack import ROOT
 
 pytestmark = pytest.mark.integration
 
