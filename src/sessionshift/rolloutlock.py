@@ -19,11 +19,13 @@ import dataclasses
 import fcntl
 import os
 
+from .errors import SessionshiftError
+
 INHERITED_FD_ENV = "SESSIONSHIFT_ROLLOUT_LOCK_FD"
 DEFAULT_LOCK_FILE = "/var/tmp/sessionshift-rollout.lock"
 
 
-class LockHeld(RuntimeError):
+class LockHeld(SessionshiftError, RuntimeError):
     """Another rollout playbook or the alarm watcher's rollback holds the lock."""
 
 
