@@ -9,23 +9,52 @@ from ansible.errors import AnsibleFilterError
 
 IMPORT_ERROR = None
 try:
-    from sessionshift.phases import plan_rollback
-except ImportError as exc:  # reported when the filter is used, with what to do
+    from sessionshift.phases import Phase, Transition, plan_rollback
+except ImportError as exc:  # reported when a filter is used, with what to do
     plan_rollback = None
     IMPORT_ERROR = exc
 
 
+def _require(name):
+    if plan_rollback is None:
+        raise AnsibleFilterError(f"{name} needs the sessionshift package on the controller "
+                                 f"(make setup installs it): {IMPORT_ERROR}")
+
+
+def _parse(name, value):
+    try:
+        return Phase.parse(value)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"{name}: {exc}") from exc
+
+
 def rollback_plan(host_phases, requested="previous", emergency=False):
     """{fleet, target, steps, emergency} for a rollback of hosts in *host_phases*."""
-    if plan_rollback is None:
-        raise AnsibleFilterError("rollback_plan needs the sessionshift package on the controller "
-                                 f"(make setup installs it): {IMPORT_ERROR}")
+    _require("rollback_plan")
     try:
         return plan_rollback(list(host_phases), requested, bool(emergency)).as_dict()
     except ValueError as exc:
         raise AnsibleFilterError(f"rollback_plan: {exc}") from exc
 
 
+def phase_info(value):
+    """{label, number, previous, next, labels} of a phase given by label or number (the phase model)."""
+    _require("phase_info")
+    phase = _parse("phase_info", value)
+    ordered = list(Phase)
+    index = ordered.index(phase)
+    return {"label": phase.label, "number": int(phase),
+            "previous": ordered[index - 1].label if index > 0 else None,
+            "next": ordered[index + 1].label if index + 1 < len(ordered) else None,
+            "labels": [each.label for each in ordered]}
+
+
+def needs_export(current, target):
+    """Whether moving from *current* to *target* needs the Redis to file export first."""
+    _require("needs_export")
+    return Transition(_parse("needs_export", current), _parse("needs_export", target)).needs_export
+
+
 class FilterModule:
     def filters(self):
-        return {"rollback_plan": rollback_plan}
+        return {"rollback_plan": rollback_plan, "phase_info": phase_info, "needs_export": needs_export}
