@@ -49,6 +49,9 @@ REDIS_OPTIONS = dict(
 
 REDIS_ARG_SPEC = dict(redis=dict(type="dict", required=True, options=REDIS_OPTIONS))
 
+# Sessions or keys per Redis pipeline (sessionshift.defaults).
+BATCH_SIZE_OPTION = dict(type="int", default=BATCH_SIZE)
+
 # Where the sessions are and how the app names them. hash_method and serializer default to the
 # source profile recorded by session_analyze (see apply_profile): given, they must agree with it.
 SESSION_ARG_SPEC = dict(

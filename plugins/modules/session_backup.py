@@ -132,7 +132,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE,
+    BATCH_SIZE_OPTION,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
     apply_profile,
@@ -181,7 +181,7 @@ def main():
         dest=dict(type="path"),
         src=dict(type="path"),
         force=dict(type="bool", default=False),
-        batch_size=dict(type="int", default=BATCH_SIZE),
+        batch_size=BATCH_SIZE_OPTION,
         generation=dict(type="int"),
     )
     module = AnsibleModule(

@@ -208,7 +208,7 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE,
+    BATCH_SIZE_OPTION,
     DECODE_BUDGET_ARG_SPEC,
     FILE_FORMAT_ARG_SPEC,
     REDIS_ARG_SPEC,
@@ -250,7 +250,7 @@ def main():
             mode=dict(type="raw", default="0600"),
             owner=dict(type="str"),
             group=dict(type="str"),
-            batch_size=dict(type="int", default=BATCH_SIZE),
+            batch_size=BATCH_SIZE_OPTION,
             max_rounds=dict(type="int", default=5),
             workers=dict(type="int", default=0),
         ),

@@ -150,7 +150,7 @@ checkpoint:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE,
+    BATCH_SIZE_OPTION,
     DECODE_BUDGET_ARG_SPEC,
     REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
@@ -174,7 +174,7 @@ def main():
         argument_spec=argument_spec(
             DECODE_BUDGET_ARG_SPEC,
             REDIS_ARG_SPEC, SESSION_ARG_SPEC,
-            batch_size=dict(type="int", default=BATCH_SIZE),
+            batch_size=BATCH_SIZE_OPTION,
             workers=dict(type="int", default=0),
             restart=dict(type="bool", default=False),
             retry_seconds=dict(type="float", default=30.0),

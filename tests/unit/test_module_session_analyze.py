@@ -1,4 +1,4 @@
-"""library/session_analyze: records the profile, check mode records nothing, refusals fail the task."""
+"""session_analyze: records the profile, check mode records nothing, refusals fail the task."""
 
 from __future__ import annotations
 
