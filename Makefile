@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system-deps demo test unit integration molecule lint sanity bench load fuzz clean
+.PHONY: help setup system-deps demo test unit integration molecule lint sanity bench load fuzz soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ endif
 
 fuzz: setup  ## a million generated session files and values through every decode path (docs/security.md)
 	nice -n 19 $(BIN)/python -m tests.fuzz.decode --decodes 1000000 --seed 1
+
+soak: setup  ## the model-based test, long: 500 random walks of the fleet against a real Redis (docs/load.md)
+	nice -n 19 $(BIN)/python -m tests.model.soak --walks 500 --steps 40
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run
