@@ -80,7 +80,7 @@ fuzz: setup  ## a million generated session files and values through every decod
 	nice -n 19 $(BIN)/python -m tests.fuzz.decode --decodes 1000000 --seed 1
 
 soak: setup  ## the model-based test, long: 500 random walks of the fleet against a real Redis (docs/load.md)
-	nice -n 19 $(BIN)/python -m tests.model.soak --walks 500 --steps 40
+	nice -n 19 $(BIN)/python -m tests.model.soak --walks 500 --steps 36
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run

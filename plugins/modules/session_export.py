@@ -78,6 +78,14 @@ options:
         V(1) does everything in one process.
     type: int
     default: 0
+  from_backup:
+    description:
+      - Redis is gone (an emergency rollback from phase 4 or 5 with Redis down) - write the files from this
+        backup (a C(session_backup) file on this host) instead of from Redis. No Redis is contacted.
+      - A file changed after the backup was taken (the emergency file fallback wrote it) is kept; a backed-up
+        tombstone removes its session's file; what was written to Redis alone after the backup is lost.
+      - Recorded in C(export.json) with C(source), so the host may then step back to redis_read.
+    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sessionshift.migration.sessionshift
@@ -224,6 +232,7 @@ from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshif
 
 try:
     from sessionshift import state
+    from sessionshift.backup import BackupError, files_from_backup
     from sessionshift.export import export_sessions
     from sessionshift.options import file_mode
 except ImportError:
@@ -253,6 +262,7 @@ def main():
             batch_size=BATCH_SIZE_OPTION,
             max_rounds=dict(type="int", default=5),
             workers=dict(type="int", default=0),
+            from_backup=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -266,6 +276,8 @@ def main():
         gid = numeric_id(params["group"], lambda name: grp.getgrnam(name).gr_gid)
     except (ValueError, KeyError) as exc:
         module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}", changed=False)
+    if params["from_backup"]:
+        _from_backup(module, params, mode)
     try:
         with redis_client(module, redis_settings(params, module), changed=False) as client:
             result = export_sessions(
@@ -297,6 +309,25 @@ def main():
         diff=diff if module._diff and result.changed else {},
         msg=f"{result.keys_exported} session(s) in files ({result.written} written, {result.unchanged} "
             f"unchanged), {result.removed} logged-out file(s) removed")
+
+
+def _from_backup(module, params, mode):
+    """Files from a backup, with no Redis at all (the emergency rollback from phase 4/5, Redis down)."""
+    if module.check_mode:
+        module.exit_json(changed=True, msg=f"would write the session files from {params['from_backup']}")
+    try:
+        result = files_from_backup(params["from_backup"], params["session_dir"], state_dir=params["state_dir"],
+                                   serializer=params["serializer"], header_style=params["header_style"],
+                                   protocol=params["pickle_protocol"], mode=mode)
+    except (OSError, ValueError, BackupError) as exc:
+        module.fail_json(msg=f"session_export from {params['from_backup']}: {exc}", changed=False)
+    module.exit_json(
+        changed=result.changed, written=result.written, unchanged=result.unchanged, removed=result.removed,
+        expired=result.expired, source=result.source, finished_at=result.finished_at,
+        record=state.state_path(params["state_dir"], state.EXPORT_FILE),
+        msg=f"{result.written} session file(s) written from the {result.source}, {result.unchanged} newer "
+            f"file(s) kept, {result.removed} logged-out file(s) removed; sessions written to Redis after "
+            "the backup are lost")
 
 
 if __name__ == "__main__":

@@ -354,3 +354,75 @@ def _count_would_restore(store: SessionStore, live: list[tuple[str, str, bytes, 
             _count(result, kind, CopyResult.TOMBSTONED)
         else:
             _count(result, kind, CopyResult.WRITTEN)
+
+
+# --------------------------------------------------------------------------- files from a backup
+
+
+def files_from_backup(src: str, session_dir: str, *, state_dir: str | None = None,
+                      serializer: str | None = None, header_style: str | None = None,
+                      protocol: int | None = None, mode: int = 0o600, now: float | None = None):
+    """The emergency way back from phase 4 or 5 when Redis is gone: the files as the backup had them.
+
+    Needs no Redis. Each backed-up session is written to its file unless the file changed
+    after the backup was taken (phase 4's emergency file fallback wrote it: newer, kept); a
+    backed-up tombstone removes the file of that session when the file is older than the
+    backup; expired entries are skipped. What was written to Redis alone after the backup is
+    lost: that is the price, and the result says when the backup was taken. The result is
+    recorded in ``state_dir/export.json`` (``source: backup``), so the host may then step back
+    to redis_read, dual_write and file, none of which needs Redis.
+    """
+    from .export import Exporter, FileOwner, _Job, _remove, record_export
+    from .profile import resolve
+
+    manifest = verify_backup(src)
+    layout = _layout(src, manifest)
+    taken = _parse_time(manifest.get("created_at"))
+    settings = resolve(state_dir, session_dir, {"serializer": serializer, "header_style": header_style,
+                                                "pickle_protocol": protocol},
+                       needs=("serializer", "header_style", "pickle_protocol"))
+    exporter = Exporter(None, layout, session_dir, serializer=settings.serializer,
+                        header_style=settings.header_style, protocol=settings.pickle_protocol,
+                        owner=FileOwner.of_directory(session_dir, mode))
+    result = exporter.result
+    result.started_at = state.utc_now()
+    now = time.time() if now is None else now
+    for key, kind, value, pexpiretime in _entries(src):
+        parsed = layout.parse(key)
+        path = os.path.join(session_dir, parsed.file_name)
+        result.scanned += 1
+        if _changed_since(path, taken):
+            result.unchanged += 1  # written after the backup (emergency fallback): newer, kept
+            continue
+        if kind == "tombstone":
+            if _remove(path):
+                result.removed += 1
+                result.removed_files.append(parsed.file_name)
+            continue
+        expiry = -(-pexpiretime // 1000) if pexpiretime else 0
+        if expiry and expiry <= now:
+            result.expired += 1
+            continue
+        exporter._write(_Job(key, parsed.file_name, stock=kind == "stock"), value, expiry)
+    result.finished_at = state.utc_now()
+    result.source = f"backup taken {manifest.get('created_at')}"
+    if state_dir:
+        record_export(state_dir, result, layout)
+    return result
+
+
+def _parse_time(text: Any) -> float:
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return 0.0  # unknown: every file counts as older, so the backup wins
+
+
+def _changed_since(path: str, taken: float) -> bool:
+    try:
+        return os.stat(path).st_mtime > taken + 1  # created_at has whole seconds
+    except FileNotFoundError:
+        return False
+

@@ -343,6 +343,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _check_dir(args.session_dir)
     resolve_profile(args, needs=("hash_name", "serializer", "header_style", "pickle_protocol"))
+    if args.from_backup:
+        return _export_from_backup(args)
     client = connect_from_args(args)
     try:
         with progress_bar(args) as bar:
@@ -360,6 +362,22 @@ def cmd_export(args: argparse.Namespace) -> int:
          f"{result.undecodable} undecodable, "
          f"{result.unstable} still changing (run the catch-up export after the flip to phase 3)")
     return EXIT_OK if not (result.undecodable or result.unstable) else EXIT_CHECK_FAILED
+
+
+def _export_from_backup(args: argparse.Namespace) -> int:
+    """Redis is gone: the files as the backup had them (no Redis contacted)."""
+    from .backup import files_from_backup
+    from .options import file_mode
+
+    result = files_from_backup(args.from_backup, args.session_dir,
+                               state_dir=None if args.no_record else args.state_dir,
+                               serializer=args.serializer, header_style=args.header_style,
+                               protocol=args.pickle_protocol, mode=file_mode(args.mode, "--mode"))
+    emit(args, result.as_dict(),
+         f"wrote {result.written} file(s) from the {result.source}, kept {result.unchanged} changed since, "
+         f"removed {result.removed} logged-out file(s), skipped {result.expired} expired; sessions written "
+         "to Redis after the backup are lost")
+    return EXIT_OK if not result.undecodable else EXIT_CHECK_FAILED
 
 
 def register_export(subparsers) -> None:
@@ -381,6 +399,9 @@ def register_export(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=0,
                         help="processes writing files (default: one per CPU, at most 4)")
     parser.add_argument("--no-record", action="store_true", help="do not write export.json")
+    parser.add_argument("--from-backup", metavar="PATH",
+                        help="Redis is gone: write the files from this session_backup file instead "
+                             "(no Redis contacted; what Redis got after the backup is lost)")
     add_output_options(parser)
     parser.set_defaults(func=cmd_export)
 

@@ -180,6 +180,7 @@ class ExportResult:
     started_at: str = ""
     finished_at: str = ""
     phase: str | None = None
+    source: str = "redis"  # or "backup taken <when>": files_from_backup, Redis being gone
 
     @property
     def keys_exported(self) -> int:

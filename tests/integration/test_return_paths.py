@@ -130,3 +130,37 @@ def test_validation_counts_stale_and_orphaned_copies_and_the_gate_refuses_them(e
     not_counted = validate.validate(env.redis, dataclasses.replace(config, count_orphans=False))
     assert not_counted["counts"]["orphaned"] is None and "not counted orphaned" in not_counted["message"]
 
+
+
+def test_from_phase_4_with_redis_gone_the_files_come_from_the_last_backup(env):
+    """The emergency way back from phase 4 when Redis is lost: files from the backup, no Redis."""
+    from sessionshift.backup import create_backup
+    from sessionshift.store import SessionStore
+
+    os.makedirs(env.session_dir)
+    for phase in ("dual_write", "redis_read", "redis_only"):
+        env.step(phase)
+    layout = phasefile.host_layout(env.state_dir, "session:", "sha256")
+    store = SessionStore(env.redis, layout)
+    now = int(time.time())
+    kept, newer, gone = (layout.file_name(sid) for sid in ("kept-sid", "newer-sid", "gone-sid"))
+    store.app_write(kept, formats.encode_value({"user": "kept"}), now + 3600)  # Redis alone (phase 4)
+    store.app_write(newer, formats.encode_value({"user": "newer", "v": 1}), now + 3600)
+    formats.write_session_file(env.session_dir, gone, {"user": "gone"}, now + 3600)  # a legacy file
+    store.app_delete(gone)  # logged out in phase 4: a tombstone
+    backup = os.path.join(str(env.tmp_path), "last.backup")
+    create_backup(env.redis, layout, backup)
+    os.utime(backup)
+    time.sleep(2)  # the emergency fallback writes a newer file after the backup
+    formats.write_session_file(env.session_dir, newer, {"user": "newer", "v": 2}, now + 3600)
+    env.server.pause()  # Redis is gone: nothing below may need it
+    try:
+        code = env.tool("export", "--from-backup", backup)
+        assert code == 0
+        assert formats.read_session_file(os.path.join(env.session_dir, kept)).data == {"user": "kept"}
+        assert formats.read_session_file(os.path.join(env.session_dir, newer)).data["v"] == 2  # kept
+        assert not os.path.exists(os.path.join(env.session_dir, gone))  # the logout holds
+        env.step("redis_read", "dual_write", "file")  # the export record lets the host leave phase 4
+    finally:
+        env.server.resume()
+    assert phasefile.read_phase(env.state_dir).phase.label == "file"

@@ -65,19 +65,24 @@ def moto():
 
 @pytest.fixture(scope="module")
 def stack(moto):
-    directory = make_stack_dir()
-    # Short Redis timeouts in the app (as tests/load/apps.py uses): a paused Redis fails a session
-    # write in half a second (journaled, counted) instead of holding the request for 5 s x retries.
-    fast_fail = ("{{ sessionshift_redis | combine({'socket_timeout': 0.5, 'connect_timeout': 0.5, "
-                 "'retries': 0}) }}")
     # Each app host's publisher sends its counters to moto every 2 s (the unit's command line,
     # run as a daemon: no systemd here).
     publisher = {"session_app_metrics_publisher_enabled": True,
                  "session_app_metrics_publisher_endpoint_url": moto.endpoint_url,
                  "session_app_metrics_publisher_interval": 2,
                  "session_app_metrics_publisher_environment": FAKE_CREDENTIALS}
-    stack = LocalStack.create(directory, hosts=2, seed_sessions=50, watch_seconds=2,
-                              extra_vars={"session_app_redis": fast_fail, **publisher})
+    yield from running_stack(**publisher)
+
+
+def running_stack(seed_sessions: int = 50, **extra_vars):
+    """A started two-host LocalStack with seeded users (for a module fixture to ``yield from``)."""
+    directory = make_stack_dir()
+    # Short Redis timeouts in the app (as tests/load/apps.py uses): a paused Redis fails a session
+    # write in half a second (journaled, counted) instead of holding the request for 5 s x retries.
+    fast_fail = ("{{ sessionshift_redis | combine({'socket_timeout': 0.5, 'connect_timeout': 0.5, "
+                 "'retries': 0}) }}")
+    stack = LocalStack.create(directory, hosts=2, seed_sessions=seed_sessions, watch_seconds=2,
+                              extra_vars={"session_app_redis": fast_fail, **extra_vars})
     try:
         setup = stack.playbook("local_infra.yml")
         assert setup.returncode == 0, setup.output[-3000:]
