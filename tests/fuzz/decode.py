@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hang-seconds", type=float, default=10.0)
     parser.add_argument("--max-rss-mb", type=float, default=256.0)
     parser.add_argument("--jobs", type=int, default=2, help="child processes at once")
+    parser.add_argument("--start-chunk", type=int, default=0,
+                        help="skip the chunks before this one (to finish an interrupted run)")
     parser.add_argument("--chunk-timeout", type=float, default=7200.0,
                         help="seconds before a chunk counts as a hang")
     parser.add_argument("--child", action="store_true", help="run in this process and print JSON")
@@ -421,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     peak_kb = 0
     chunks = (args.decodes + args.chunk - 1) // args.chunk
-    pending = list(range(chunks))
+    pending = list(range(args.start_chunk, chunks))
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     finished = 0
     while pending or running:
@@ -455,11 +457,13 @@ def main(argv: list[str] | None = None) -> int:
                 totals["stderr_lines"] += len(err.strip().splitlines())
                 failures.append(f"chunk seed {seed} wrote to stderr: {err[-300:]}")
             report = json.loads(out)
-            chunk_counts = report["counts"]
+            chunk_counts = dict(report["counts"])
             peak_kb = max(peak_kb, chunk_counts.pop("max_rss_kb"))
             totals.update(chunk_counts)
             failures.extend(report["failures"])
-            print(f"chunk {finished}/{chunks} (seed {seed}): {dict(sorted(chunk_counts.items()))}",
+            rss_kb = report["counts"]["max_rss_kb"]
+            print(f"chunk {finished}/{chunks} (seed {seed}, peak RSS {rss_kb} kB): "
+                  f"{dict(sorted(chunk_counts.items()))}",
                   file=sys.stderr, flush=True)
     summary = {"seed": args.seed, "elapsed_seconds": round(time.monotonic() - started, 1),
                "peak_rss_mb": round(peak_kb / 1024, 1), "max_rss_mb": args.max_rss_mb,
