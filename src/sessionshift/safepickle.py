@@ -337,17 +337,23 @@ def _memo_indices_small(data: bytes) -> bool:
     LONG_BINPUT names and zero-fills it: 1.6 KB of pickle naming index 171
     million takes 2.7 GB. A real pickle stores its objects in order, so no
     index reaches the input's length; when one does (or the scan cannot tell),
-    the pure-Python unpickler, whose memo is a dict, decodes instead. Steps
-    over the opcodes, never into strings.
+    the pure-Python unpickler, whose memo is a dict, decodes instead; so does
+    one with an opcode that straddles a FRAME's end (a 293-byte one made the C
+    unpickler read another index there and allocate 2 GB). Steps over the
+    opcodes, never into strings.
     """
     kinds, sizes, end, at = _KIND, _SIZE, len(data), 0
+    frame_end = end
     try:
         while at < end:
+            start = at
             op = data[at]
             kind = kinds[op]
             at += 1
             if not kind:
                 at += sizes[op]
+                if op == 0x95:  # FRAME: the C unpickler reads an argument past its end differently
+                    frame_end = at + int.from_bytes(data[at - 8:at], "little")
             elif kind == 1:
                 size = sizes[op]
                 at += size + int.from_bytes(data[at:at + size], "little")
@@ -366,6 +372,8 @@ def _memo_indices_small(data: bytes) -> bool:
                 at = line_end + 1
             else:
                 return True
+            if start < frame_end < at:
+                return False  # an opcode straddles the frame's end: not what a pickler writes
     except ValueError:
         return False  # no newline where one belongs, a bad number: let the slow path say why
     return True

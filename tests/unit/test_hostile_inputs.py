@@ -186,3 +186,16 @@ def test_a_large_session_with_value_types_decodes_on_the_counting_path():
         raw = pickle.dumps(session, protocol)
         assert len(raw) > 64 * 1024
         assert safepickle.loads(raw) == session
+
+
+def test_an_opcode_straddling_a_frame_end_does_not_allocate():
+    """Found by the fuzzer: 293 bytes that made the C unpickler allocate 2 GB, then fail."""
+    raw = open(os.path.join(os.path.dirname(__file__), "..", "fuzz", "frame-straddle-293.bin"), "rb").read()
+    tracemalloc.start()
+    try:
+        with pytest.raises(SessionFileError):
+            formats.parse_cachelib_bytes(raw, f"/sessions/{NAME}")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
