@@ -1,6 +1,6 @@
 """Rollbacks that need nothing that failed: the real rollback playbook with the Redis primary stopped.
 
-On a local stack (tests/support/local_stack.py: TLS Redis with a replica, two gunicorn app hosts,
+On a local stack (devstack/local_stack.py: TLS Redis with a replica, two gunicorn app hosts,
 free ports) with simulated users on both hosts:
 
 * the emergency rollback from redis_read and from dual_write completes with the Redis primary

@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 
-from tests.support.redis_server import RedisServer
-from tests.support.tlsca import make_ca
+from devstack.redis_server import RedisServer
+from devstack.tlsca import make_ca
 
 from .fleet import FIGURES, machine, run_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.redis_server import RedisServer
+from devstack.redis_server import RedisServer
 
 from .fleet import machine, run_settings
 
