@@ -27,6 +27,18 @@ options:
       password:
         description: The ACL user's password or the AUTH token. Never logged.
         type: str
+      password_secret:
+        description:
+          - Name or ARN of a Secrets Manager secret whose C(SecretString) is the password (the AUTH token the
+            elasticache role keeps there), read on the host with boto3's credentials (its instance profile).
+          - Used when O(redis.password) is not given.
+        type: str
+      secret_region:
+        description: Region of O(redis.password_secret) (boto3's default when omitted).
+        type: str
+      secret_endpoint_url:
+        description: Secrets Manager endpoint (a moto server in tests); AWS's when omitted.
+        type: str
       ca_file:
         description: CA bundle that signed the server certificate (the system's when omitted).
         type: path

@@ -37,6 +37,9 @@ REDIS_OPTIONS = dict(
     url=dict(type="str", required=True, no_log=True),  # rediss://user:password@host may carry a secret
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
+    password_secret=dict(type="str", no_log=False),  # a secret's name or ARN, not the secret
+    secret_region=dict(type="str"),
+    secret_endpoint_url=dict(type="str"),
     ca_file=dict(type="path"),
     cert_file=dict(type="path"),
     key_file=dict(type="path", no_log=False),

@@ -79,6 +79,12 @@ class RedisSettings:
     url: str = dataclasses.field(default="rediss://127.0.0.1:6379/0", repr=False)  # may hold a password
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
+    # Or the password (the ElastiCache AUTH token) is the SecretString of this Secrets Manager
+    # secret (name or ARN), read when the settings are made (from_mapping), with boto3's
+    # credentials: on an app host, its instance profile, which the elasticache role lets read it.
+    password_secret: str | None = None
+    secret_region: str | None = None
+    secret_endpoint_url: str | None = None  # a moto server in tests
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -132,9 +138,31 @@ class RedisSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RedisSettings:
-        """Settings from a dict (module arguments, a YAML file), ignoring unknown keys."""
+        """Settings from a dict (module arguments, a YAML file), ignoring unknown keys.
+
+        With ``password_secret`` and no ``password`` the password is read from Secrets Manager
+        now (ValueError, in one line, when it cannot be).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+        kwargs = {k: v for k, v in values.items() if k in names and v is not None}
+        if kwargs.get("password_secret") and kwargs.get("password") is None:
+            kwargs["password"] = read_secret(kwargs["password_secret"], kwargs.get("secret_region"),
+                                             kwargs.get("secret_endpoint_url"))
+        return cls(**kwargs)
+
+
+def read_secret(secret_id: str, region: str | None = None, endpoint_url: str | None = None) -> str:
+    """The SecretString of a Secrets Manager secret (the AUTH token), with boto3's credential chain."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+        return client.get_secret_value(SecretId=secret_id)["SecretString"]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, KeyError) as exc:
+        raise ValueError(f"cannot read the Redis password from the Secrets Manager secret {secret_id!r}: "
+                         f"{exc} (on an app host its IAM role needs the policy the elasticache role makes, "
+                         "elasticache_app_iam_role_name)") from None
 
 
 class _Retry(Retry):

@@ -52,6 +52,8 @@ def resources(moto: MotoServer) -> dict[str, list]:
         "alarms": boto3.client("cloudwatch", **kw).describe_alarms()["MetricAlarms"],
         "topics": boto3.client("sns", **kw).list_topics()["Topics"],
         "policies": boto3.client("iam", **kw).list_policies(Scope="Local")["Policies"],
+        "roles": boto3.client("iam", **kw).list_roles()["Roles"],
+        "instance_profiles": boto3.client("iam", **kw).list_instance_profiles()["InstanceProfiles"],
         "log_groups": boto3.client("logs", **kw).describe_log_groups()["logGroups"],
         "security_groups": sorted(group["GroupName"] for group in boto3.client("ec2", **kw)
                                   .describe_security_groups()["SecurityGroups"]),
@@ -72,6 +74,12 @@ def test_cloudwatch_alarms_tag_runs_alone_after_the_elasticache_tag(account):
     assert run.returncode == 0, run.output[-4000:]
     members = resources(account)["groups"][0]["MemberClusters"]
     assert members and not resources(account)["alarms"]
+    # The app hosts read the AUTH token through their instance profile's role (the inventory names it).
+    iam = boto3.client("iam", **account.client_kwargs())
+    attached = iam.list_attached_role_policies(RoleName="sessionshift-app-hosts")["AttachedPolicies"]
+    assert [policy["PolicyName"] for policy in attached] == [f"{GROUP}-read-redis-auth-token"]
+    profile = iam.get_instance_profile(InstanceProfileName="sessionshift-app-hosts")["InstanceProfile"]
+    assert [role["RoleName"] for role in profile["Roles"]] == ["sessionshift-app-hosts"]
 
     run = playbook(account, "phase1.yml", "--tags", "cloudwatch_alarms")  # a new process: no facts
     assert run.returncode == 0, run.output[-4000:]
