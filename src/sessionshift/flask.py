@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -698,17 +699,37 @@ class PhasedSessionInterface(SessionInterface):
 
 
 class PhasedSession:
-    """``PhasedSession(app)``: install the phased interface (Flask-Session's ``Session(app)`` twin)."""
+    """``PhasedSession(app)``: install the phased interface (Flask-Session's ``Session(app)`` twin).
 
-    def __init__(self, app: flask.Flask | None = None):
+    ``settings_file`` names a JSON object of settings (SESSIONSHIFT_REDIS, SESSION_FILE_DIR, ...)
+    merged into ``app.config`` first: the file the app_adopt role writes, so that an existing app
+    needs this one line and no change to how it loads its own configuration.
+    """
+
+    def __init__(self, app: flask.Flask | None = None, settings_file: str | None = None):
         self.interface: PhasedSessionInterface | None = None
+        self.settings_file = settings_file
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> PhasedSessionInterface:
+        if self.settings_file:
+            _load_settings(app, self.settings_file)
         self.interface = PhasedSessionInterface.from_app(app)
         app.session_interface = self.interface
         return self.interface
+
+
+def _load_settings(app: flask.Flask, path: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"sessionshift settings file {path}: {exc} (the app_adopt role writes it; "
+                         "run it, or fix the path given to PhasedSession)") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"sessionshift settings file {path}: not a JSON object")
+    app.config.update(settings)
 
 
 def metrics_view() -> flask.Response:
