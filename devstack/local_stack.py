@@ -110,3 +110,38 @@ class LocalStack:
 
     def stop(self) -> None:
         self.playbook("local_infra.yml", extra={"local_infra_state": "stopped"})
+
+
+class Traffic:
+    """Requests to every app host in the background, as a real app's users make them.
+
+    The phase-4 gate judges the fallback-read rate only over enough session requests
+    (rollout_gate_min_requests); a test that runs the phase playbooks as an operator would,
+    with no load test of its own, starts this first. Errors (a host not up yet) are ignored.
+    """
+
+    def __init__(self, urls: list[str], pause: float = 0.02):
+        import threading
+
+        self.urls, self.pause = urls, pause
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self.stopping.is_set():
+            for url in self.urls:
+                try:
+                    urllib.request.urlopen(url + "/", timeout=2).read()
+                except OSError:
+                    pass
+            self.stopping.wait(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(10)

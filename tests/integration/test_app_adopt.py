@@ -24,8 +24,8 @@ import pytest
 import requests
 import yaml
 
-from tests.support.local_stack import ROOT, PlaybookRun
-from tests.support.redis_server import RedisServer, free_port, wait_for_port
+from devstack.local_stack import ROOT, PlaybookRun
+from devstack.redis_server import RedisServer, free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,6 +108,7 @@ def adopted(tmp_path, tls_files):
         # maintenance window or a session lifetime.
         "sessionshift_redis": redis_settings, "rollout_watch_seconds": 2, "rollout_session_lifetime": 86400,
         "rollout_ignore_maintenance_window": True, "rollout_ignore_cutoff": True,
+        "rollout_gate_min_requests": 20,  # a 2 s watch window: less evidence than production asks
     }
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
+from devstack.moto_server import FAKE_CREDENTIALS, REGION
 from sessionshift.redisconn import RedisSettings, connect
-from tests.support.moto_server import FAKE_CREDENTIALS, REGION
 
 pytestmark = pytest.mark.integration
 

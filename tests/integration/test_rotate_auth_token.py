@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from devstack.local_stack import LocalStack, Traffic
 from sessionshift.redisconn import RedisSettings, RedisUnavailable, connect
 from tests.load.live_flip import make_stack_dir
 from tests.load.runner import LocustRun, read_events, window_stats
-from tests.support.local_stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,9 +26,10 @@ def stack():
     directory = make_stack_dir()  # readable by the redis user
     stack = LocalStack.create(directory, hosts=2, seed_sessions=100, watch_seconds=2)
     try:
-        for playbook in ("local_infra.yml", "phase2.yml", "phase3.yml", "phase4.yml"):
-            run = stack.playbook(playbook)
-            assert run.returncode == 0, f"{playbook}: {run.output[-3000:]}"
+        with Traffic([stack.app_url(host) for host in sorted(stack.app_ports)]):  # for the phase-4 gate
+            for playbook in ("local_infra.yml", "phase2.yml", "phase3.yml", "phase4.yml"):
+                run = stack.playbook(playbook)
+                assert run.returncode == 0, f"{playbook}: {run.output[-3000:]}"
         yield stack
     finally:
         stack.stop()

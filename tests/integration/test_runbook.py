@@ -18,9 +18,9 @@ import sys
 import pytest
 import yaml
 
+from devstack.local_stack import ROOT, LocalStack, Traffic
+from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
 from tests.load.live_flip import make_stack_dir
-from tests.support.local_stack import ROOT, LocalStack
-from tests.support.moto_server import FAKE_CREDENTIALS, MotoServer
 from tests.support.runbook import run_step, steps
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +60,8 @@ def operator():
         network = stack.playbook("local_aws.yml", extra={"aws_moto_endpoint_url": moto.endpoint_url})
         assert network.returncode == 0, network.output[-3000:]
         try:
-            yield Operator(stack, moto, directory)
+            with Traffic([stack.app_url(host) for host in sorted(stack.app_ports)]):  # the app's users
+                yield Operator(stack, moto, directory)
         finally:
             stack.stop()
             shutil.rmtree(directory, ignore_errors=True)
