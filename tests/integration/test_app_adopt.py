@@ -117,7 +117,8 @@ def adopted(tmp_path, tls_files):
     os.makedirs(tmp_path / "sessions")
 
     def playbook(name: str, *args: str) -> PlaybookRun:
-        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   SESSIONSHIFT_ROLLOUT_LOCK=str(tmp_path / "rollout.lock"))  # not the machine-wide one
         done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
                                str(inventory), os.path.join(ROOT, "playbooks", name), *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)

@@ -34,6 +34,7 @@ def account():
 
 def playbook(moto: MotoServer, name: str, *args: str) -> PlaybookRun:
     env = dict(os.environ, **FAKE_CREDENTIALS, SESSIONSHIFT_MOTO_ENDPOINT=moto.endpoint_url,
+               SESSIONSHIFT_ROLLOUT_LOCK=f"/tmp/sessionshift-rollout-moto-{moto.port}.lock",  # not shared
                ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
                            "-i", os.path.join(ROOT, "inventories", "aws-moto"),

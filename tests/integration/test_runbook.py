@@ -39,6 +39,7 @@ class Operator:
                         ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                         ANSIBLE_FORCE_COLOR="0",
                         SESSIONSHIFT_LOCAL_DIR=stack.local_dir, SESSIONSHIFT_MOTO_ENDPOINT=moto.endpoint_url,
+                        SESSIONSHIFT_ROLLOUT_LOCK=stack.lock_file,  # this stack's, not the machine-wide one
                         AWS_ENDPOINT_URL=moto.endpoint_url,
                         RUNBOOK_INVENTORY=stack.inventory, RUNBOOK_DIR=directory,
                         RUNBOOK_SESSION_DIR=stack.session_dir("app1"))
