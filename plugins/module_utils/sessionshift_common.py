@@ -38,8 +38,8 @@ REDIS_OPTIONS = dict(
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
     password_secret=dict(type="str", no_log=False),  # a secret's name or ARN, not the secret
-    secret_region=dict(type="str"),
-    secret_endpoint_url=dict(type="str"),
+    secret_region=dict(type="str", no_log=False),  # names a region, not a secret
+    secret_endpoint_url=dict(type="str", no_log=False),  # an endpoint, not a secret
     ca_file=dict(type="path"),
     cert_file=dict(type="path"),
     key_file=dict(type="path", no_log=False),

@@ -1,7 +1,7 @@
 """docs/runbook.md, run as written: every sh block, in order, against one local stack and a moto server.
 
 The stack is inventories/local moved to free ports and a temporary directory
-(tests/support/local_stack.py); its test settings (short watch windows, the maintenance
+(devstack/local_stack.py); its test settings (short watch windows, the maintenance
 window and the phase-5 cutoff overridden, as a test cannot wait weeks) are inventory
 variables, so that the commands need no extra argument. The moto server stands in for
 the AWS account; its network (the account's own VPC, subnets and app security group) is
