@@ -21,6 +21,8 @@ import socket
 import subprocess
 import time
 
+import redis
+
 from sessionshift.redisconn import RedisSettings
 
 from .tlsca import TlsFiles
@@ -54,16 +56,35 @@ def engine_config(profile: str | None) -> tuple[str, ...]:
 def absolute_expiries(client, keys, *, millis: bool = False) -> list[int]:
     """Each key's expiry as PEXPIRETIME (*millis*) or EXPIRETIME answer it: -1 none, -2 missing.
 
-    From PTTL and this machine's clock (the test Redis is local), so that it
-    works on an engine without EXPIRETIME; seconds round as EXPIRETIME does.
+    From TIME and PTTL, so that it works on an engine without EXPIRETIME; seconds
+    round as EXPIRETIME does. On a standalone server TIME and the PTTLs run in one
+    MULTI, so they see the same instant: a clock read after a long pipeline came
+    back could be off by more than the rounding under load. A cluster client
+    cannot send TIME with the keys, so it reads this machine's clock after each
+    small chunk (the test Redis is local).
     """
-    with client.pipeline(transaction=False) as pipe:
+    def absolute(now_ms: int, pttl: int) -> int:
+        if pttl < 0:
+            return pttl
+        return now_ms + pttl if millis else (now_ms + pttl + 500) // 1000
+
+    expiries: list[int] = []
+    if isinstance(client, redis.RedisCluster):
+        for start in range(0, len(keys), 100):
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys[start:start + 100]:
+                    pipe.pttl(key)
+                pttls = pipe.execute()
+            now_ms = int(time.time() * 1000)
+            expiries += [absolute(now_ms, pttl) for pttl in pttls]
+        return expiries
+    with client.pipeline(transaction=True) as pipe:
+        pipe.time()
         for key in keys:
             pipe.pttl(key)
-        pttls = pipe.execute()
-    now_ms = int(time.time() * 1000)
-    return [pttl if pttl < 0 else (now_ms + pttl if millis else (now_ms + pttl + 500) // 1000)
-            for pttl in pttls]
+        (seconds, micros), *pttls = pipe.execute()
+    now_ms = seconds * 1000 + micros // 1000
+    return [absolute(now_ms, pttl) for pttl in pttls]
 
 
 def redis_server_binary() -> str:
