@@ -161,21 +161,29 @@ def parse_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, H
     # is the expiry itself; 0x80 as its first byte would mean an expiry
     # congruent to 128 mod 256, so the pickle reading is tried first and the
     # struct reading is the fallback.
-    errors = []
+    # A refusal under one reading is that reading's failure, not yet the file's: a
+    # struct expiry's bytes can read as a pickled int followed by a refused opcode
+    # (0x3651174b starts with BININT1 then BINPERSID). The file is refused only when
+    # no reading gives a session; a refusal is then the reason reported.
+    errors, refusal = [], None
     for style in _header_order(raw):
         try:
             expiry, payload_offset = _read_header(raw, style)
             data = safepickle.loads(raw[payload_offset:])
         except safepickle.UnsafePickleError as exc:
-            raise SessionFileError(path, f"hostile or foreign pickle: {exc}") from None
+            refusal = refusal or f"hostile or foreign pickle: {exc}"
+            continue
         except safepickle.DecodeRefused as exc:
-            raise SessionFileError(path, f"refused: {exc}") from None
+            refusal = refusal or f"refused: {exc}"
+            continue
         except Exception as exc:
             errors.append(f"{style} header: {type(exc).__name__}: {_short(exc)}")
             continue
         if not isinstance(data, dict):
             raise SessionFileError(path, f"payload is a {type(data).__name__}, not a session dict")
         return expiry, data, style, payload_offset
+    if refusal:
+        raise SessionFileError(path, refusal)
     if len(raw) < _STRUCT_HEADER.size:
         raise SessionFileError(path, f"truncated file ({len(raw)} bytes, shorter than the header)")
     raise SessionFileError(path, "not a cachelib session file (" + "; ".join(errors) + ")")

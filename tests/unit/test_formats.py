@@ -235,3 +235,14 @@ def test_same_for_app_compares_values_and_types_not_bytes():
     assert not formats.same_for_app(data, formats.encode_value(data, "msgpack"), "msgpack")
     assert formats.same_for_app({"a": 1, "b": [2]}, formats.encode_value({"b": [2], "a": 1}, "msgpack"),
                                 "msgpack")
+
+
+@pytest.mark.parametrize("expiry", [911284043, 1367930701])  # 4b 17 51 36 / 4d f7 88 51 little-endian
+def test_a_struct_header_that_reads_as_a_refused_pickle_falls_back_to_struct(tmp_path, expiry):
+    # Both expiries' bytes start like a pickled int followed by a persistent-id opcode: the
+    # pickled-int reading is refused, which says the header is not a pickle, not that the file
+    # is hostile. Found by hypothesis (data {}, sid "0").
+    name = formats.session_file_name("0")
+    formats.write_session_file(str(tmp_path), name, {"k": (1, 2)}, expiry, header_style="struct")
+    found = formats.read_session_file(str(tmp_path / name))
+    assert (found.expiry, found.header_style, found.data) == (expiry, "struct", {"k": (1, 2)})
