@@ -31,6 +31,20 @@ def load_module(name: str):
 load_library_module = load_module  # the name before library/ moved to plugins/modules (for open branches)
 
 
+@pytest.fixture(autouse=True)
+def _modules_run_as_modules(monkeypatch):
+    """Keep ansible-core's module_utils in module mode for every test.
+
+    Importing any controller code (the filter plugins' tests import ansible.errors)
+    sets ``ansible.module_utils._internal.is_controller`` for the rest of the process,
+    and from then on ``module.warn()`` prints through Display instead of returning
+    the warning in the result: a module test's outcome would depend on test order.
+    """
+    from ansible.module_utils import _internal
+
+    monkeypatch.setattr(_internal, "is_controller", False)
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     return make_ca(str(tmp_path_factory.mktemp("tls")))
