@@ -117,13 +117,19 @@ class Traffic:
 
     The phase-4 gate judges the fallback-read rate only over enough session requests
     (rollout_gate_min_requests); a test that runs the phase playbooks as an operator would,
-    with no load test of its own, starts this first. Errors (a host not up yet) are ignored.
+    with no load test of its own, starts this first. A failed request (a host not up yet, a
+    worker restarting mid-response) is counted and the users carry on: any error, not only
+    socket errors, since a torn response raises http.client's own exceptions and a silently
+    dead thread leaves a gate with no traffic to judge.
     """
 
     def __init__(self, urls: list[str], pause: float = 0.02):
         import threading
 
         self.urls, self.pause = urls, pause
+        self.served = 0
+        self.failed = 0
+        self.last_error: str | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -134,9 +140,16 @@ class Traffic:
             for url in self.urls:
                 try:
                     urllib.request.urlopen(url + "/", timeout=2).read()
-                except OSError:
-                    pass
+                    self.served += 1
+                except Exception as exc:  # users keep coming, whatever one request met
+                    self.failed += 1
+                    self.last_error = f"{url}: {type(exc).__name__}: {exc}"
             self.stopping.wait(self.pause)
+
+    def summary(self) -> str:
+        alive = "running" if self.thread.is_alive() else "STOPPED"
+        return (f"background traffic {alive}: {self.served} served, {self.failed} failed"
+                + (f" (last: {self.last_error})" if self.last_error else ""))
 
     def __enter__(self) -> Traffic:
         self.thread.start()

@@ -32,8 +32,8 @@ STEPS = steps(RUNBOOK)
 class Operator:
     """One terminal on the controller: the environment the runbook's steps share."""
 
-    def __init__(self, stack: LocalStack, moto: MotoServer, directory: str):
-        self.stack = stack
+    def __init__(self, stack: LocalStack, moto: MotoServer, directory: str, traffic: Traffic):
+        self.stack, self.traffic = stack, traffic
         self.env = dict(os.environ, **FAKE_CREDENTIALS,
                         PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
                         ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
@@ -61,8 +61,8 @@ def operator():
         network = stack.playbook("local_aws.yml", extra={"aws_moto_endpoint_url": moto.endpoint_url})
         assert network.returncode == 0, network.output[-3000:]
         try:
-            with Traffic([stack.app_url(host) for host in sorted(stack.app_ports)]):  # the app's users
-                yield Operator(stack, moto, directory)
+            with Traffic([stack.app_url(host) for host in sorted(stack.app_ports)]) as traffic:  # the users
+                yield Operator(stack, moto, directory, traffic)
         finally:
             stack.stop()
             shutil.rmtree(directory, ignore_errors=True)
@@ -73,9 +73,11 @@ def operator():
 def test_runbook_step(operator, step):
     if operator.failed:
         pytest.fail(f"not run: the earlier step {operator.failed} failed")
+    assert operator.traffic.thread.is_alive(), operator.traffic.summary()  # the phase-4 gate needs users
     done = run_step(step, operator.env, ROOT, timeout=1100)
     if done.returncode != 0:
         operator.failed = step.name
     assert done.returncode == 0, (f"docs/runbook.md line {step.line} ({step.heading}) failed:\n"
-                                  + "\n".join(step.runs) + "\n---\n" + done.output[-6000:])
+                                  + "\n".join(step.runs) + "\n---\n" + done.output[-6000:]
+                                  + "\n---\n" + operator.traffic.summary())
     operator.env = done.env
