@@ -8,7 +8,7 @@ One line in the app::
 It reads Flask-Session 0.8's settings (SESSION_KEY_PREFIX, SESSION_FILE_DIR,
 SESSION_PERMANENT, SESSION_ID_LENGTH, SESSION_USE_SIGNER,
 SESSION_SERIALIZATION_FORMAT, PERMANENT_SESSION_LIFETIME, SESSION_COOKIE_*)
-plus the SESSIONSHIFT_* settings of :class:`InterfaceConfig`, and serves each
+plus the SESSIONSHIFT_* settings (:mod:`.appconfig`), and serves each
 request from the stores its phase names (see ``phases.SPECS``):
 
 1 file         file only, in the source's own format (header style, pickle protocol)
@@ -39,8 +39,6 @@ once a second), so a flip needs no restart.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import random
@@ -58,25 +56,17 @@ from itsdangerous import BadSignature, Signer, want_bytes
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from . import formats, metrics, safepickle, state
-from . import profile as profiles
-from .formats import SerializerName
+from . import formats, metrics
+from .appconfig import InterfaceConfig, load_settings_file, log_ignored_settings
 from .journal import Journal, ReplayResult, read_live_file
 from .journal import replay_host as replay_journal  # noqa: F401 (for tools: one import)
 from .keys import KeyLayout
 from .phasefile import PhaseWatcher
 from .phases import Phase
 from .redisconn import RedisSettings, client_from_settings
-from .store import DEFAULT_TOMBSTONE_TTL, CopyResult, ReplicationShortfall, SessionStore
+from .store import CopyResult, ReplicationShortfall, SessionStore
 
 log = logging.getLogger("sessionshift.flask")
-
-# Flask-Session 0.8 also takes "json", the format of the bytes its other backends store. The
-# files are pickles whatever it says (Flask-Session's filesystem backend ignores it too), and
-# SESSION_SERIALIZATION_FORMAT names the format of stock Flask-Session keys (phase 5's move
-# option). msgpack holds every value JSON can, so a "json" app's stock keys are msgpack (which
-# stock Flask-Session 0.8 configured for json also reads).
-_SERIALIZATION_ALIASES: dict[str, SerializerName] = {"json": "msgpack"}
 
 PHASE_HEADER = "X-Session-Phase"
 SOURCE_HEADER = "X-Session-Source"
@@ -89,109 +79,6 @@ class SessionStoreUnavailable(Exception):
 
 class _CircuitOpen(RedisConnectionError):
     """Redis failed moments ago: skip it for a short while instead of waiting on timeouts."""
-
-
-@dataclasses.dataclass
-class InterfaceConfig:
-    session_dir: str
-    state_dir: str = state.DEFAULT_STATE_DIR
-    key_prefix: str = formats.DEFAULT_PREFIX
-    hash_name: formats.HashName = "sha256"
-    serializer: SerializerName = formats.DEFAULT_SERIALIZER  # the hashed keys' values
-    header_style: formats.HeaderStyle = "struct"  # of the files written
-    pickle_protocol: int = formats.DEFAULT_PICKLE_PROTOCOL  # of the files and pickle values written
-    stock_serializer: SerializerName = formats.STOCK_SERIALIZER  # stock Flask-Session keys (phase 5)
-    permanent: bool = True
-    sid_length: int = 32
-    use_signer: bool = False
-    file_mode: int = 0o600
-    redis: dict | None = None
-    emergency_file_fallback: bool = False
-    wait_replicas: int = 0
-    wait_timeout_ms: int = 100  # how long a write waits for its replicas before it is refused
-    move_to_stock_keys: bool = False
-    shadow_read_rate: float = 0.0
-    tombstone_ttl: int = DEFAULT_TOMBSTONE_TTL
-    phase_check_interval: float = 1.0
-    redis_retry_after: float = 1.0  # how long to skip Redis after it failed
-    replay_interval: float = 5.0  # opportunistic journal replay, per process
-    replay_batch: int = 200
-    metrics_path: str | None = "/metrics"
-    # Endpoints that never use the session (health checks, metrics): served even
-    # when the session store is unavailable.
-    sessionless_endpoints: tuple[str, ...] = ("static", "healthz", "sessionshift_metrics")
-
-    @classmethod
-    def from_app(cls, app: flask.Flask) -> InterfaceConfig:
-        c = app.config
-        fmt = c.get("SESSION_SERIALIZATION_FORMAT", formats.STOCK_SERIALIZER)
-        fmt = _SERIALIZATION_ALIASES.get(fmt, fmt)
-        if fmt not in formats.SERIALIZERS:
-            raise ValueError(f"SESSION_SERIALIZATION_FORMAT={fmt!r}: sessionshift supports "
-                             f"{', '.join([*formats.SERIALIZERS, *_SERIALIZATION_ALIASES])} "
-                             "(pickle for Flask-Session <= 0.6 values)")
-        session_dir = c.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(), "flask_session")
-        state_dir = c.get("SESSIONSHIFT_STATE_DIR", state.DEFAULT_STATE_DIR)
-        settings = _profile_settings(c, state_dir, session_dir)
-        rate = float(c.get("SESSIONSHIFT_SHADOW_READ_RATE", 0.0))
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"SESSIONSHIFT_SHADOW_READ_RATE={rate}: a fraction between 0 and 1")
-        wait_ms = int(c.get("SESSIONSHIFT_WAIT_TIMEOUT_MS", 100))
-        redis_config = c.get("SESSIONSHIFT_REDIS") or {}
-        # Limits on decoding one session (docs/security.md); unset: the environment's or the defaults.
-        safepickle.configure(**{name: c.get(f"SESSIONSHIFT_{name.upper()}")
-                                for name in safepickle.Budget.__dataclass_fields__})
-        if redis_config:  # a URL with ssl_* options or a missing CA file stops the app at start
-            RedisSettings.from_mapping(redis_config).check()
-        socket_timeout = float(redis_config.get("socket_timeout") or RedisSettings.socket_timeout)
-        if int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)) and wait_ms >= 1000 * socket_timeout:
-            raise ValueError(f"SESSIONSHIFT_WAIT_TIMEOUT_MS={wait_ms} must be shorter than the Redis "
-                             f"socket_timeout ({socket_timeout} s), or every unconfirmed write times out "
-                             "the connection instead")
-        return cls(
-            session_dir=session_dir,
-            state_dir=state_dir,
-            key_prefix=c.get("SESSION_KEY_PREFIX", formats.DEFAULT_PREFIX),
-            hash_name=settings.hash_name,
-            serializer=settings.serializer,
-            header_style=settings.header_style,
-            pickle_protocol=settings.pickle_protocol,
-            stock_serializer=fmt,
-            permanent=bool(c.get("SESSION_PERMANENT", True)),
-            sid_length=int(c.get("SESSION_ID_LENGTH", 32)),
-            use_signer=bool(c.get("SESSION_USE_SIGNER", False)),
-            file_mode=int(c.get("SESSION_FILE_MODE", 0o600)),
-            redis=c.get("SESSIONSHIFT_REDIS"),
-            emergency_file_fallback=bool(c.get("SESSIONSHIFT_EMERGENCY_FILE_FALLBACK", False)),
-            wait_replicas=int(c.get("SESSIONSHIFT_WAIT_REPLICAS", 0)),
-            wait_timeout_ms=wait_ms,
-            move_to_stock_keys=bool(c.get("SESSIONSHIFT_MOVE_TO_STOCK_KEYS", False)),
-            shadow_read_rate=rate,
-            tombstone_ttl=int(c.get("SESSIONSHIFT_TOMBSTONE_TTL", DEFAULT_TOMBSTONE_TTL)),
-            phase_check_interval=float(c.get("SESSIONSHIFT_PHASE_CHECK_INTERVAL", 1.0)),
-            redis_retry_after=float(c.get("SESSIONSHIFT_REDIS_RETRY_AFTER", 1.0)),
-            replay_interval=float(c.get("SESSIONSHIFT_REPLAY_INTERVAL", 5.0)),
-            metrics_path=c.get("SESSIONSHIFT_METRICS_PATH", "/metrics"),
-            sessionless_endpoints=tuple(c.get("SESSIONSHIFT_SESSIONLESS_ENDPOINTS",
-                                              cls.sessionless_endpoints)),
-        )
-
-
-def _profile_settings(c, state_dir: str, session_dir: str) -> profiles.Resolved:
-    """The source profile's settings, SESSIONSHIFT_* overrides checked against it."""
-    given = {"hash_name": c.get("SESSIONSHIFT_HASH_METHOD"), "serializer": c.get("SESSIONSHIFT_SERIALIZER"),
-             "header_style": c.get("SESSIONSHIFT_HEADER_STYLE"),
-             "pickle_protocol": c.get("SESSIONSHIFT_PICKLE_PROTOCOL")}
-    for name, allowed in (("hash_name", formats.HASH_NAMES), ("serializer", formats.SERIALIZERS),
-                          ("header_style", formats.HEADER_STYLES), ("pickle_protocol", range(0, 6))):
-        if given[name] is not None and given[name] not in allowed:
-            raise ValueError(f"{profiles.OPTION_NAMES['flask'][name]}={given[name]!r}: expected one of "
-                             f"{', '.join(map(str, allowed))}")
-    settings = profiles.resolve(state_dir, session_dir, given, style="flask")
-    log.info("session files: %s names, %s header, pickle protocol %s; Redis values: %s (%s)",
-             settings.hash_name, settings.header_style, settings.pickle_protocol, settings.serializer,
-             ", ".join(f"{name} from {source}" for name, source in settings.sources.items()))
-    return settings
 
 
 class PhasedSessionData(ServerSideSession):
@@ -227,7 +114,7 @@ class PhasedSessionInterface(SessionInterface):
     def from_app(cls, app: flask.Flask) -> PhasedSessionInterface:
         """The interface for *app*'s config, with its request hooks registered."""
         interface = cls(InterfaceConfig.from_app(app), redis_client=app.config.get("SESSION_REDIS"))
-        _log_ignored_settings(app.config)
+        log_ignored_settings(app.config)
         interface.register(app)
         return interface
 
@@ -714,22 +601,10 @@ class PhasedSession:
 
     def init_app(self, app: flask.Flask) -> PhasedSessionInterface:
         if self.settings_file:
-            _load_settings(app, self.settings_file)
+            app.config.update(load_settings_file(self.settings_file))
         self.interface = PhasedSessionInterface.from_app(app)
         app.session_interface = self.interface
         return self.interface
-
-
-def _load_settings(app: flask.Flask, path: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            settings = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"sessionshift settings file {path}: {exc} (the app_adopt role writes it; "
-                         "run it, or fix the path given to PhasedSession)") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"sessionshift settings file {path}: not a JSON object")
-    app.config.update(settings)
 
 
 def metrics_view() -> flask.Response:
@@ -744,21 +619,6 @@ def _count_replay(result: ReplayResult) -> None:
     for outcome in ("replayed", "deleted", "failed"):
         if getattr(result, outcome):
             metrics.JOURNAL_REPLAYS.labels(outcome).inc(getattr(result, outcome))
-
-
-def _log_ignored_settings(config: flask.Config) -> None:
-    """Say at start which Flask-Session settings the interface does not follow, and why."""
-    threshold = config.get("SESSION_FILE_THRESHOLD")
-    if threshold is not None:
-        log.warning("SESSION_FILE_THRESHOLD=%s is ignored: every session is kept until it expires "
-                    "(Flask-Session's filesystem backend deletes sessions beyond the threshold, "
-                    "logging their users out)", threshold)
-    else:
-        log.info("no file threshold: every session is kept until it expires (Flask-Session's "
-                 "filesystem backend deletes sessions beyond 500 by default)")
-    if config.get("SESSION_COOKIE_PARTITIONED"):
-        log.warning("SESSION_COOKIE_PARTITIONED is ignored, as Flask-Session 0.8 ignores it: "
-                    "the session cookie is not partitioned")
 
 
 def _signer(app: flask.Flask) -> Signer:
