@@ -46,6 +46,16 @@ ENGINE_PROFILES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The default user, switched off, but with every permission. Redis before redis/redis#14545
+# (7.0.15 here) re-checks EXEC's ACL as the default user while it loads an append-only file,
+# and a bare "user default off" has no permissions: every MULTI/EXEC block in the AOF is then
+# dropped without a word. The effects of each session script with two writes (a logout: DEL
+# and the tombstone SET) are written as MULTI/EXEC, so a restarted Redis came back without
+# the logouts it had acknowledged. Off, nobody can authenticate as it, so its permissions
+# serve only that load. roles/local_redis writes the same line (tests check they agree).
+DEFAULT_USER = "user default off ~* &* +@all"
+
+
 def engine_config(profile: str | None) -> tuple[str, ...]:
     """The config lines of an engine profile (none for the default server)."""
     if profile is None:
@@ -159,8 +169,9 @@ class RedisServer:
             "appendonly no",
             "repl-diskless-sync-delay 0",
             "daemonize no",
-            # ACL: the default user is off; the app user may do everything.
-            "user default off",
+            # ACL: the default user is off (nobody can log in as it); the app user may do
+            # everything. DEFAULT_USER keeps the off user's permissions: see there why.
+            DEFAULT_USER,
             f"user {self.username} on >{self.password} ~* &* +@all",
         ]
         if self.tls:

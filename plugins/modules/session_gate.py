@@ -20,8 +20,9 @@ options:
   gate:
     description:
       - C(maintenance_window) checks the local time against O(window_start)-O(window_end) in O(window_timezone).
-      - C(dual_write) checks that Redis (O(redis), required with this gate) answers over TLS with AUTH and that
-        no alarm in O(alarms_in_alarm) fires.
+      - C(dual_write) checks that Redis (O(redis), required with this gate) answers over TLS with AUTH, that
+        no alarm in O(alarms_in_alarm) fires, and that a Redis with an append-only file would keep the logouts
+        it acknowledged across a restart (its default user keeps C(+@all); see docs/architecture.md).
       - C(redis_read) checks the backfill completed and the last validation met O(threshold), both in the
         Redis generation the host reads, on enough evidence (O(min_compared), O(min_comparable_percent)),
         with no stale or orphaned copy, and that every host in O(fleet_generations) reads one generation.

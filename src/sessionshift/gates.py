@@ -82,9 +82,12 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def redis_ready(ping_ok: bool, tls: bool, authenticated: bool, error: str | None,
                 alarms_in_alarm: list[str], server_version: str | None = None,
-                verified: bool = True) -> GateResult:
-    """Gate into phase 2: Redis reachable over TLS with AUTH, new enough, and no alarm firing."""
+                verified: bool = True, reload_hazard: str | None = None) -> GateResult:
+    """Gate into phase 2: Redis reachable over TLS with AUTH, new enough, keeping what it
+    acknowledged across a restart, and no alarm firing."""
     result = GateResult("dual_write")
+    if reload_hazard:
+        result.refuse(reload_hazard)
     if not ping_ok:
         result.refuse(f"Redis is not reachable: {error or 'no answer'}")
     elif server_version is not None:
@@ -274,11 +277,12 @@ def _redis_gate(params: dict[str, Any]) -> GateResult:
     from .redisconn import RedisSettings, RedisUnavailable, connect
 
     settings = RedisSettings.from_mapping(dict(params["redis"]))
-    error = version = None
+    error = version = hazard = None
     try:
         client = connect(settings)
         try:
             version = server_version(client)
+            hazard = aof_reload_hazard(client)
         finally:
             client.close()
     except RedisUnavailable as exc:
@@ -287,7 +291,47 @@ def _redis_gate(params: dict[str, Any]) -> GateResult:
         error = f"INFO server failed: {exc}"
     return redis_ready(ping_ok=error is None, tls=settings.tls, verified=settings.verify_tls,
                        authenticated=bool(settings.password), error=error,
-                       alarms_in_alarm=list(params.get("alarms_in_alarm") or []), server_version=version)
+                       alarms_in_alarm=list(params.get("alarms_in_alarm") or []), server_version=version,
+                       reload_hazard=hazard)
+
+
+def aof_reload_hazard(client) -> str | None:
+    """Why this Redis would lose acknowledged session writes at its next restart, or None.
+
+    Redis before redis/redis#14545 re-checks each MULTI/EXEC it reads back from the
+    append-only file against the *default* user's permissions, and silently drops the block
+    when they are missing. Every session script that writes two keys (a logout: DEL and the
+    tombstone SET) is written to the AOF as MULTI/EXEC, so with ``user default off`` (no
+    permissions) a restart brings back sessions whose logout Redis had acknowledged. The
+    cure keeps the default user off, so nobody can log in as it. Not checked (None) where
+    the AOF is off (ElastiCache has none) or ACL GETUSER is not allowed to the tool.
+    """
+    from redis.exceptions import RedisError
+
+    info = client.info("persistence")
+    nodes = [info] if "aof_enabled" in info else list(info.values())  # a cluster answers per node
+    if not any(int(node.get("aof_enabled", 0)) for node in nodes):
+        return None
+    try:
+        user = client.acl_getuser("default")
+    except RedisError:
+        return None
+    if isinstance(user, dict) and "commands" not in user:
+        user = next(iter(user.values()), None)  # {node: user} from a cluster
+    if not user:
+        return None
+    rules = []  # redis-py splits "+@all -debug" into categories and commands (lists or strings)
+    for field in ("categories", "commands"):
+        value = user.get(field) or []
+        rules += value.split() if isinstance(value, str) else [str(rule) for rule in value]
+    if "+@all" in rules:
+        return None
+    return ("Redis keeps an append-only file, and its default user has no permissions "
+            f"(ACL: {' '.join(rules) or '-@all'}): Redis before redis/redis#14545 drops every "
+            "MULTI/EXEC block of that file when it restarts, so the logouts it acknowledged "
+            "(written as MULTI/EXEC) would come back as live sessions. Write the default user "
+            "as 'user default off ~* &* +@all' (still off: nobody can log in as it) and restart "
+            "Redis, or run a Redis with that fix")
 
 
 def server_version(client) -> str:

@@ -13,8 +13,9 @@ rules are what users and operators do:
   again, an emergency rollback (one step at a time, as the playbooks go), and one host
   reverting to ``file`` alone;
 * operators backfill, validate (checking the gate), export;
-* Redis pauses (SIGSTOP) and resumes; a worker reloads (a new interface instance on the same
-  directories).
+* Redis pauses (SIGSTOP) and resumes, or restarts (SIGTERM or SIGKILL, then started again on
+  its append-only file, fsynced on every write); a worker reloads (a new interface instance
+  on the same directories).
 
 After every step it checks: no logged-out cookie is logged in, every acknowledged write is
 what the next read returns, no user is logged out, and no gate passed that should not have.
@@ -68,6 +69,7 @@ class Figures:
     refused_gates: int = 0
     returns_to_file: int = 0
     max_generation: int = 0
+    redis_restarts: int = 0
 
 
 FIGURES = Figures()
@@ -174,6 +176,10 @@ class Fleet:
     def replay(self, host: int) -> None:
         replay_host(self.state_dir(host), self.session_dir(host), self.server.settings(), client=self.client)
 
+    def reconnect(self) -> None:
+        self.client.close()
+        self.client = connect(self.server.settings(socket_timeout=5, connect_timeout=5, retries=0))
+
     def close(self) -> None:
         self.client.close()
 
@@ -196,6 +202,8 @@ class FleetMachine(RuleBasedStateMachine):
         self.dead: list[tuple[str, int]] = []
         self.paused = False
         self.back_at = float("-inf")  # when Redis last came back (resumed or restarted)
+        self.stale_workers: set[int] = set()  # workers that have not called Redis since a restart
+        self.last_client = None
         self.counter = itertools.count()
         self.turn = 0
         FIGURES.walks += 1
@@ -223,7 +231,7 @@ class FleetMachine(RuleBasedStateMachine):
         return self.fleet.workers[host][worker % 2]
 
     def request(self, user: User, worker: int, method: str, path: str, **form):
-        client = self.route(user, worker)
+        client = self.last_client = self.route(user, worker)
         if user.sid:
             client.set_cookie("session", user.sid)
         else:
@@ -235,6 +243,9 @@ class FleetMachine(RuleBasedStateMachine):
     def unavailable_is_allowed(self) -> bool:
         """A 503 is allowed only where Redis is the only copy and it is away (or was, moments ago:
         after a failure the app skips Redis for SESSIONSHIFT_REDIS_RETRY_AFTER seconds)."""
+        if id(self.last_client) in self.stale_workers:  # its first Redis call since a restart
+            self.stale_workers.discard(id(self.last_client))
+            self.back_at = time.monotonic()  # it fails, and the worker skips Redis from now
         away = self.paused or time.monotonic() - self.back_at < RETRY_AFTER + 1
         return away and max(self.fleet.phases()) >= Phase.REDIS_ONLY
 
@@ -453,13 +464,22 @@ class FleetMachine(RuleBasedStateMachine):
         self.paused = False
         self.back_at = time.monotonic()
 
-    # Not a rule (yet): Redis killed with SIGKILL and started again on its append-only file
-    # (appendfsync always) came back without a logout it had acknowledged (a walk of nine
-    # steps in docs/load.md); until that is understood, a restart would blame the interface for
-    # what Redis lost.
-    def restart_redis(self):
-        self.server.restart()
+    @precondition(lambda self: not self.paused)
+    @rule(how=st.sampled_from(["SIGTERM", "SIGKILL"]))
+    def restart_redis(self, how):
+        """Redis stops (SIGTERM: a clean shutdown) or dies (SIGKILL) and starts again on its
+        append-only file (appendfsync always): it keeps every write it acknowledged, so the
+        invariants hold unchanged. The workers' pooled connections are dead now: each may
+        answer one 503 in phase 4 or 5 (then skips Redis for RETRY_AFTER), as after a pause."""
+        if how == "SIGKILL":
+            self.server.kill()
+        else:
+            self.server.stop()
+        self.server.launch()
         self.back_at = time.monotonic()
+        self.stale_workers = {id(client) for clients in self.fleet.workers.values() for client in clients}
+        self.fleet.reconnect()  # the tools are new processes in each playbook run
+        FIGURES.redis_restarts += 1
 
     @rule(host=st.integers(0, HOSTS - 1), worker=st.integers(0, 1))
     def reload_worker(self, host, worker):
