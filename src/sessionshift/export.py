@@ -19,9 +19,10 @@ Rules this module keeps:
   style and pickle protocol of the source profile (never protocol 5 for a
   source that used 4: Python 3.7 cannot read it). A value in the exact
   ``pickle`` format becomes the file's payload byte for byte once the
-  restricted unpickler has accepted it; other values (msgpack, stock keys)
-  are decoded and pickled. A value that cannot be decoded is reported by key
-  name (never its contents) and skipped;
+  restricted unpickler has accepted it; other values (msgpack, stock keys in
+  whatever format the app's Flask-Session wrote) are decoded and pickled. A
+  value that cannot be decoded is reported by key name (never its contents)
+  and skipped;
 * a file whose bytes, or whose session (type for type), already match
   Redis is not rewritten, so a second run changes nothing;
 * under live writes a file is never left older than Redis: after a batch is
@@ -320,7 +321,7 @@ class Exporter:
         self.header_style = header_style
         self.protocol = protocol
         self.format = formats.value_format(serializer, protocol)
-        self.stock_format = formats.value_format(formats.STOCK_SERIALIZER, protocol)
+        self.stock_format = formats.stock_format(formats.STOCK_SERIALIZER, protocol)
         self.owner = owner or FileOwner.of_directory(session_dir)
         self.batch_size = batch_size
         self.max_rounds = max(1, max_rounds)
@@ -485,19 +486,14 @@ class Exporter:
         return written
 
     def _write(self, job: _Job, value: bytes, expiry: int) -> bool:
+        # A stock key holds whatever format the app's Flask-Session wrote (msgpack, json, or a
+        # pre-0.7 pickle): read as Flask-Session reads it.
         fmt = self.stock_format if job.stock else self.format
         try:
             data = fmt.loads(value)  # also the check that lets an exact value be the payload
         except SessionValueError:
-            if not job.stock:
-                self._undecodable(job)
-                return False
-            try:  # stock Flask-Session reads a pickled value too (its pre-0.7 format)
-                fmt = self.format if self.format.exact else formats.value_format("pickle", self.protocol)
-                data = fmt.loads(value)
-            except SessionValueError:
-                self._undecodable(job)
-                return False
+            self._undecodable(job)
+            return False
         payload = fmt.file_payload(value, data)
         expected = formats.encode_cachelib(data, expiry, self.header_style, self.protocol, payload)
         path = os.path.join(self.session_dir, job.file_name)

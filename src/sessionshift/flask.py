@@ -99,7 +99,7 @@ class PhasedSessionInterface(SessionInterface):
         self.layout = KeyLayout(config.key_prefix, config.hash_name)
         self.format = formats.value_format(config.serializer, config.pickle_protocol)
         self.file_format = formats.value_format("pickle", config.pickle_protocol)
-        self.stock_format = formats.value_format(config.stock_serializer, config.pickle_protocol)
+        self.stock_format = formats.stock_format(config.stock_serializer, config.pickle_protocol)
         os.makedirs(config.session_dir, exist_ok=True)
         self.watcher = PhaseWatcher(config.state_dir, config.phase_check_interval,
                                     on_error=self._phase_file_error)

@@ -606,13 +606,45 @@ class MsgpackValues(ValueFormat):
         return self._encoder.encode(data)
 
     def _loads(self, raw: bytes) -> Any:
-        budget = safepickle.current_budget()
-        if len(raw) > budget.max_session_bytes:
-            raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
-                                            "max_session_bytes")
-        value = self._decoder.decode(raw)
-        safepickle.check_value(value, budget)
-        return value
+        return _budgeted(self._decoder, raw)
+
+
+class StockValues(ValueFormat):
+    """Stock Flask-Session's own keys (phase 5's move): written in *writer*'s format, read as
+    Flask-Session 0.7 and 0.8 read them whatever their SESSION_SERIALIZATION_FORMAT says:
+    msgpack, else JSON, else a pickle (their values before 0.7), the pickle only through the
+    restricted unpickler. The three cannot be mistaken for one another: a session is a map,
+    and a JSON object or a pickle is never a whole msgpack map, nor msgpack or a pickle JSON."""
+
+    exact = False
+    _json_decoder = msgspec.json.Decoder()
+
+    def __init__(self, writer: ValueFormat):
+        super().__init__(writer.protocol)
+        self.writer = writer
+        self.name = f"stock Flask-Session ({writer.name} written)"
+
+    def _dumps(self, data: dict) -> bytes:
+        return self.writer.dumps(data)
+
+    def _loads(self, raw: bytes) -> Any:
+        for decoder in (MsgpackValues._decoder, self._json_decoder):
+            try:
+                return _budgeted(decoder, raw)
+            except msgspec.DecodeError:
+                continue
+        return safepickle.loads(raw)
+
+
+def _budgeted(decoder: msgspec.msgpack.Decoder | msgspec.json.Decoder, raw: bytes) -> Any:
+    """*raw* decoded by a msgspec *decoder*, held to the decoding budget like a pickle."""
+    budget = safepickle.current_budget()
+    if len(raw) > budget.max_session_bytes:
+        raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
+                                        "max_session_bytes")
+    value = decoder.decode(raw)
+    safepickle.check_value(value, budget)
+    return value
 
 
 VALUE_FORMATS: dict[str, type[ValueFormat]] = {cls.name: cls for cls in (PickleValues, MsgpackValues)}
@@ -625,6 +657,12 @@ def value_format(name: SerializerName = DEFAULT_SERIALIZER, protocol: int | None
         return VALUE_FORMATS[name](protocol)
     except KeyError:
         raise ValueError(f"unknown serializer {name!r}; expected one of {', '.join(VALUE_FORMATS)}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def stock_format(name: SerializerName = STOCK_SERIALIZER, protocol: int | None = None) -> StockValues:
+    """Stock Flask-Session keys' format: written as *name*, read in any format Flask-Session reads."""
+    return StockValues(value_format(name, protocol))
 
 
 def encode_value(data: dict, serializer: SerializerName = DEFAULT_SERIALIZER,

@@ -271,6 +271,41 @@ def test_a_session_that_never_settles_is_reported_unstable(redis_client, session
     assert result.rewrites == 2
 
 
+@pytest.mark.parametrize("serialization_format", ["msgpack", "json"])
+def test_stock_keys_are_read_in_the_apps_serialization_format(redis_client, session_dir,
+                                                              serialization_format):
+    """Stock Flask-Session 0.8 writes its own keys in SESSION_SERIALIZATION_FORMAT (msgpack or
+    json): a rollback's export must bring either back as the session that app was serving."""
+    from flask import Flask, session
+    from flask_session import Session
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", SESSION_TYPE="redis", SESSION_REDIS=redis_client,
+                      SESSION_SERIALIZATION_FORMAT=serialization_format)
+
+    @app.post("/login")
+    def login():
+        session.update(user="alice", cart=[1, 2], prefs={"lang": "ja", "dark": True}, score=1.5, note=None)
+        return "ok"
+
+    @app.get("/whoami")
+    def whoami():
+        return dict(session)
+
+    Session(app)
+    client = app.test_client()
+    client.post("/login")
+    served = client.get("/whoami").get_json()
+    sid = client.get_cookie("session").value
+    assert served["user"] == "alice"
+
+    result = export_sessions(redis_client, KeyLayout(), session_dir)
+
+    assert (result.written, result.undecodable) == (1, 0)
+    cache = FileSystemCache(session_dir, hash_method=hashlib.sha256)  # the original library's reader
+    assert cache.get("session:" + sid) == served
+
+
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])
 def test_a_key_that_is_not_a_string_is_reported_not_fatal(request, session_dir, kind):
     client = request.getfixturevalue("redis_client" if kind == "standalone" else "cluster_client")

@@ -14,7 +14,7 @@ import pickle
 import time
 
 import pytest
-from flask import Flask
+from flask import Flask, session
 from flask_session import Session as StockSession
 
 from examples.translate_app.app import create_app
@@ -297,6 +297,31 @@ def test_phase_5_moves_sessions_to_stock_keys_and_back_on_rollback(env):
     client.get("/logout", headers=JSON)
     assert env.redis.get(env.layout.stock_key(sid)) is None
     assert env.store.get(env.layout.file_name(sid)) is None
+
+
+def test_phase_5_serves_a_stock_key_that_stock_flask_session_wrote_as_json(env):
+    """An app that ran stock Flask-Session 0.8 with SESSION_SERIALIZATION_FORMAT = "json" comes
+    back to the interface in phase 5: its JSON stock keys are its users' sessions."""
+    stock = Flask("stock")
+    stock.config.update(SECRET_KEY="k", SESSION_TYPE="redis", SESSION_REDIS=env.redis,
+                        SESSION_SERIALIZATION_FORMAT="json")
+
+    @stock.post("/login")
+    def stock_login():
+        session["user"] = "alice"
+        return "ok"
+
+    StockSession(stock)
+    stock_client = stock.test_client()
+    stock_client.post("/login")
+    sid = stock_client.get_cookie("session").value
+    assert env.redis.get(env.layout.stock_key(sid)).startswith(b"{")  # JSON, as that app wrote it
+    phasefile.set_phase(env.state_dir, "redis", by="test", force=True)
+
+    client = env.app(SESSIONSHIFT_MOVE_TO_STOCK_KEYS=True, SESSION_SERIALIZATION_FORMAT="json").test_client()
+    client.set_cookie("session", sid)
+    response = view(client)
+    assert response.json["user"] == "alice" and response.headers["X-Session-Source"] == "stock"
 
 
 def test_phase_2_shadow_reads_count_mismatches_and_serve_the_file(env):
