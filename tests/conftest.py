@@ -45,6 +45,41 @@ def _modules_run_as_modules(monkeypatch):
     monkeypatch.setattr(_internal, "is_controller", False)
 
 
+def _tree_snapshot(root: str) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of *root* and everything under it; {} if it is absent."""
+    found = {}
+    for directory, subdirectories, files in os.walk(root):
+        for path in (directory, *(os.path.join(directory, name) for name in (*subdirectories, *files))):
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            found[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_writes_the_default_state_dir():
+    """Fail the run when anything it started wrote to the default state directory.
+
+    That directory is a real host's state (phase file, source profile, journal): a test, or
+    a command, playbook or app it runs, must always be given its own. Checked at the end
+    of the run, so it catches writers in subprocesses too (the CLI, modules, gunicorn).
+    """
+    from sessionshift import defaults
+
+    before = _tree_snapshot(defaults.STATE_DIR)
+    yield
+    after = _tree_snapshot(defaults.STATE_DIR)
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    if changed:
+        pytest.fail(f"this run wrote to the default state directory {defaults.STATE_DIR}: "
+                    f"{', '.join(changed[:10])}. Give the test, and every command, playbook or app it "
+                    "starts, its own state directory (--state-dir, state_dir, SESSIONSHIFT_STATE_DIR). "
+                    "(Another test run on this machine at the same time would show up here too.)",
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     return make_ca(str(tmp_path_factory.mktemp("tls")))

@@ -42,7 +42,8 @@ class Operator:
                         SESSIONSHIFT_ROLLOUT_LOCK=stack.lock_file,  # this stack's, not the machine-wide one
                         AWS_ENDPOINT_URL=moto.endpoint_url,
                         RUNBOOK_INVENTORY=stack.inventory, RUNBOOK_DIR=directory,
-                        RUNBOOK_SESSION_DIR=stack.session_dir("app1"))
+                        RUNBOOK_SESSION_DIR=stack.session_dir("app1"),
+                        RUNBOOK_STATE_DIR=stack.state_dir("app1"))
         self.failed: str | None = None
 
 
