@@ -84,7 +84,7 @@ def require_phase_redis(state_dir: str) -> None:
         phase = Phase.parse(label) if label is not None else None
     except ValueError:
         phase = None
-    if phase is not Phase.REDIS:
+    if phase is None or SPECS[phase].reads_files:
         now = f"phase {label!r}" if document else "no phase file (phase 1, file)"
         raise CleanupRefused(
             f"refusing to remove all session files: {path} says {now}, not phase 5 (redis); "
@@ -140,7 +140,7 @@ def _refuse_live_removal(session_dir: str, state_dir: str | None, cutoff: float,
                          prefix: str) -> None:
     """CleanupRefused if the cutoff would remove live sessions the app can only read from files."""
     phase = read_phase(state_dir).phase if state_dir else Phase.FILE
-    if "redis" in SPECS[phase].reads:
+    if SPECS[phase].reads_redis:
         return
     live = sum(1 for item in formats.scan_directory(session_dir, prefix=prefix)
                if isinstance(item, FileSession) and not item.expired(now) and item.mtime < cutoff)

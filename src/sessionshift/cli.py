@@ -200,8 +200,8 @@ def cmd_phases(args: argparse.Namespace) -> int:
     from .phases import SPECS
 
     rows = [{"number": int(spec.phase), "label": spec.phase.label, "writes_file": spec.writes_file,
-             "writes_redis": spec.writes_redis, "reads": list(spec.reads),
-             "promotes_file_reads": spec.promotes_file_reads, "tombstones": spec.tombstones,
+             "writes_redis": spec.writes_redis, "reads": list(spec.reads_from),
+             "promotes_file_reads": spec.promotes_file_reads, "tombstones": spec.writes_tombstones,
              "gate": spec.gate, "summary": spec.summary} for spec in SPECS.values()]
     if args.json:
         json.dump({"phases": rows}, sys.stdout, indent=2)

@@ -45,41 +45,83 @@ class Phase(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class PhaseSpec:
+    """What the interface and the tools do in one phase; the code reads these, never the number."""
+
     phase: Phase
-    writes_file: bool
-    writes_redis: bool
-    reads: tuple[str, ...]  # in order of preference
+    # Where a request reads, in order of preference: "file" (the session files, current),
+    # "redis" (the session's hashed key), "legacy_file" (a file no longer written: read only
+    # when Redis has no copy).
+    reads_from: tuple[str, ...]
+    # Where a save goes, in this order: the file first, so that what a failed Redis write
+    # journals is already on disk.
+    writes_to: tuple[str, ...]
+    journals: bool  # a failed Redis write is journaled and replayed, not the request's failure
+    shadow_reads: bool  # sampled reads of Redis that only count mismatches with the file
     promotes_file_reads: bool  # a session found only in a file is copied to Redis
-    tombstones: bool  # a logout leaves a tombstone the backfill respects
-    redis_failure_fails_request: bool
+    waits_for_replicas: bool  # an app write waits for SESSIONSHIFT_WAIT_REPLICAS replicas (WAIT)
+    retires_files: bool  # a session saved to Redis loses its (older) file
+    writes_tombstones: bool  # a logout leaves a tombstone that copies (backfill, promotion, restore) respect
+    emergency_file_fallback: bool  # with the option on, a Redis failure falls back to the file (journaled)
+    moves_to_stock_keys: bool  # with the option on, sessions move to stock Flask-Session keys
     gate: str  # what must be true before moving forward INTO this phase
     summary: str
+
+    @property
+    def writes_file(self) -> bool:
+        return "file" in self.writes_to
+
+    @property
+    def writes_redis(self) -> bool:
+        return "redis" in self.writes_to
+
+    @property
+    def reads_redis(self) -> bool:
+        return "redis" in self.reads_from
+
+    @property
+    def reads_files(self) -> bool:
+        """Some session may be served from a file (current or legacy) in this phase."""
+        return any(source.endswith("file") for source in self.reads_from)
+
+    @property
+    def redis_failure_fails_request(self) -> bool:
+        """A Redis failure is the request's (503), unless the emergency fallback takes it."""
+        return self.writes_redis and not self.journals
 
 
 SPECS: dict[Phase, PhaseSpec] = {
     Phase.FILE: PhaseSpec(
-        Phase.FILE, writes_file=True, writes_redis=False, reads=("file",),
-        promotes_file_reads=False, tombstones=False, redis_failure_fails_request=False,
+        Phase.FILE, reads_from=("file",), writes_to=("file",), journals=False, shadow_reads=False,
+        promotes_file_reads=False, waits_for_replicas=False, retires_files=False,
+        writes_tombstones=False, emergency_file_fallback=False, moves_to_stock_keys=False,
         gate="none",
         summary="files only, as before the migration"),
     Phase.DUAL_WRITE: PhaseSpec(
-        Phase.DUAL_WRITE, writes_file=True, writes_redis=True, reads=("file",),
-        promotes_file_reads=False, tombstones=True, redis_failure_fails_request=False,
+        Phase.DUAL_WRITE, reads_from=("file",), writes_to=("file", "redis"), journals=True,
+        shadow_reads=True, promotes_file_reads=False, waits_for_replicas=False, retires_files=False,
+        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=False,
         gate="Redis reachable over TLS with AUTH; no alarm in ALARM",
         summary="write file then Redis (failed Redis writes journaled); read file"),
+    # From here Redis is read first, so a write no replica confirmed is not called saved
+    # (phase 3 journals it: its file is read until the replay).
     Phase.REDIS_READ: PhaseSpec(
-        Phase.REDIS_READ, writes_file=True, writes_redis=True, reads=("redis", "file"),
-        promotes_file_reads=True, tombstones=True, redis_failure_fails_request=False,
+        Phase.REDIS_READ, reads_from=("redis", "file"), writes_to=("file", "redis"), journals=True,
+        shadow_reads=False, promotes_file_reads=True, waits_for_replicas=True, retires_files=False,
+        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=False,
         gate="backfill complete; validation consistency >= threshold (default 100%)",
         summary="write Redis and file; read Redis, else file (and copy it to Redis)"),
     Phase.REDIS_ONLY: PhaseSpec(
-        Phase.REDIS_ONLY, writes_file=False, writes_redis=True, reads=("redis", "legacy_file"),
-        promotes_file_reads=True, tombstones=True, redis_failure_fails_request=True,
+        Phase.REDIS_ONLY, reads_from=("redis", "legacy_file"), writes_to=("redis",), journals=False,
+        shadow_reads=False, promotes_file_reads=True, waits_for_replicas=True, retires_files=True,
+        writes_tombstones=True, emergency_file_fallback=True, moves_to_stock_keys=False,
         gate="fallback-read rate near zero over the watch window",
         summary="write Redis only (file only in emergency fallback); read Redis, else legacy file"),
+    # Phase 5 still leaves tombstones: during the flip phase-4 workers promote legacy files,
+    # and a restore from backup copies sessions back; neither may revive a logout.
     Phase.REDIS: PhaseSpec(
-        Phase.REDIS, writes_file=False, writes_redis=True, reads=("redis",),
-        promotes_file_reads=False, tombstones=False, redis_failure_fails_request=True,
+        Phase.REDIS, reads_from=("redis",), writes_to=("redis",), journals=False, shadow_reads=False,
+        promotes_file_reads=False, waits_for_replicas=True, retires_files=False,
+        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=True,
         gate="cutoff passed: the longest session lifetime since phase 4 began",
         summary="Redis only; file sessions retired and cleaned"),
 }
@@ -112,7 +154,7 @@ class Transition:
     @property
     def needs_export(self) -> bool:
         """Files stopped being written in phase 4: going back to <= 3 needs Redis exported first."""
-        return self.current >= Phase.REDIS_ONLY and self.target <= Phase.REDIS_READ
+        return not SPECS[self.current].writes_file and SPECS[self.target].writes_file
 
 
 def check_transition(current: Phase | str | int, target: Phase | str | int, *,
