@@ -32,7 +32,7 @@ from . import formats, state
 from .formats import HashName, SerializerName
 from .keys import KeyLayout
 from .phasefile import read_phase
-from .phases import Phase
+from .phases import SPECS
 from .profile import resolve
 from .redisconn import RedisSettings, client_from_settings
 from .store import ReplicationShortfall, SessionStore
@@ -202,7 +202,7 @@ def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *
     phase = record.phase
     return Journal(state_dir, session_dir).replay(store, serializer=settled.serializer,
                                                   protocol=settled.pickle_protocol,
-                                                  remove_file_after=phase >= Phase.REDIS_ONLY)
+                                                  remove_file_after=not SPECS[phase].writes_file)
 
 
 def read_live_file(path: str, now: float | None = None) -> formats.FileSession | None:

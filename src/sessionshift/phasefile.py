@@ -34,7 +34,7 @@ from typing import Any
 
 from . import state
 from .keys import KeyLayout
-from .phases import Phase, Transition, TransitionRefused, check_transition
+from .phases import SPECS, Phase, Transition, TransitionRefused, check_transition
 
 HISTORY_LENGTH = 20
 
@@ -177,6 +177,11 @@ def export_caveat(state_dir: str) -> str | None:
             "catch-up export after this flip and read its undecodable_files")
 
 
+def _stops_files(before: Phase, after: Phase) -> bool:
+    """A move from a phase that writes files to one that does not: from then on files age."""
+    return SPECS[before].writes_file and not SPECS[after].writes_file
+
+
 def _entered_redis_only_from_history(record: PhaseRecord) -> str | None:
     """When the history last shows a move from <= 3 to >= 4 (phase files written by hand)."""
     for entry in reversed(record.history):
@@ -184,7 +189,7 @@ def _entered_redis_only_from_history(record: PhaseRecord) -> str | None:
             before, after = Phase.parse(entry.get("from", "")), Phase.parse(entry.get("to", ""))
         except ValueError:
             continue
-        if before <= Phase.REDIS_READ < after:
+        if _stops_files(before, after):
             return entry.get("at")
     return None
 
@@ -225,12 +230,12 @@ def plan_phase(state_dir: str, target: Phase | str | int, *, by: str, force: boo
     if new_generation != before.generation:
         entry["generation"] = new_generation
     redis_only_since = before.redis_only_since
-    if target >= Phase.REDIS_ONLY and before.phase <= Phase.REDIS_READ:
+    if _stops_files(before.phase, target):
         redis_only_since = when
-    elif target <= Phase.REDIS_READ:
+    elif SPECS[target].writes_file:
         redis_only_since = None
     retired = before.retired_generation
-    if target == Phase.FILE and before.phase > Phase.FILE:
+    if SPECS[before.phase].writes_redis and not SPECS[target].writes_redis:
         # From now on this host's Redis copies fall behind its files: retire their generation.
         retired = before.generation if retired is None else max(retired, before.generation)
     changed = before.phase != target or new_generation != before.generation
@@ -242,8 +247,10 @@ def plan_phase(state_dir: str, target: Phase | str | int, *, by: str, force: boo
 
 def _choose_generation(before: PhaseRecord, target: Phase, wanted: int | None) -> int:
     """The generation after a move to *target*; raises TransitionRefused if *wanted* is unsafe."""
-    leaving_file = before.phase == Phase.FILE and target > Phase.FILE
-    may_change = leaving_file or (before.phase == target == Phase.DUAL_WRITE)
+    leaving_file = not SPECS[before.phase].writes_redis and SPECS[target].writes_redis
+    # Staying in a phase that writes Redis but reads only files: no session is read from Redis yet.
+    in_dual_write = before.phase == target and SPECS[target].writes_redis and not SPECS[target].reads_redis
+    may_change = leaving_file or in_dual_write
     if wanted is None or (wanted == before.generation and not leaving_file):
         return before.next_generation if leaving_file else before.generation
     if not _is_generation(wanted):

@@ -1,4 +1,9 @@
-"""Every phase list in YAML and in the modules' documentation equals the phase model (sessionshift.phases).
+"""Every phase list and label in YAML and in the modules' documentation is the phase model's.
+
+The lists (``choices``, Jinja list literals) are the model's labels in its order; every value
+of a key that names a phase (``phase``, ``rollout_target_phase``, ``rollback_to``,
+``rollout_step_from``, ``gate``...) and every literal a Jinja expression compares a phase with
+is one of its labels, so that a misspelt or removed phase fails here instead of in a rollout.
 
 The Ansible side still carries its own copies (role argument specs, module choices, the rollout
 role's tables); until it reads the model through filters, this test is what keeps them equal.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -72,3 +78,78 @@ def test_the_rollout_role_tables_are_the_model():
     assert tables["_rollout_phase_labels"] == LABELS
     assert tables["_rollout_phase_numbers"] == {phase.label: int(phase) for phase in Phase}
     assert tables["_rollout_previous_phase"] == {LABELS[i]: LABELS[i - 1] for i in range(1, len(LABELS))}
+
+
+# Keys whose value names a phase; what else such a key may hold.
+PHASE_KEY = re.compile(r"(^phase$|_phase$|rollback_to$|_revert_to$|_step_to$|_step_from$|^gate$)")
+PHASE_KEY_ALSO = {"gate": {"maintenance_window"}, "rollback_to": {"previous"}}
+# In Jinja: a phase expression compared with a literal, or tested against a list of them.
+JINJA_COMPARED = re.compile(r"phase[\w.]*\s*(?:==|!=)\s*['\"]([^'\"]+)['\"]"
+                            r"|['\"]([^'\"]+)['\"]\s*(?:==|!=)\s*\w*phase")
+JINJA_IN_LIST = re.compile(r"phase[\w.]*\s+(?:not\s+)?in\s+\[([^\]]*)\]")
+
+
+def _yaml_documents():
+    for pattern in ("playbooks/**/*.yml", "roles/**/*.yml", "molecule/**/*.yml", "inventories/**/*.yml"):
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
+            with open(path, encoding="utf-8") as handle:
+                for document in yaml.safe_load_all(handle):
+                    yield os.path.relpath(path, ROOT), document
+    for path in sorted(glob.glob(os.path.join(ROOT, "plugins", "modules", "*.py"))):
+        name = os.path.basename(path)[:-3]
+        yield f"plugins/modules/{name} EXAMPLES", yaml.safe_load(load_module(name).EXAMPLES)
+
+
+def _phase_labels_used(node, where, key=None):
+    """(where, what, label) for every phase named in *node*."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _phase_labels_used(value, f"{where}.{name}", str(name))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _phase_labels_used(item, f"{where}[{index}]", key)
+    elif isinstance(node, str):
+        if key and PHASE_KEY.search(key) and "{{" not in node and not node.isdigit():
+            yield where, f"{key}: {node}", node, PHASE_KEY_ALSO.get(key, set())
+        for match in JINJA_COMPARED.finditer(node):
+            yield where, match.group(0), match.group(1) or match.group(2), set()
+        for match in JINJA_IN_LIST.finditer(node):
+            items = re.findall(r"['\"]([^'\"]+)['\"]", match.group(1))
+            for item in items:
+                yield where, match.group(0), item, set()
+            labels = [item for item in items if item in LABELS]
+            assert labels == sorted(labels, key=LABELS.index), f"{where}: {match.group(0)} is out of order"
+
+
+LABELS_USED = [(source, *used) for source, document in _yaml_documents()
+               for used in _phase_labels_used(document, source)]
+
+
+def test_the_phase_labels_are_found():
+    places = {source for source, *_ in LABELS_USED}
+    for place in ("roles/rollout/tasks/backfill.yml", "roles/rollout/tasks/emergency.yml",
+                  "playbooks/phase3.yml", "plugins/modules/session_phase EXAMPLES"):
+        assert place in places, place
+
+
+def _not_labels(used):
+    return [f"{where}: {what}: {label!r}" for _source, where, what, label, also in used
+            if label not in LABELS and label not in also]
+
+
+def test_every_phase_label_in_yaml_is_the_model_s():
+    assert len(LABELS_USED) > 30
+    assert not _not_labels(LABELS_USED), f"not phases ({LABELS}): {_not_labels(LABELS_USED)}"
+
+
+def test_a_misspelt_phase_is_caught():
+    document = yaml.safe_load("""
+- vars: {rollout_target_phase: redis_reads, rollback_to: previous}
+- when: rollout_host_phase.phase == 'dual-write'
+- when: "'redis_onl' != rollout_target_phase"
+- when: host.phase in ['file', 'dual_writes']
+- gate: maintenance_window
+""")
+    used = [("t", *each) for each in _phase_labels_used(document, "t")]
+    assert [bad.split(": ")[-1] for bad in _not_labels(used)] == \
+        ["'redis_reads'", "'dual-write'", "'redis_onl'", "'dual_writes'"]
