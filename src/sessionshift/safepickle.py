@@ -330,7 +330,7 @@ _SIZE[ord("G")] = _SIZE[0x95] = 8  # BINFLOAT, FRAME
 _KIND, _SIZE = bytes(_KIND), bytes(_SIZE)
 
 
-def _memo_indices_small(data: bytes) -> bool:
+def _memo_indices_small(data: bytes, at: int = 0, frame_end: int | None = None) -> bool:
     """Whether every memo index the pickle at the start of *data* stores is below its length.
 
     The C unpickler grows its memo array to twice the largest index a PUT or
@@ -340,10 +340,10 @@ def _memo_indices_small(data: bytes) -> bool:
     the pure-Python unpickler, whose memo is a dict, decodes instead; so does
     one with an opcode that straddles a FRAME's end (a 293-byte one made the C
     unpickler read another index there and allocate 2 GB). Steps over the
-    opcodes, never into strings.
+    opcodes, never into strings. *at* and *frame_end* resume a scan at an opcode boundary.
     """
-    kinds, sizes, end, at = _KIND, _SIZE, len(data), 0
-    frame_end = end
+    kinds, sizes, end = _KIND, _SIZE, len(data)
+    frame_end = end if frame_end is None else frame_end
     try:
         while at < end:
             start = at
@@ -379,6 +379,107 @@ def _memo_indices_small(data: bytes) -> bool:
     return True
 
 
+# How _plain_scan treats each opcode byte (0: not plain data, so the proof gives up):
+# 1 MEMOIZE; 2 a string or bytes with a 1-byte length; 3 BINGET; 4 a no-argument opcode that
+# leaves no string on top (MARK, SETITEM(S), APPEND(S), ADDITEMS, None, True, False);
+# 5 a no-argument container (empty dict, list, tuple, set; TUPLE*, FROZENSET); 6 a number
+# with a fixed-size argument (BININT1, BININT2, BININT, BINFLOAT); 7 a string or bytes with a
+# 4- or 8-byte length; 8 LONG1 / LONG4; 9 LONG_BINGET; 10 FRAME; 11 PROTO; 12 STOP.
+# These are every opcode pickle's protocol 4 and 5 writer uses for dicts, lists, tuples,
+# sets, frozensets, str, bytes, bytearray, int, float, bool and None.
+_PLAIN = bytearray(256)
+for _ops, _action in ((b"\x94", 1), (b"\x8cC", 2), (b"h", 3), (b"(suae\x90N\x88\x89", 4),
+                      (b"}])\x8ft\x85\x86\x87\x91", 5), (b"KMJG", 6), (b"XB\x8d\x8e\x96", 7),
+                      (b"\x8a\x8b", 8), (b"j", 9), (b"\x95", 10), (b"\x80", 11), (b".", 12)):
+    for _op in _ops:
+        _PLAIN[_op] = _action
+_PLAIN = bytes(_PLAIN)
+
+
+def _plain_scan(data: bytes) -> tuple[bool, int, int]:
+    """Proof that the pickle at the start of *data* holds plain data, and its measures.
+
+    Plain data: only the opcodes pickle's protocol 4/5 writer uses for builtin containers
+    and scalars, memoized with MEMOIZE only (no PUT, so no memo index to grow the C
+    unpickler's memo), no opcode straddling a FRAME's end, and no memo fetch (GET) of
+    anything but a string or bytes. Then no container is shared, so the value has no cycle,
+    every value in it comes from its own opcode (objects <= the input's length), containers
+    nest at most as deep as there are container opcodes, and its encoded size is at most
+    ``10 * len(data)`` plus what the GETs add. Returns (True, bytes the GETs add, container
+    opcodes) for :func:`load_prefix` to compare with the budgets; for anything else (False,
+    where the general scan resumes, the end of the frame there), and the general scan and
+    the value walk decide, as for any pickle.
+    """
+    actions, sizes, end, at = _PLAIN, _SIZE, len(data), 0
+    limit = end  # the end of the current FRAME (or of the data): no opcode may straddle it
+    memo: list[int] = []  # per MEMOIZE: the encoded size of the string memoized, -1 for anything else
+    memoize = memo.append
+    top = -1  # the encoded size of the top of the stack when it is a string, else -1
+    shared = containers = 0
+    try:
+        while True:
+            while at < limit:
+                op = data[at]
+                action = actions[op]
+                if action == 2:
+                    size = data[at + 1]
+                    top = size + 5
+                    at += 2 + size
+                    if at < limit and data[at] == 0x94:  # its MEMOIZE, nearly always next
+                        memoize(top)
+                        at += 1
+                elif action == 1:
+                    memoize(top)
+                    at += 1
+                elif action == 3:
+                    top = memo[data[at + 1]]
+                    if top < 0:
+                        return False, at, limit  # a shared container (or number): the walk decides
+                    shared += top
+                    at += 2
+                elif action == 4:
+                    top = -1
+                    at += 1
+                elif action == 5:
+                    containers += 1
+                    top = -1
+                    at += 1
+                elif action == 6:
+                    top = -1
+                    at += 1 + sizes[op]
+                elif action == 7:
+                    width = 4 if op in (0x58, 0x42) else 8  # BINUNICODE, BINBYTES: 4-byte lengths
+                    size = int.from_bytes(data[at + 1:at + 1 + width], "little")
+                    top = size + 5
+                    at += 1 + width + size
+                elif action == 8:
+                    width = 1 if op == 0x8a else 4
+                    at += 1 + width + int.from_bytes(data[at + 1:at + 1 + width], "little")
+                    top = -1
+                elif action == 9:
+                    top = memo[int.from_bytes(data[at + 1:at + 5], "little")]
+                    if top < 0:
+                        return False, at, limit
+                    shared += top
+                    at += 5
+                elif action == 10:
+                    if at + 9 > limit:
+                        return False, 0, end
+                    at += 9
+                    limit = at + int.from_bytes(data[at - 8:at], "little")
+                elif action == 11:
+                    at += 2
+                elif action == 12:
+                    return True, shared, containers
+                else:
+                    return False, at, limit  # not plain data from here on
+            if at != limit or limit == end:
+                return False, 0, end  # the last opcode straddles the frame's end, or no STOP
+            limit = end
+    except IndexError:  # truncated, or a GET of an index never memoized
+        return False, 0, end
+
+
 _BYTEARRAY8 = pickle.BYTEARRAY8
 
 
@@ -406,7 +507,11 @@ def load_prefix(data: bytes, budget: Budget | None = None) -> tuple[Any, int]:
     budget = budget or _budget
     if len(data) > budget.max_session_bytes:
         raise BudgetExceeded(f"{len(data):,} bytes long", budget.max_session_bytes, "max_session_bytes")
-    if len(data) <= _COUNT_ABOVE and _memo_indices_small(data):
+    plain = small = False
+    if len(data) <= _COUNT_ABOVE:
+        plain, *found = _plain_scan(data)
+        small = plain or _memo_indices_small(data, *found)  # resumed where the proof stopped
+    if small:
         stream = _Reader(data)
         if _BYTEARRAY8 in data:
             value = _load_quietly(stream)
@@ -415,7 +520,11 @@ def load_prefix(data: bytes, budget: Budget | None = None) -> tuple[Any, int]:
     else:
         stream = io.BytesIO(data)
         value = _CountingUnpickler(stream, budget).load()
-    check_value(value, budget)
+    # Plain data proved within every budget needs no walk (see _plain_scan): the walk
+    # cost several times the decoding itself.
+    if not (plain and 10 * len(data) + found[0] <= budget.max_encoded_bytes
+            and len(data) < budget.max_objects and found[1] <= budget.max_depth):
+        check_value(value, budget)
     return value, stream.tell()
 
 
