@@ -48,7 +48,9 @@ options:
       - Also count orphaned copies, session keys of the host's generation with no live file in O(session_dir)
         (re-checked after O(recheck_delay)); any fails the validation.
       - Only true when this directory holds every host's sessions (one app host, or a shared directory);
-        otherwise every other host's session would count. Not counted, C(counts.orphaned) is null.
+        otherwise every other host's session would count. Not counted, C(counts.orphaned) is null and
+        RV(orphaned_not_counted) says why. There is no per-host count because a key names its session's
+        file and no host, and from phase 3 on any host writes any user's key.
     type: bool
     default: false
   max_examples:
@@ -119,6 +121,12 @@ counts:
       C(unverified) (too many differences to re-check), C(foreign), C(skipped).
   returned: always
   type: dict
+orphaned_not_counted:
+  description:
+    - Why C(counts.orphaned) is null (O(count_orphans) false) - a Redis key names no host, so with a session
+      directory per host a key with no file here may be another host's live session; null when counted.
+  returned: always
+  type: str
 examples:
   description:
     - File names (never contents) of missing and different sessions, corrupt files with the reason, and
@@ -191,6 +199,7 @@ def main():
     recorded = None if module.check_mode else record(params["state_dir"], result)
     output = dict(changed=False, passed=result["passed"], consistency_percent=result["consistency_percent"],
                   comparable=result["comparable"], counts=result["counts"], examples=result["examples"],
+                  orphaned_not_counted=result["orphaned_not_counted"],
                   type_changes=result["type_changes"],
                   threshold=result["threshold"], sample_percent=result["sample_percent"],
                   recorded=recorded, msg=result["message"])

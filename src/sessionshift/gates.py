@@ -125,7 +125,8 @@ def validation_passed(migration: dict | None, validation: dict | None,
     result = GateResult("redis_read")
     evidence = (f"backfill and validation of generation {generation}; >= {min_compared} session(s) "
                 f"compared; >= {min_comparable_percent:g}% of live files comparable; 0 stale and 0 "
-                "orphaned copies; every host on one generation")
+                "orphaned copies (orphans are counted only with one host or a shared session "
+                "directory); every host on one generation")
     result.facts = {"evidence": evidence, "generation": generation}
     if fleet_generations and len(set(fleet_generations)) > 1:
         result.refuse(f"the hosts read different Redis generations ({sorted(set(fleet_generations))}); "
@@ -167,6 +168,9 @@ def validation_passed(migration: dict | None, validation: dict | None,
         result.refuse(f"{stale} Redis cop(ies) are older than their file (stale); they would be served "
                       "in phase 3: re-run the backfill in a new generation (step to file and forward "
                       "again) or find the writer that skips Redis")
+    if orphaned is None:
+        # Not counted (a session directory per host): say so, rather than show a bare null.
+        result.facts["orphaned_not_counted"] = validation.get("orphaned_not_counted") or "not counted"
     if orphaned:
         result.refuse(f"{orphaned} Redis cop(ies) have no live file and no tombstone (orphaned): a "
                       "logged-out or expired session would come back in phase 3")

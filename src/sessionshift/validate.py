@@ -24,7 +24,8 @@ gate needs zero of each (see docs/architecture.md "Generations"):
   writes both with one expiry);
 * ``orphaned`` (``count_orphans``, when this directory holds every host's
   sessions): a session key of the generation with no file here, still there
-  on the re-check; ``None`` when not counted.
+  on the re-check; ``None`` when not counted, and ``orphaned_not_counted``
+  says why (ORPHANS_NOT_COUNTED).
 """
 
 from __future__ import annotations
@@ -334,6 +335,17 @@ class _Validation(_Comparer):
         return orphaned
 
 
+# Why there is no per-host count: a key names its session's file, not the host that wrote it
+# (<prefix>g<N>:h:{file}), and from phase 3 on any host writes any user's key. With one
+# directory per host, a key with no file here is as likely another host's live session.
+ORPHANS_NOT_COUNTED = (
+    "this session directory holds one host's sessions (not shared), and a Redis key names no host, "
+    "so a key with no file here may be another host's live session: orphans are counted only with "
+    "one app host or one shared directory (rollout_session_dir_shared). With a directory per host, "
+    "generations (a copy made before a return to file is never read) and tombstones keep old copies "
+    "from being served")
+
+
 def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressCallback | None = None,
              before_recheck: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Compare the session directory with Redis; the result is what ``validation.json`` holds.
@@ -367,6 +379,7 @@ def validate(client: RedisClient, config: ValidateConfig, *, progress: ProgressC
     consistency = 100.0 * counts["consistent"] / comparable if comparable else 100.0
     result = {
         "counts": counts,
+        "orphaned_not_counted": None if config.count_orphans else ORPHANS_NOT_COUNTED,
         "comparable": comparable,
         "consistency_percent": round(consistency, 4),
         "threshold": config.threshold,
@@ -401,8 +414,9 @@ def summary(result: dict[str, Any]) -> str:
             f"{counts['expired']:,} expired, "
             f"{counts['corrupt']:,} corrupt, {counts['healed']:,} healed on re-check, "
             f"{counts['stale']:,} stale (Redis older than the file), "
-            f"{'not counted' if counts.get('orphaned') is None else format(counts['orphaned'], ',')} "
-            "orphaned (in Redis, no live file)")
+            + (f"orphaned not counted ({result.get('orphaned_not_counted') or ORPHANS_NOT_COUNTED})"
+               if counts.get("orphaned") is None else
+               f"{counts['orphaned']:,} orphaned (in Redis, no live file)"))
     if not result["comparable"]:
         text += "; NOTHING COMPARED: no evidence (are session_dir, key prefix and hash method the app's?)"
     elif counts["type_changed"]:

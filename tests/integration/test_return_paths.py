@@ -128,7 +128,11 @@ def test_validation_counts_stale_and_orphaned_copies_and_the_gate_refuses_them(e
     assert any("older than their file" in reason for reason in gate.reasons)
     assert any("no live file" in reason for reason in gate.reasons)
     not_counted = validate.validate(env.redis, dataclasses.replace(config, count_orphans=False))
-    assert not_counted["counts"]["orphaned"] is None and "not counted orphaned" in not_counted["message"]
+    assert not_counted["counts"]["orphaned"] is None and "orphaned not counted" in not_counted["message"]
+    assert "names no host" in not_counted["orphaned_not_counted"]  # why, in the record and the message
+    facts = gates.validation_passed({"complete": True, "generation": 2}, not_counted, threshold=0,
+                                    generation=2).facts
+    assert facts["orphaned"] is None and facts["orphaned_not_counted"] == not_counted["orphaned_not_counted"]
 
 
 
