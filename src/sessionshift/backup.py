@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import options, state
+from .atomicfile import write_atomic
 from .errors import SessionshiftError
 from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import KeyLayout
@@ -106,7 +107,6 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
         raise FileNotFoundError(f"backup directory {directory} does not exist")
     # mkstemp files are 0600 from the start: live sessions are never readable by others.
     payload_fd, payload_tmp = tempfile.mkstemp(prefix=".payload.", suffix=".tmp", dir=directory)
-    final_tmp = None
     try:
         digest = hashlib.sha256()
         counts = dict.fromkeys(KINDS, 0)
@@ -116,21 +116,14 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
                 payload.write(line)
                 counts[kind] += 1
         manifest = _manifest(layout, source, counts, digest.hexdigest())
-        final_fd, final_tmp = tempfile.mkstemp(prefix=".backup.", suffix=".tmp", dir=directory)
-        with os.fdopen(final_fd, "wb") as out:
+
+        def write(out) -> None:
             with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as head:
                 head.write(json.dumps(manifest, sort_keys=True).encode() + b"\n")
             with open(payload_tmp, "rb") as payload_in:
                 shutil.copyfileobj(payload_in, out)  # a second gzip member: read as one stream
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(final_tmp, 0o600)
-        os.replace(final_tmp, dest)
-    except BaseException:
-        if final_tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(final_tmp)
-        raise
+
+        write_atomic(dest, write, mode=0o600, durable=True)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(payload_tmp)
@@ -316,14 +309,9 @@ def _restore_batch(store: SessionStore, batch: list[tuple[str, str, bytes, int]]
                                                           strict=True):
             _count(result, kind, outcome)
     if others:
-        pipe = store.client.pipeline(transaction=False)
-        for key, _kind, value, expiry in others:
-            if expiry:
-                pipe.set(key, value, nx=True, pxat=expiry)
-            else:
-                pipe.set(key, value, nx=True)
-        for (_key, kind, _value, _expiry), done in zip(others, pipe.execute(), strict=True):
-            _count(result, kind, CopyResult.WRITTEN if done else CopyResult.EXISTS)
+        outcomes = store.copy_keys_if_absent([(key, value, expiry) for key, _kind, value, expiry in others])
+        for (_key, kind, _value, _expiry), outcome in zip(others, outcomes, strict=True):
+            _count(result, kind, outcome)
 
 
 def _count(result: RestoreResult, kind: str, outcome: CopyResult) -> None:
@@ -339,21 +327,10 @@ def _count(result: RestoreResult, kind: str, outcome: CopyResult) -> None:
 
 def _count_would_restore(store: SessionStore, live: list[tuple[str, str, bytes, int]],
                          result: RestoreResult) -> None:
-    """What a restore would do, from EXISTS alone (a dry run writes nothing)."""
-    pipe = store.client.pipeline(transaction=False)
-    for key, kind, _value, _expiry in live:
-        pipe.exists(key)
-        pipe.exists(store.layout.tombstone_key(store.layout.parse(key).file_name)
-                    if kind == "hashed" else key)
-    replies = pipe.execute()
-    for index, (_key, kind, _value, _expiry) in enumerate(live):
-        exists, tombstoned = replies[2 * index], replies[2 * index + 1]
-        if exists:
-            _count(result, kind, CopyResult.EXISTS)
-        elif kind == "hashed" and tombstoned:
-            _count(result, kind, CopyResult.TOMBSTONED)
-        else:
-            _count(result, kind, CopyResult.WRITTEN)
+    """What a restore would do (a dry run writes nothing)."""
+    outcomes = store.would_copy([(key, kind == "hashed") for key, kind, _value, _expiry in live])
+    for (_key, kind, _value, _expiry), outcome in zip(live, outcomes, strict=True):
+        _count(result, kind, outcome)
 
 
 # --------------------------------------------------------------------------- files from a backup

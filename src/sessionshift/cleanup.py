@@ -30,10 +30,10 @@ import os
 import time
 from typing import Literal
 
-from . import formats, state
+from . import formats
 from .errors import SessionshiftError
 from .formats import FileSession, SessionFileError, SkippedEntry
-from .phasefile import read_phase
+from .phasefile import phase_path, read_phase
 from .phases import SPECS, Phase
 
 Scope = Literal["expired", "older", "all"]
@@ -73,19 +73,14 @@ class CleanupResult:
 
 def require_phase_redis(state_dir: str) -> None:
     """Raise CleanupRefused unless the phase file says phase 5 (``redis``)."""
-    path = state.state_path(state_dir, state.PHASE_FILE)
+    path = phase_path(state_dir)
     try:
-        document = state.read_json(path)
+        record = read_phase(state_dir)
     except (ValueError, OSError) as exc:
         raise CleanupRefused(f"cannot read the phase file ({exc}); removing every session file "
                              "needs phase 5 (redis) recorded there") from None
-    label = (document or {}).get("phase")
-    try:
-        phase = Phase.parse(label) if label is not None else None
-    except ValueError:
-        phase = None
-    if phase is None or SPECS[phase].reads_files:
-        now = f"phase {label!r}" if document else "no phase file (phase 1, file)"
+    if not record.exists or SPECS[record.phase].reads_files:
+        now = f"phase {record.phase.label!r}" if record.exists else "no phase file (phase 1, file)"
         raise CleanupRefused(
             f"refusing to remove all session files: {path} says {now}, not phase 5 (redis); "
             "until then a file may be the only copy of a session or the rollback's way back. "

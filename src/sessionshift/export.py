@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import multiprocessing
 import os
-import queue
 import stat
 import time
 from collections.abc import Iterator
@@ -54,11 +52,12 @@ from redis.exceptions import RedisError, ResponseError
 from . import defaults, exact, formats, options, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
 from .keys import KeyLayout
+from .phasefile import read_phase
 from .profile import resolve
 from .progress import Progress, ProgressCallback
-from .redisconn import RedisClient, RedisUnavailable, pipeline_with_script
+from .redisconn import RedisClient, RedisUnavailable, client_endpoint, pipeline_with_script
 from .store import EXPIRY_SCRIPT, absolute_expiry
-from .workers import resolve_workers
+from .workers import resolve_workers, run_groups
 
 DEFAULT_BATCH = defaults.BATCH_SIZE
 DEFAULT_MAX_ROUNDS = 5
@@ -361,79 +360,16 @@ class Exporter:
     def _run_forked(self, batches: Iterator[tuple[redis.Redis, list[bytes]]], workers: int) -> None:
         nodes = primary_clients(self.client)  # the same objects scan_batches yields
         node_index = {id(node): index for index, node in enumerate(nodes)}
-        # fork: the workers inherit the client (redis-py opens new connections
-        # in a child) and need no re-import; the queue bound keeps memory flat.
-        context = multiprocessing.get_context("fork")
-        tasks, results = context.Queue(maxsize=2 * workers), context.Queue()
-        processes = [context.Process(target=self._work, args=(nodes, tasks, results), daemon=True)
-                     for _ in range(workers)]
-        for process in processes:
-            process.start()
-        self._pending, finished = 0, False
-        try:
-            for node, keys in batches:
-                self._put(tasks, (node_index[id(node)], keys), results, processes)
-                self._pending += 1
-            for _ in processes:
-                self._put(tasks, None, results, processes)
-            while self._pending:
-                self._collect(results, processes, block=True)
-            finished = True
-        finally:
-            for process in processes:
-                if not finished:
-                    process.terminate()  # a failed run: the others would wait for tasks forever
-                process.join()
-            if not finished:
-                # Tasks still buffered for dead workers: without this, the queue's
-                # feeder thread is joined at exit and the process never ends.
-                tasks.cancel_join_thread()
-            tasks.close()
-            results.close()
+        # fork: the workers inherit the client (redis-py opens new connections in a
+        # child) and need no re-import; run_groups reads the scan as they go.
+        run_groups(((node_index[id(node)], keys) for node, keys in batches), workers,
+                   lambda _report: _ExportPass(self, nodes), on_progress=lambda _delta: None,
+                   on_group=self._merge, name="export")
 
-    def _put(self, tasks, task, results, processes) -> None:
-        """Queue a task, merging results meanwhile (a failed worker must not leave us waiting)."""
-        while True:
-            try:
-                tasks.put(task, timeout=0.2)
-                return
-            except queue.Full:
-                while self._pending and self._collect(results, processes, block=False):
-                    pass
-
-    def _collect(self, results, processes, block: bool) -> bool:
-        """Merge one worker's batch result; raise what a worker could not handle."""
-        try:
-            message = results.get(timeout=1.0) if block else results.get_nowait()
-        except queue.Empty:
-            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
-            if dead:
-                raise RuntimeError(f"an export worker died (exit code {dead[0]}); run the export "
-                                   "again (it is idempotent), with workers=1 to see the error") from None
-            return False
-        kind, payload, keys_seen = message
-        if kind == "redis":
-            raise RedisUnavailable("export worker", payload)
-        if kind == "os":
-            raise OSError(payload)
-        self.result.merge(payload)
-        self._pending -= 1
+    def _merge(self, _batch, outcome: tuple[ExportResult, int]) -> None:
+        counts, keys_seen = outcome
+        self.result.merge(counts)
         self._report(keys_seen)
-        return True
-
-    def _work(self, nodes: list[redis.Redis], tasks, results) -> None:
-        while (task := tasks.get()) is not None:
-            index, keys = task
-            self.result = ExportResult(self.session_dir, dry_run=self.dry_run)
-            try:
-                self._export_keys(nodes[index], keys)
-            except (RedisError, RedisUnavailable) as exc:
-                results.put(("redis", f"{type(exc).__name__}: {exc}", len(keys)))
-                return
-            except OSError as exc:
-                results.put(("os", str(exc), len(keys)))
-                return
-            results.put(("done", self.result, len(keys)))
 
     def _jobs(self, keys: list[bytes]) -> list[_Job]:
         jobs = []
@@ -486,14 +422,19 @@ class Exporter:
         return written
 
     def _write(self, job: _Job, value: bytes, expiry: int) -> bool:
-        # A stock key holds whatever format the app's Flask-Session wrote (msgpack, json, or a
-        # pre-0.7 pickle): read as Flask-Session reads it.
         fmt = self.stock_format if job.stock else self.format
         try:
             data = fmt.loads(value)  # also the check that lets an exact value be the payload
         except SessionValueError:
-            self._undecodable(job)
-            return False
+            if not job.stock:
+                self._undecodable(job)
+                return False
+            try:  # stock Flask-Session reads a pickled value too (its pre-0.7 format)
+                fmt = self.format if self.format.exact else formats.value_format("pickle", self.protocol)
+                data = fmt.loads(value)
+            except SessionValueError:
+                self._undecodable(job)
+                return False
         payload = fmt.file_payload(value, data)
         expected = formats.encode_cachelib(data, expiry, self.header_style, self.protocol, payload)
         path = os.path.join(self.session_dir, job.file_name)
@@ -537,6 +478,27 @@ class Exporter:
                 self.result.written -= 1  # counted again when it is rewritten
                 changed.append(job)
         return changed
+
+
+class _ExportPass:
+    """A forked worker's part of an export: fetch, decode and write one batch of keys at a time."""
+
+    def __init__(self, exporter: Exporter, nodes: list[redis.Redis]):
+        self.exporter, self.nodes = exporter, nodes
+
+    def run(self, batch: tuple[int, list[bytes]]) -> tuple[ExportResult, int]:
+        index, keys = batch
+        exporter = self.exporter
+        exporter.result = ExportResult(exporter.session_dir, dry_run=exporter.dry_run)  # this batch's counts
+        try:
+            exporter._export_keys(self.nodes[index], keys)
+        except RedisError as exc:
+            raise RedisUnavailable(client_endpoint(self.nodes[index]),
+                                   f"{type(exc).__name__}: {exc}") from None
+        return exporter.result, len(keys)
+
+    def close(self) -> None:
+        """Nothing to release: the worker's connections close when it exits."""
 
 
 def export_sessions(client: RedisClient, layout: KeyLayout, session_dir: str, *,
@@ -593,13 +555,11 @@ def record_export(state_dir: str, result: ExportResult, layout: KeyLayout) -> No
 def recorded_phase(state_dir: str) -> str | None:
     """The host's phase label from ``phase.json``, or None if absent or unreadable.
 
-    The phase file belongs to the session_phase module; it is read defensively
-    (only its ``"phase"`` field) because an export must still run on a host
-    whose phase file is damaged.
+    An export must still run on a host whose phase file is damaged: then the
+    phase is unknown (None), not an error.
     """
     try:
-        document = state.read_json(state.state_path(state_dir, state.PHASE_FILE))
+        record = read_phase(state_dir)
     except (ValueError, OSError):
         return None
-    phase = (document or {}).get("phase")
-    return str(phase) if phase is not None else None
+    return record.phase.label if record.exists else None

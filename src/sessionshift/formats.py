@@ -22,7 +22,6 @@ the cause, so a directory scan reports it and carries on.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import functools
@@ -40,6 +39,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from . import exact, safepickle
+from .atomicfile import write_atomic
 from .errors import SessionshiftError
 
 HeaderStyle = Literal["struct", "pickle"]
@@ -306,10 +306,30 @@ def read_session_file(path: str, *, prefix: str = DEFAULT_PREFIX,
     raw, info = _read_or_vanished(path)
     if kind == "seed":
         return _seed_session(path, file_name, raw, info, prefix, default_lifetime)
+    return _cachelib_session(path, file_name, raw, info)
+
+
+def read_live_file(path: str, now: float | None = None) -> FileSession | None:
+    """The cachelib session at *path*, or None if it is missing or expired: the interface's
+    read and the journal replay's, by a name they computed (so not checked, and the payload's
+    protocol is not worked out).
+
+    Corrupt and hostile files raise :class:`SessionFileError`.
+    """
+    try:
+        raw, info = read_regular_file(path)
+    except FileNotFoundError:
+        return None
+    session = _cachelib_session(path, os.path.basename(path), raw, info, with_protocol=False)
+    return None if session.expired(now) else session
+
+
+def _cachelib_session(path: str, file_name: str, raw: bytes, info: os.stat_result, *,
+                      with_protocol: bool = True) -> FileSession:
     expiry, data, style, offset = parse_cachelib_file(raw, path)
-    return FileSession(path=path, file_name=file_name, expiry=expiry, data=data,
-                       header_style=style, hash_name=detect_hash(file_name),
-                       size=len(raw), mtime=info.st_mtime, protocol=payload_protocol(raw[offset:]))
+    return FileSession(path=path, file_name=file_name, expiry=expiry, data=data, header_style=style,
+                       hash_name=detect_hash(file_name) or "sha256", size=len(raw), mtime=info.st_mtime,
+                       protocol=payload_protocol(raw[offset:]) if with_protocol else None)
 
 
 def _read_or_vanished(path: str) -> tuple[bytes, os.stat_result]:
@@ -420,93 +440,17 @@ def write_session_file(directory: str, file_name: str, data: dict, expiry: int, 
                        payload: bytes | None = None, content: bytes | None = None, mode: int = 0o600,
                        uid: int | None = None, gid: int | None = None,
                        mtime: float | None = None) -> str:
-    """Write one cachelib file atomically: readers see the old file or the whole new one.
-
-    The file is written unnamed (``O_TMPFILE``) and linked in under its name:
-    one directory operation when the session has no file yet, the common case
-    of an export, against two for a temporary name and a rename. An existing
-    file is replaced by linking under a temporary name and renaming over it.
-    Temporary names carry cachelib's own suffix, so a scan that meets one
-    skips it like cachelib does. File systems without ``O_TMPFILE`` (NFS...)
-    get a named temporary file.
+    """Write one cachelib file atomically (:mod:`.atomicfile`): readers see the old file or
+    the whole new one. Temporary names carry cachelib's own suffix, so a scan that meets
+    one skips it like cachelib does.
 
     *payload* is *data* already pickled; *content* the whole file already
     encoded (:func:`encode_cachelib`); either saves pickling *data* again.
     """
     if content is None:
         content = encode_cachelib(data, expiry, header_style, protocol, payload)
-    target = os.path.join(directory, file_name)
-    fd = None
-    if _PROC_FD:
-        with contextlib.suppress(OSError):  # not supported by this file system
-            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-    if fd is None:
-        tmp, fd = _create_temporary(directory)
-    else:
-        tmp = None
-    try:
-        _write_fully(fd, content)
-        if mode != 0o600:  # created 0600; an export writes many files
-            os.fchmod(fd, mode)
-        if uid is not None or gid is not None:
-            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-        if mtime is not None:
-            os.utime(fd, (mtime, mtime))
-        if tmp is None:
-            if _link_unnamed(fd, target):
-                return target
-            tmp = _link_unnamed_temporary(fd, directory)
-        os.replace(tmp, target)
-    except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    finally:
-        os.close(fd)
-    return target
-
-
-_PROC_FD = os.path.isdir("/proc/self/fd")  # how an O_TMPFILE file gets its name
-
-
-def _write_fully(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _link_unnamed(fd: int, path: str) -> bool:
-    """Give the O_TMPFILE file *fd* the name *path*; False if *path* exists.
-
-    Only linkat() with AT_SYMLINK_FOLLOW can link /proc's name of the file;
-    Python calls linkat() when given a dir fd, which an absolute path ignores.
-    """
-    try:
-        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
-    except FileExistsError:
-        return False
-    return True
-
-
-def _link_unnamed_temporary(fd: int, directory: str) -> str:
-    while True:
-        tmp = _temporary_name(directory)
-        if _link_unnamed(fd, tmp):
-            return tmp
-
-
-def _create_temporary(directory: str) -> tuple[str, int]:
-    while True:
-        tmp = _temporary_name(directory)
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            continue
-
-
-def _temporary_name(directory: str) -> str:
-    return os.path.join(directory, f".{os.urandom(8).hex()}{CACHELIB_TEMP_SUFFIX}")
+    return write_atomic(os.path.join(directory, file_name), content, mode=mode, uid=uid, gid=gid,
+                        mtime=mtime, temp_suffix=CACHELIB_TEMP_SUFFIX)
 
 
 # --------------------------------------------------------------------------- Redis values

@@ -235,9 +235,11 @@ def cutoff_passed(now: datetime.datetime, redis_only_since: datetime.datetime | 
 # --------------------------------------------------------------------------- from a host's state
 
 
-def _redis_only_since(phase_record: dict | None) -> datetime.datetime | None:
+def _redis_only_since(state_dir: str) -> datetime.datetime | None:
     """When files stopped being written on this host (the phase file's ``redis_only_since``)."""
-    when = (phase_record or {}).get("redis_only_since")
+    from .phasefile import read_phase
+
+    when = read_phase(state_dir).redis_only_since
     return datetime.datetime.fromisoformat(str(when)) if when else None
 
 
@@ -270,7 +272,7 @@ def evaluate(params: dict[str, Any], now: datetime.datetime) -> GateResult:
         return fallback_quiet(params["fallback_reads"], params["total_reads"], params["max_fallback_rate"],
                               int(params.get("min_requests", DEFAULT_MIN_REQUESTS)))
     if gate == "redis":
-        return cutoff_passed(now, _redis_only_since(record(state.PHASE_FILE)),
+        return cutoff_passed(now, _redis_only_since(state_dir),
                              params["session_lifetime"])
     raise ValueError(f"unknown gate {gate!r}")
 

@@ -170,7 +170,7 @@ class Journal:
         path = os.path.join(self.session_dir, file_name)
         for _attempt in range(5):
             before = _signature(path)
-            session = read_live_file(path)
+            session = formats.read_live_file(path)
             if session is None:
                 store.app_delete(file_name)
                 outcome = "deleted"
@@ -203,23 +203,6 @@ def replay_host(state_dir: str, session_dir: str, redis: RedisSettings | dict, *
     return Journal(state_dir, session_dir).replay(store, serializer=settled.serializer,
                                                   protocol=settled.pickle_protocol,
                                                   remove_file_after=not SPECS[phase].writes_file)
-
-
-def read_live_file(path: str, now: float | None = None) -> formats.FileSession | None:
-    """A cachelib session file, or None if it is missing or expired.
-
-    Corrupt and hostile files raise :class:`formats.SessionFileError`.
-    """
-    try:
-        raw, stat = formats.read_regular_file(path)
-    except FileNotFoundError:
-        return None
-    expiry, data, style = formats.parse_cachelib_bytes(raw, path)
-    name = os.path.basename(path)
-    session = formats.FileSession(path=path, file_name=name, expiry=expiry, data=data,
-                                  header_style=style, hash_name=formats.detect_hash(name) or "sha256",
-                                  size=len(raw), mtime=stat.st_mtime)
-    return None if session.expired(now) else session
 
 
 def _discard(path: str) -> None:

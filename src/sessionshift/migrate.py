@@ -53,7 +53,7 @@ from .redisconn import (
     explain,
 )
 from .shares import SHARES, groups, iter_entries
-from .store import SessionStore
+from .store import CopyResult, SessionStore
 from .workers import resolve_workers, run_groups
 
 DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
@@ -220,23 +220,10 @@ class _Pass:
     def _probe(self, batch: list[tuple[str, bytes, int]]) -> list[str]:
         """What copy_many_if_absent would do, read-only (check mode / --dry-run)."""
         layout, now = self.store.layout, time.time()
-        with self.store.client.pipeline(transaction=False) as pipe:
-            for file_name, _value, _expiry in batch:
-                pipe.exists(layout.session_key(file_name))
-                pipe.exists(layout.tombstone_key(file_name))
-            answers = pipe.execute()
-        outcomes = []
-        for index, (_file_name, _value, expiry) in enumerate(batch):
-            key_exists, tombstoned = answers[2 * index], answers[2 * index + 1]
-            if expiry and expiry <= now:
-                outcomes.append("expired")
-            elif tombstoned:
-                outcomes.append("tombstoned")
-            elif key_exists:
-                outcomes.append("exists")
-            else:
-                outcomes.append("would_write")
-        return outcomes
+        found = self.store.would_copy([(layout.session_key(name), True) for name, _value, _expiry in batch])
+        return ["expired" if expiry and expiry <= now else
+                "would_write" if outcome is CopyResult.WRITTEN else outcome.value
+                for (_file_name, _value, expiry), outcome in zip(batch, found, strict=True)]
 
     def _with_retry(self, operation: Callable[[], Any]) -> Any:
         """Run one batch, retrying while Redis is briefly away (restart, failover).

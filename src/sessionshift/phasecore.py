@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 from . import formats, metrics
 from .appconfig import InterfaceConfig
 from .errors import SessionshiftError
-from .journal import Journal, ReplayResult, read_live_file
+from .formats import read_live_file
+from .journal import Journal, ReplayResult
 from .keys import KeyLayout
 from .phasefile import PhaseWatcher
 from .phases import SPECS, Phase, PhaseSpec

@@ -260,6 +260,14 @@ def _refuse_plain_server(settings: RedisSettings) -> None:
                                "in-transit encryption) and keep rediss://")
 
 
+def client_endpoint(client: redis.Redis) -> str:
+    """``rediss://host:port`` of a plain client, as :attr:`RedisSettings.endpoint` names it."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
 def explain(exc: BaseException, settings: RedisSettings) -> RedisUnavailable:
     """Turn a redis-py / ssl / socket error into a one-line cause with a fix."""
     endpoint = settings.endpoint

@@ -15,14 +15,13 @@ so a reader never sees half a file, whoever writes it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-import tempfile
 from typing import Any
 
 from . import defaults
+from .atomicfile import write_atomic
 
 DEFAULT_STATE_DIR = defaults.STATE_DIR
 
@@ -55,21 +54,9 @@ def read_json(path: str) -> dict[str, Any] | None:
 
 def write_json(path: str, value: dict[str, Any], mode: int = 0o644) -> None:
     """Write *value* to *path* atomically."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    text = json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomic(path, text.encode("utf-8"), mode=mode, durable=True)
 
 
 def state_path(state_dir: str, name: str) -> str:

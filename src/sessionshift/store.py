@@ -297,6 +297,33 @@ class SessionStore:
                 results[index] = CopyResult(_BATCH_CODES[code])
         return results
 
+    def copy_keys_if_absent(self, items: list[tuple[str, bytes, int]]) -> list[CopyResult]:
+        """Keys that are not sessions (tombstones, stock keys) put back by the restore, pipelined:
+        ``(key, value, absolute expiry in ms or 0)``, never over an existing key."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, value, expiry_ms in items:
+            if expiry_ms:
+                pipe.set(key, value, nx=True, pxat=expiry_ms)
+            else:
+                pipe.set(key, value, nx=True)
+        return [CopyResult.WRITTEN if done else CopyResult.EXISTS for done in pipe.execute()]
+
+    def would_copy(self, items: list[tuple[str, bool]]) -> list[CopyResult]:
+        """What copying each ``(key, is a session key)`` would do, from EXISTS alone (writes
+        nothing; check mode and dry runs). A session key's tombstone is asked first, as the
+        copy script does; expiries are the caller's to check."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, session in items:
+            pipe.exists(key)
+            pipe.exists(self.layout.tombstone_key(self.layout.parse(key).file_name) if session else key)
+        replies = pipe.execute()
+        results = []
+        for index, (_key, session) in enumerate(items):
+            exists, tombstoned = replies[2 * index], replies[2 * index + 1]
+            results.append(CopyResult.TOMBSTONED if session and tombstoned else
+                           CopyResult.EXISTS if exists else CopyResult.WRITTEN)
+        return results
+
     # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
     def get_stock(self, sid: str) -> bytes | None:
         return self.client.get(self.layout.stock_key(sid))

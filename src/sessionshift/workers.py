@@ -14,10 +14,11 @@ fork, not spawn: the workers need no re-import (an Ansible module's
 from __future__ import annotations
 
 import collections
+import itertools
 import multiprocessing
 import os
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from .redisconn import RedisUnavailable
@@ -47,10 +48,13 @@ class GroupPass(Protocol):
 StartPass = Callable[[Report], GroupPass]
 
 
-def run_groups(work: Sequence[tuple[int, ...]], workers: int, start_pass: StartPass, *,
-               on_progress: Report, on_group: Callable[[tuple[int, ...], Any], None],
-               name: str) -> None:
+def run_groups(work: Iterable[Any], workers: int, start_pass: StartPass, *,
+               on_progress: Report, on_group: Callable[[Any, Any], None], name: str) -> None:
     """Run every group of *work* in *workers* forked processes (in this one when workers is 1).
+
+    *work* may be a generator (the export's scan): it is read in this process
+    while the workers run, at most ``2 * workers`` groups ahead of them, so
+    memory stays flat however long it is.
 
     Raises the first worker's :class:`RedisUnavailable` and ``OSError`` (an
     unreadable directory...) as they were, any other failure as a RuntimeError
@@ -60,62 +64,84 @@ def run_groups(work: Sequence[tuple[int, ...]], workers: int, start_pass: StartP
     if workers <= 1:
         one_pass = start_pass(on_progress)
         try:
-            for shares in work:
-                on_group(shares, one_pass.run(shares))
+            for group in work:
+                on_group(group, one_pass.run(group))
         finally:
             one_pass.close()
         return
     context = multiprocessing.get_context("fork")
-    tasks, results = context.Queue(), context.Queue()
-    for shares in work:
-        tasks.put(shares)
-    for _ in range(workers):
-        tasks.put(None)
+    tasks, results = context.Queue(maxsize=2 * workers), context.Queue()
     processes = [context.Process(target=_worker, name=f"sessionshift-{name}-{index}",
                                  args=(index, os.getpid(), start_pass, tasks, results), daemon=True)
                  for index in range(workers)]
     for process in processes:
         process.start()
-    running, failure = workers, None
+    pool = _Pool(name, processes, results, on_progress, on_group)
     try:
-        while running:
-            try:
-                message = results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead and failure is None:
-                    failure = RuntimeError(f"{name} worker {dead[0].name} died with exit code "
-                                           f"{dead[0].exitcode}")
-                if failure is not None:
-                    break
-                continue
-            kind = message[0]
-            if kind == "progress":
-                on_progress(message[1])
-            elif kind == "group":
-                on_group(message[1], message[2])
-            elif kind == "exit":
-                running -= 1
-            elif kind == "redis" and failure is None:
-                failure = RedisUnavailable(*message[1:])
-            elif kind == "os" and failure is None:
-                failure = OSError(*message[1:])
-            elif kind == "crash" and failure is None:
-                failure = RuntimeError(f"{name} worker failed: {message[1]}")
-            if failure is not None:
-                break  # stop at the first failure; finished groups are already reported
+        for group in itertools.chain(work, [None] * workers):  # None: the worker's signal to exit
+            while pool.failure is None and not _put(tasks, group):
+                while pool.failure is None and pool.receive(block=False):
+                    pass  # a full queue: take results meanwhile, or a dead worker would block us
+            if pool.failure is not None:
+                break
+        while pool.running and pool.failure is None:
+            pool.receive(block=True)
     finally:
         for process in processes:
-            if process.is_alive() and failure is not None:
+            if process.is_alive() and pool.failure is not None:
                 process.terminate()
         for process in processes:
             process.join(10)
-        if failure is not None:
+        if pool.failure is not None:
             tasks.cancel_join_thread()  # groups left for dead workers: never wait to flush them
         tasks.close()
         results.close()
-    if failure is not None:
-        raise failure
+    if pool.failure is not None:
+        raise pool.failure
+
+
+def _put(tasks, group) -> bool:
+    try:
+        tasks.put(group, timeout=0.2)
+    except queue.Full:
+        return False
+    return True
+
+
+class _Pool:
+    """The parent's side: the workers' messages, and the first failure among them."""
+
+    def __init__(self, name: str, processes, results, on_progress: Report,
+                 on_group: Callable[[Any, Any], None]):
+        self.name, self.processes, self.results = name, processes, results
+        self.on_progress, self.on_group = on_progress, on_group
+        self.running, self.failure = len(processes), None
+
+    def receive(self, block: bool) -> bool:
+        """Handle one message; False when none came (then a dead worker is a failure)."""
+        try:
+            message = self.results.get(timeout=1.0) if block else self.results.get_nowait()
+        except queue.Empty:
+            dead = [p for p in self.processes if p.exitcode not in (None, 0)]
+            if dead and self.failure is None:
+                self.failure = RuntimeError(f"{self.name} worker {dead[0].name} died with exit code "
+                                            f"{dead[0].exitcode}; run it again with workers=1 to see why")
+            return False
+        kind = message[0]
+        if kind == "progress":
+            self.on_progress(message[1])
+        elif kind == "group":
+            self.on_group(message[1], message[2])
+        elif kind == "exit":
+            self.running -= 1
+        elif self.failure is None:  # stop at the first failure; finished groups are already reported
+            if kind == "redis":
+                self.failure = RedisUnavailable(*message[1:])
+            elif kind == "os":
+                self.failure = OSError(*message[1:])
+            else:
+                self.failure = RuntimeError(f"{self.name} worker failed: {message[1]}")
+        return True
 
 
 # Messages from workers: ("progress", delta), ("group", shares, result),

@@ -53,7 +53,7 @@ import uuid
 
 import msgspec
 
-from sessionshift import formats, journal
+from sessionshift import formats
 
 FORBIDDEN = [("os", "system"), ("posix", "system"), ("builtins", "eval"), ("builtins", "exec"),
              ("builtins", "getattr"), ("builtins", "__import__"), ("subprocess", "Popen"),
@@ -356,7 +356,7 @@ def run_one(kind: str, raw: bytes, tmpdir: str, through_files: bool) -> str:
         path = os.path.join(tmpdir, name)
         with open(path, "wb") as handle:
             handle.write(raw)
-        for read in (lambda: formats.read_session_file(path), lambda: journal.read_live_file(path),
+        for read in (lambda: formats.read_session_file(path), lambda: formats.read_live_file(path),
                      lambda: formats.read_entry("session", name, path)):
             try:
                 read()

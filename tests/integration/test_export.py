@@ -10,11 +10,13 @@ import time
 
 import pytest
 from cachelib.file import FileSystemCache
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sessionshift import formats, profile, state
+from sessionshift import export, formats, profile, state
 from sessionshift.export import export_sessions, fetch_with_expiry
 from sessionshift.keys import KeyLayout
 from sessionshift.profile import ProfileConflict
+from sessionshift.redisconn import RedisUnavailable
 from sessionshift.store import SessionStore
 
 pytestmark = pytest.mark.integration
@@ -350,6 +352,20 @@ def test_a_write_error_in_a_worker_stops_the_run_with_the_cause(redis_client, se
     monkeypatch.setattr(formats, "write_session_file", refuse)
     with pytest.raises(OSError, match="Permission denied"):
         export_sessions(redis_client, store.layout, session_dir, workers=workers, batch_size=10)
+
+
+def test_a_redis_failure_in_an_export_worker_names_the_endpoint(redis_client, redis_server, session_dir,
+                                                                  monkeypatch):
+    store = SessionStore(redis_client, KeyLayout())
+    _fill(store, 50, 0)
+
+    def reset(*_args, **_kwargs):  # the workers' fetches fail; the scan in this process does not
+        raise RedisConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(export, "fetch_with_expiry", reset)
+    with pytest.raises(RedisUnavailable, match="Connection reset by peer") as caught:
+        export_sessions(redis_client, store.layout, session_dir, workers=2, batch_size=10)
+    assert caught.value.endpoint == redis_server.settings().endpoint
 
 
 def test_a_symlink_or_fifo_under_a_session_name_is_replaced_not_followed(redis_client, session_dir, tmp_path):

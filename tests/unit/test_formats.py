@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sessionshift import exact, formats, safepickle
+from sessionshift import atomicfile, exact, formats, safepickle
 from sessionshift.formats import SessionFileError, SkippedEntry
 
 # Values a Flask session realistically holds (what both serializers can carry).
@@ -196,7 +196,7 @@ def test_decode_value_errors_are_clear():
 
 @pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named temporary"])
 def test_write_session_file_creates_and_replaces_atomically(tmp_path, monkeypatch, unnamed):
-    monkeypatch.setattr(formats, "_PROC_FD", unnamed and formats._PROC_FD)
+    monkeypatch.setattr(atomicfile, "_PROC_FD", unnamed and atomicfile._PROC_FD)
     name = formats.session_file_name("m")
     path = formats.write_session_file(str(tmp_path), name, {"a": 1}, 5, mode=0o640, mtime=1_000_000)
     assert oct(os.stat(path).st_mode & 0o777) == "0o640" and os.stat(path).st_mtime == 1_000_000
@@ -215,8 +215,8 @@ def test_write_session_file_leaves_nothing_when_the_write_fails(tmp_path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(formats.os, "write", disk_full)
-    for proc_fd in (formats._PROC_FD, False):
-        monkeypatch.setattr(formats, "_PROC_FD", proc_fd)
+    for proc_fd in (atomicfile._PROC_FD, False):
+        monkeypatch.setattr(atomicfile, "_PROC_FD", proc_fd)
         with pytest.raises(OSError, match="No space"):
             formats.write_session_file(str(tmp_path), name, {"new": True}, 0)
     monkeypatch.undo()

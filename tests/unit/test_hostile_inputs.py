@@ -15,8 +15,7 @@ import msgspec
 import pytest
 
 from sessionshift import formats, safepickle
-from sessionshift.formats import SessionFileError, SessionValueError
-from sessionshift.journal import read_live_file
+from sessionshift.formats import SessionFileError, SessionValueError, read_live_file
 from tests.support import hostile
 
 NAME = formats.session_file_name("planted")
