@@ -55,16 +55,18 @@ class PhaseSpec:
     # Where a save goes, in this order: the file first, so that what a failed Redis write
     # journals is already on disk.
     writes_to: tuple[str, ...]
-    journals: bool  # a failed Redis write is journaled and replayed, not the request's failure
-    shadow_reads: bool  # sampled reads of Redis that only count mismatches with the file
-    promotes_file_reads: bool  # a session found only in a file is copied to Redis
-    waits_for_replicas: bool  # an app write waits for SESSIONSHIFT_WAIT_REPLICAS replicas (WAIT)
-    retires_files: bool  # a session saved to Redis loses its (older) file
-    writes_tombstones: bool  # a logout leaves a tombstone that copies (backfill, promotion, restore) respect
-    emergency_file_fallback: bool  # with the option on, a Redis failure falls back to the file (journaled)
-    moves_to_stock_keys: bool  # with the option on, sessions move to stock Flask-Session keys
     gate: str  # what must be true before moving forward INTO this phase
     summary: str
+    # What else the phase does; a row names only what it does.
+    journals: bool = False  # a failed Redis write is journaled and replayed, not the request's failure
+    shadow_reads: bool = False  # sampled reads of Redis that only count mismatches with the file
+    promotes_file_reads: bool = False  # a session found only in a file is copied to Redis
+    waits_for_replicas: bool = False  # an app write waits for SESSIONSHIFT_WAIT_REPLICAS replicas (WAIT)
+    retires_files: bool = False  # a session saved to Redis loses its (older) file
+    writes_tombstones: bool = False  # a logout leaves a tombstone that copies (backfill, promotion,
+    #                                  restore) respect
+    emergency_file_fallback: bool = False  # with the option on, a Redis failure falls back to the file
+    moves_to_stock_keys: bool = False  # with the option on, sessions move to stock Flask-Session keys
 
     @property
     def writes_file(self) -> bool:
@@ -91,37 +93,32 @@ class PhaseSpec:
 
 SPECS: dict[Phase, PhaseSpec] = {
     Phase.FILE: PhaseSpec(
-        Phase.FILE, reads_from=("file",), writes_to=("file",), journals=False, shadow_reads=False,
-        promotes_file_reads=False, waits_for_replicas=False, retires_files=False,
-        writes_tombstones=False, emergency_file_fallback=False, moves_to_stock_keys=False,
+        Phase.FILE, reads_from=("file",), writes_to=("file",),
         gate="none",
         summary="files only, as before the migration"),
     Phase.DUAL_WRITE: PhaseSpec(
-        Phase.DUAL_WRITE, reads_from=("file",), writes_to=("file", "redis"), journals=True,
-        shadow_reads=True, promotes_file_reads=False, waits_for_replicas=False, retires_files=False,
-        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=False,
+        Phase.DUAL_WRITE, reads_from=("file",), writes_to=("file", "redis"),
+        journals=True, shadow_reads=True, writes_tombstones=True,
         gate="Redis reachable over TLS with AUTH; no alarm in ALARM",
         summary="write file then Redis (failed Redis writes journaled); read file"),
     # From here Redis is read first, so a write no replica confirmed is not called saved
     # (phase 3 journals it: its file is read until the replay).
     Phase.REDIS_READ: PhaseSpec(
-        Phase.REDIS_READ, reads_from=("redis", "file"), writes_to=("file", "redis"), journals=True,
-        shadow_reads=False, promotes_file_reads=True, waits_for_replicas=True, retires_files=False,
-        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=False,
+        Phase.REDIS_READ, reads_from=("redis", "file"), writes_to=("file", "redis"),
+        journals=True, promotes_file_reads=True, waits_for_replicas=True, writes_tombstones=True,
         gate="backfill complete; validation consistency >= threshold (default 100%)",
         summary="write Redis and file; read Redis, else file (and copy it to Redis)"),
     Phase.REDIS_ONLY: PhaseSpec(
-        Phase.REDIS_ONLY, reads_from=("redis", "legacy_file"), writes_to=("redis",), journals=False,
-        shadow_reads=False, promotes_file_reads=True, waits_for_replicas=True, retires_files=True,
-        writes_tombstones=True, emergency_file_fallback=True, moves_to_stock_keys=False,
+        Phase.REDIS_ONLY, reads_from=("redis", "legacy_file"), writes_to=("redis",),
+        promotes_file_reads=True, waits_for_replicas=True, retires_files=True, writes_tombstones=True,
+        emergency_file_fallback=True,
         gate="fallback-read rate near zero over the watch window",
         summary="write Redis only (file only in emergency fallback); read Redis, else legacy file"),
     # Phase 5 still leaves tombstones: during the flip phase-4 workers promote legacy files,
     # and a restore from backup copies sessions back; neither may revive a logout.
     Phase.REDIS: PhaseSpec(
-        Phase.REDIS, reads_from=("redis",), writes_to=("redis",), journals=False, shadow_reads=False,
-        promotes_file_reads=False, waits_for_replicas=True, retires_files=False,
-        writes_tombstones=True, emergency_file_fallback=False, moves_to_stock_keys=True,
+        Phase.REDIS, reads_from=("redis",), writes_to=("redis",),
+        waits_for_replicas=True, writes_tombstones=True, moves_to_stock_keys=True,
         gate="cutoff passed: the longest session lifetime since phase 4 began",
         summary="Redis only; file sessions retired and cleaned"),
 }
