@@ -2,7 +2,8 @@
 
 Real parts on loopback, each on a free port: redis-server with TLS and ACLs (one server or a
 three-shard cluster, ``redis_server``, certificates from ``tlsca``), a moto server standing in
-for AWS over HTTP (``moto_server``), the example app under gunicorn (``gunicorn_app``), a TCP
+for AWS over HTTP (``moto_server``, with ``alarm_evaluator`` doing the alarm evaluation moto
+does not do), the example app under gunicorn (``gunicorn_app``), a TCP
 forwarder standing in for a movable endpoint (``tcp_forwarder``), and the whole local rollout
 stack driven by the real playbooks (``local_stack``, on inventories/local's fixed ports).
 

@@ -2,7 +2,7 @@
 
 The alarms are the ones roles/cloudwatch_alarms creates (run through ansible-playbook), so
 the names, namespace, dimension and statistic the publisher sends are checked against what
-the alarms read. moto does not evaluate alarms; tests/support/alarm_evaluator.py does what
+the alarms read. moto does not evaluate alarms; devstack/alarm_evaluator.py does what
 CloudWatch's evaluation does, from the published data and the alarm's own definition.
 """
 
@@ -20,13 +20,13 @@ import boto3
 import pytest
 import requests
 
+from devstack.alarm_evaluator import apply_alarm_role, evaluate
 from devstack.gunicorn_app import GunicornApp
 from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
 from devstack.redis_server import RedisServer
 from sessionshift import state
 from sessionshift.metrics import gate_summary
 from sessionshift.metrics_publisher import CLOUDWATCH_NAMESPACE, Publisher, http_scraper
-from tests.support.alarm_evaluator import apply_alarm_role, evaluate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOST = "app-under-test"

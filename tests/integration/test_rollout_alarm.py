@@ -8,7 +8,7 @@ users (idle since phase 1) looked up by their sids at the end.
 1. Rollback on alert, end to end: the fleet in phase 3; the Redis primary stalls (SIGSTOP)
    for a few seconds, so session writes fail (journaled, counted); each host's publisher
    sends SessionWriteErrors to moto; the host's alarm (made by roles/cloudwatch_alarms)
-   evaluates to ALARM (tests/support/alarm_evaluator: moto does not evaluate alarms); the
+   evaluates to ALARM (devstack.alarm_evaluator: moto does not evaluate alarms); the
    watcher, deployed by roles/alarm_watch and run with the command line its unit runs,
    rolls the fleet back once (rollback.yml, with the vault secret a vaulted host_vars file
    needs, under the stack's rollout lock); the fault comes back within the incident and an
@@ -36,11 +36,7 @@ import time
 import boto3
 import pytest
 
-from devstack.local_stack import ROOT, LocalStack
-from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
-from sessionshift import phasefile
-from tests.load.live_flip import make_stack_dir, seeded_users
-from tests.support.alarm_evaluator import (
+from devstack.alarm_evaluator import (
     apply_alarm_role,
     apply_role,
     evaluating,
@@ -49,6 +45,10 @@ from tests.support.alarm_evaluator import (
     stall_redis,
     subscribe_queue,
 )
+from devstack.local_stack import ROOT, LocalStack
+from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
+from sessionshift import phasefile
+from tests.load.live_flip import make_stack_dir, seeded_users
 from tools.usersim import Simulation, Tally, check_seeded_sessions
 
 # The stack, three forward playbooks and a rollback: over pytest-timeout's 600 s default here.
