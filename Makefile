@@ -31,7 +31,7 @@ $(BIN)/.installed: pyproject.toml
 
 setup: system-deps $(BIN)/.installed  ## venv with sessionshift and the pinned tools
 
-demo: setup  ## the whole rollout (phase 1 to 5 and a rollback) on local Redis and moto
+demo: setup  ## the whole rollout (phase 1 to 5, a rollback on alert, a rollback drill) on local Redis and moto
 	$(BIN)/python tools/demo.py
 
 unit: setup
