@@ -48,7 +48,7 @@ from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import KeyLayout
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
-from .store import CopyResult, SessionStore
+from .store import CopyResult, SessionStore, stock_keys_current
 
 FORMAT_NAME = "sessionshift-backup"
 FORMAT_VERSION = 1
@@ -141,8 +141,12 @@ def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
                   progress: ProgressCallback | None) -> Iterator[tuple[bytes, str]]:
     started, seen = time.monotonic(), 0
     options.at_least("batch_size", batch_size, 1)
+    # Stock keys of a generation that never moved sessions there predate the last return to
+    # file (KeyLayout.stock_moved_key): restored, they could bring back a logged-out session.
+    stock_current = stock_keys_current(client, layout)
     for node, keys in scan_batches(client, layout.all_pattern, batch_size):
-        parsed = [(key.decode(), kind.kind) for key in keys if (kind := layout.parse(key))]
+        parsed = [(key.decode(), kind.kind) for key in keys
+                  if (kind := layout.parse(key)) and (kind.kind != "stock" or stock_current)]
         fetched = fetch_with_expiry(node, [key for key, _kind in parsed], millis=True,
                                     scripted=not is_cluster(client))
         for (key, kind), (value, expiry) in zip(parsed, fetched, strict=True):
@@ -275,6 +279,10 @@ def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_B
     manifest = verify_backup(src)
     store = SessionStore(client, _layout(src, manifest))
     result = RestoreResult(src, dry_run=dry_run, manifest=manifest)
+    if (manifest.get("counts") or {}).get("stock") and store.layout.generation and not dry_run:
+        # The backup holds stock keys only when their generation had moved sessions there:
+        # the marker comes back first, or the restored stock keys would never be read.
+        client.set(store.layout.stock_moved_key, b"1")
     started, done = time.monotonic(), 0
     entries = _entries(src)
     while True:

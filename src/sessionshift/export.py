@@ -56,7 +56,7 @@ from .phasefile import read_phase
 from .profile import resolve
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient, RedisUnavailable, client_endpoint, pipeline_with_script
-from .store import EXPIRY_SCRIPT, absolute_expiry
+from .store import EXPIRY_SCRIPT, absolute_expiry, stock_keys_current
 from .workers import resolve_workers, run_groups
 
 DEFAULT_BATCH = defaults.BATCH_SIZE
@@ -330,6 +330,9 @@ class Exporter:
 
     def run(self, workers: int = 1) -> ExportResult:
         self.result.started_at = state.utc_now()
+        # Stock keys count only in a generation that moved sessions there (phase 5); any other
+        # is older than the host's last return to file and may belong to a logged-out user.
+        self.stock_current = stock_keys_current(self.client, self.layout)
         self._started, self._seen = time.monotonic(), 0
         # One SCAN over the whole prefix finds hashed, stock and tombstone keys
         # at once; a second SCAN for the hashed pattern would read them twice.
@@ -383,6 +386,8 @@ class Exporter:
                 jobs.append(_Job(self.layout.session_key(parsed.file_name), parsed.file_name, True))
             else:
                 stock = parsed.kind == "stock"
+                if stock and not self.stock_current:
+                    continue
                 jobs.append(_Job(raw_key.decode(), parsed.file_name, stock, stock))
         return jobs
 

@@ -80,6 +80,17 @@ class KeyLayout:
         """Stock Flask-Session's Redis key for *sid*."""
         return f"{self.prefix}{sid}"
 
+    @property
+    def stock_moved_key(self) -> str:
+        """Set when this generation first moved a session to its stock key (phase 5).
+
+        A stock key carries no generation (stock Flask-Session reads it), so this marker is
+        what ties stock keys to a generation after the first: without it, every stock key is
+        older than the host's last return to ``file`` and is never read, moved back, exported
+        or backed up (store.stock_keys_current; generation 0 was never retired). Its braces
+        keep :meth:`parse` from taking it for a stock session."""
+        return f"{self.prefix}{self._space}stock:{{moved}}"
+
     def session_key_for_sid(self, sid: str) -> str:
         return self.session_key(self.file_name(sid))
 

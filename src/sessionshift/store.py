@@ -144,6 +144,17 @@ return table.concat(outcomes)
 _BATCH_CODES = {"w": "written", "e": "exists", "t": "tombstoned"}
 
 
+def stock_keys_current(client: RedisClient, layout: KeyLayout) -> bool:
+    """Whether stock keys belong to *layout*'s generation, so may be read, moved back, exported.
+
+    Generation 0 has never been retired (a return to ``file`` moves the next use to 1 or
+    more), so its stock keys are current: an app adopted straight into phase 5, or a first
+    rollout. In a later generation only the marker its first phase-5 move set says so (see
+    KeyLayout.stock_moved_key); without it every stock key predates the return to ``file``.
+    """
+    return layout.generation == 0 or bool(client.exists(layout.stock_moved_key))
+
+
 @dataclasses.dataclass
 class SessionStore:
     """Session reads and writes for one key layout on one Redis (standalone or cluster)."""
@@ -158,6 +169,7 @@ class SessionStore:
         self._app_write_script = self.client.register_script(_APP_WRITE)
         self._app_delete_script = self.client.register_script(_APP_DELETE)
         self._no_replica_until = 0.0
+        self._stock_moved = False
         self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
         self._copy_many_script = self.client.register_script(_COPY_MANY_IF_ABSENT)
         self._expiry_script = self.client.register_script(EXPIRY_SCRIPT)
@@ -326,10 +338,22 @@ class SessionStore:
 
     # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
     def get_stock(self, sid: str) -> bytes | None:
+        """The stock key's value, if this generation moved sessions there (else None: any stock
+        key is from before the host's last return to ``file``, see KeyLayout.stock_moved_key)."""
+        if not self.stock_moved():
+            return None
         return self.client.get(self.layout.stock_key(sid))
+
+    def stock_moved(self) -> bool:
+        if not self._stock_moved:  # once true, it stays true for the generation's life
+            self._stock_moved = stock_keys_current(self.client, self.layout)
+        return self._stock_moved
 
     def write_stock(self, sid: str, value: bytes, expiry: int) -> None:
         """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
+        if not self._stock_moved:  # the marker first: no reader may see this key without it
+            self.client.set(self.layout.stock_moved_key, b"1")
+            self._stock_moved = True
         key = self.layout.stock_key(sid)
         self._run_and_wait(self._app_write_script, [key], [value, expiry])  # no tombstone in phase 5
 

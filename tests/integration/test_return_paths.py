@@ -19,6 +19,7 @@ import time
 import pytest
 
 from sessionshift import cli, formats, gates, phasefile, validate
+from sessionshift.backup import create_backup, verify_backup
 from sessionshift.keys import KeyLayout
 
 from .test_interface import JSON, Env, login, translate, view
@@ -168,3 +169,31 @@ def test_from_phase_4_with_redis_gone_the_files_come_from_the_last_backup(env):
     finally:
         env.server.resume()
     assert phasefile.read_phase(env.state_dir).phase.label == "file"
+
+
+def test_a_phase_5_stock_key_never_brings_a_session_back_after_a_return_to_file(env):
+    """Phase 5 moves sessions to stock keys, which carry no generation. Back to file, a logout
+    there removes the file only; the stock key must not log that cookie in again afterwards."""
+    client = env.app(SESSIONSHIFT_MOVE_TO_STOCK_KEYS=True).test_client()
+    login(client, "alice")
+    old_cookie = client.get_cookie("session").value
+    env.step("dual_write")
+    assert env.tool("migrate", "--workers", "1") == 0
+    env.step("redis_read", "redis_only", "redis")
+    translate(client, "in phase 5")  # moved to the stock key
+    assert view(client).headers["X-Session-Source"] == "stock"
+    env.step("redis_only")
+    assert env.tool("export", "--workers", "1") == 0  # step_back.yml's export out of phase 4
+    env.step("redis_read", "dual_write", "file")
+    client.post("/logout", headers=JSON)  # phase 1: the file goes; Redis cannot be touched
+    env.step("dual_write")  # a new generation
+    env.backfill_and_validate()
+    backup = os.path.join(str(env.tmp_path), "phase4.backup")
+    for phase in ("redis_read", "redis_only"):  # phases 3 and 4 move a stock key back on a miss
+        env.step(phase)
+        client.set_cookie("session", old_cookie)
+        assert view(client).json["logged_in"] is False, f"logged in again from the stock key in {phase}"
+    create_backup(env.redis, env.layout.in_generation(phasefile.read_phase(env.state_dir).generation), backup)
+    assert verify_backup(backup)["counts"]["stock"] == 0  # nor kept for a restore to bring back
+    assert env.tool("export", "--workers", "1") == 0  # nor written back to a file
+    assert not os.path.exists(os.path.join(env.session_dir, env.layout.file_name(old_cookie)))
