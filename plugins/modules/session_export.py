@@ -84,6 +84,8 @@ options:
         backup (a C(session_backup) file on this host) instead of from Redis. No Redis is contacted.
       - A file changed after the backup was taken (the emergency file fallback wrote it) is kept; a backed-up
         tombstone removes its session's file; what was written to Redis alone after the backup is lost.
+      - That loss is counted from this host's ledger of phase-4/5 writes (C(ledger/) in O(state_dir)), and the
+        logouts made after the backup are applied (see RV(after_backup)).
       - Recorded in C(export.json) with C(source), so the host may then step back to redis_read.
     type: path
 extends_documentation_fragment:
@@ -204,6 +206,16 @@ phase:
   returned: always
   type: str
   sample: redis_only
+after_backup:
+  description:
+    - With O(from_backup) only. What Redis acknowledged after the backup started, from this host's ledger.
+    - C(since) when the backup started, C(ledger) false when this host recorded no phase-4/5 write (nothing
+      could be counted), C(lost_sessions) created since (not in the backup, lost), C(older_sessions) written
+      since (back at the backup's value), C(logouts_kept) logouts since (their files removed).
+  returned: when O(from_backup) is set
+  type: dict
+  sample: {since: "2026-11-28T18:00:02+00:00", ledger: true, lost_sessions: 3, older_sessions: 12,
+           logouts_kept: 1}
 finished_at:
   description: When the export finished (ISO 8601, UTC).
   returned: always
@@ -232,7 +244,7 @@ from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshif
 
 try:
     from sessionshift import state
-    from sessionshift.backup import BackupError, files_from_backup
+    from sessionshift.backup import BackupError, files_from_backup, loss_summary
     from sessionshift.export import export_sessions
     from sessionshift.options import file_mode
 except ImportError:
@@ -324,10 +336,9 @@ def _from_backup(module, params, mode):
     module.exit_json(
         changed=result.changed, written=result.written, unchanged=result.unchanged, removed=result.removed,
         expired=result.expired, source=result.source, finished_at=result.finished_at,
-        record=state.state_path(params["state_dir"], state.EXPORT_FILE),
+        after_backup=result.after_backup, record=state.state_path(params["state_dir"], state.EXPORT_FILE),
         msg=f"{result.written} session file(s) written from the {result.source}, {result.unchanged} newer "
-            f"file(s) kept, {result.removed} logged-out file(s) removed; sessions written to Redis after "
-            "the backup are lost")
+            f"file(s) kept, {result.removed} logged-out file(s) removed; " + loss_summary(result.after_backup))
 
 
 if __name__ == "__main__":

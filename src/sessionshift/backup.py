@@ -29,6 +29,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import datetime
 import gzip
 import hashlib
 import itertools
@@ -107,6 +108,9 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
         raise FileNotFoundError(f"backup directory {directory} does not exist")
     # mkstemp files are 0600 from the start: live sessions are never readable by others.
     payload_fd, payload_tmp = tempfile.mkstemp(prefix=".payload.", suffix=".tmp", dir=directory)
+    # A write after this may or may not be in the backup (the ledger counts from here), so
+    # milliseconds: a write acknowledged just before it must not count as after it.
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     try:
         digest = hashlib.sha256()
         counts = dict.fromkeys(KINDS, 0)
@@ -115,7 +119,7 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
                 digest.update(line)
                 payload.write(line)
                 counts[kind] += 1
-        manifest = _manifest(layout, source, counts, digest.hexdigest())
+        manifest = _manifest(layout, source, counts, digest.hexdigest()) | {"started_at": started}
 
         def write(out) -> None:
             with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as head:
@@ -346,16 +350,21 @@ def _count_would_restore(store: SessionStore, live: list[tuple[str, str, bytes, 
 
 def files_from_backup(src: str, session_dir: str, *, state_dir: str | None = None,
                       serializer: str | None = None, header_style: str | None = None,
-                      protocol: int | None = None, mode: int = 0o600, now: float | None = None):
+                      protocol: int | None = None, mode: int = 0o600, now: float | None = None,
+                      record: bool = True):
     """The emergency way back from phase 4 or 5 when Redis is gone: the files as the backup had them.
 
     Needs no Redis. Each backed-up session is written to its file unless the file changed
     after the backup was taken (phase 4's emergency file fallback wrote it: newer, kept); a
     backed-up tombstone removes the file of that session when the file is older than the
     backup; expired entries are skipped. What was written to Redis alone after the backup is
-    lost: that is the price, and the result says when the backup was taken. The result is
-    recorded in ``state_dir/export.json`` (``source: backup``), so the host may then step back
-    to redis_read, dual_write and file, none of which needs Redis.
+    lost: that is the price, and the result counts it from this host's ledger
+    (``sessionshift.ledger``, written by the app in phases 4 and 5 with no Redis needed):
+    sessions created after the backup started (lost), sessions written after it (back at the
+    backup's value), and logouts after it, which are applied (their files removed) so that the
+    backup does not log those users in again. The result is recorded in
+    ``state_dir/export.json`` (``source: backup``), so the host may then step back to
+    redis_read, dual_write and file, none of which needs Redis.
     """
     from .export import Exporter, FileOwner, _Job, _remove, record_export
     from .profile import resolve
@@ -372,6 +381,17 @@ def files_from_backup(src: str, session_dir: str, *, state_dir: str | None = Non
     result = exporter.result
     result.started_at = state.utc_now()
     now = time.time() if now is None else now
+    since, newer = None, set()
+    started = _parse_time(manifest.get("started_at") or manifest.get("created_at"))  # older backups: end
+    if state_dir:
+        from .ledger import read_since
+
+        # Read before any file is written: a file changed after its session's mark was written
+        # by the emergency file fallback (newer than what Redis lost), not by this restore.
+        since = read_since(state_dir, started)
+        newer = {name for name, (_op, when) in since.last.items()
+                 if _changed_since(os.path.join(session_dir, name), when)}
+    backed_up: set[str] = set()
     for key, kind, value, pexpiretime in _entries(src):
         parsed = layout.parse(key)
         path = os.path.join(session_dir, parsed.file_name)
@@ -388,17 +408,57 @@ def files_from_backup(src: str, session_dir: str, *, state_dir: str | None = Non
         if expiry and expiry <= now:
             result.expired += 1
             continue
+        backed_up.add(parsed.file_name)
         exporter._write(_Job(key, parsed.file_name, stock=kind == "stock"), value, expiry)
+    if since is not None:
+        result.after_backup = _count_after_backup(since, started, session_dir, newer, backed_up, result)
     result.finished_at = state.utc_now()
     result.source = f"backup taken {manifest.get('created_at')}"
-    if state_dir:
+    if state_dir and record:
         record_export(state_dir, result, layout)
     return result
 
 
-def _parse_time(text: Any) -> float:
-    import datetime
+def loss_summary(after: dict[str, Any] | None) -> str:
+    """One line for the operator: what the files from a backup could not bring back."""
+    if after is None:
+        return "sessions written to Redis after the backup are lost (not counted: no state directory)"
+    if not after["ledger"]:
+        return (f"this host has no ledger of phase-4/5 writes, so what Redis acknowledged after "
+                f"{after['since']} is lost and NOT counted")
+    return (f"since the backup started ({after['since']}): {after['lost_sessions']} session(s) created "
+            f"then are lost (their users log in again), {after['older_sessions']} session(s) written "
+            f"then are back at the backup's value, {after['logouts_kept']} logout(s) kept")
 
+
+def _count_after_backup(since, started: float, session_dir: str, newer: set[str], backed_up: set[str],
+                        result) -> dict[str, Any]:
+    """What Redis acknowledged after the backup started, from this host's ledger: counted, and
+    the logouts applied. A file written after the ledger's mark (*newer*: the emergency file
+    fallback) holds more than what Redis lost, so it is neither counted nor touched."""
+    from .export import _remove
+    from .ledger import LOGOUT
+
+    counts = {"since": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds"),
+              "ledger": since.present, "lost_sessions": 0,
+              "older_sessions": 0, "logouts_kept": 0}
+    for file_name, (op, _when) in sorted(since.last.items()):
+        path = os.path.join(session_dir, file_name)
+        if file_name in newer:
+            continue
+        if op == LOGOUT:
+            counts["logouts_kept"] += 1
+            if _remove(path):
+                result.removed += 1
+                result.removed_files.append(file_name)
+        elif file_name in backed_up:
+            counts["older_sessions"] += 1
+        else:
+            counts["lost_sessions"] += 1
+    return counts
+
+
+def _parse_time(text: Any) -> float:
     try:
         return datetime.datetime.fromisoformat(str(text)).timestamp()
     except ValueError:

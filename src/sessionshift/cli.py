@@ -366,17 +366,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_from_backup(args: argparse.Namespace) -> int:
     """Redis is gone: the files as the backup had them (no Redis contacted)."""
-    from .backup import files_from_backup
+    from .backup import files_from_backup, loss_summary
     from .options import file_mode
 
-    result = files_from_backup(args.from_backup, args.session_dir,
-                               state_dir=None if args.no_record else args.state_dir,
+    result = files_from_backup(args.from_backup, args.session_dir, state_dir=args.state_dir,
+                               record=not args.no_record,
                                serializer=args.serializer, header_style=args.header_style,
                                protocol=args.pickle_protocol, mode=file_mode(args.mode, "--mode"))
     emit(args, result.as_dict(),
          f"wrote {result.written} file(s) from the {result.source}, kept {result.unchanged} changed since, "
-         f"removed {result.removed} logged-out file(s), skipped {result.expired} expired; sessions written "
-         "to Redis after the backup are lost")
+         f"removed {result.removed} logged-out file(s), skipped {result.expired} expired; "
+         + loss_summary(result.after_backup))
     return EXIT_OK if not result.undecodable else EXIT_CHECK_FAILED
 
 

@@ -181,6 +181,8 @@ class ExportResult:
     finished_at: str = ""
     phase: str | None = None
     source: str = "redis"  # or "backup taken <when>": files_from_backup, Redis being gone
+    # files_from_backup only: what Redis acknowledged after the backup started, from the ledger
+    after_backup: dict | None = None
 
     @property
     def keys_exported(self) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from . import formats, metrics
+from . import formats, ledger, metrics
 from .appconfig import InterfaceConfig
 from .errors import SessionshiftError
 from .formats import read_live_file
@@ -68,6 +68,7 @@ class SessionCore:
         self.watcher = PhaseWatcher(config.state_dir, config.phase_check_interval,
                                     on_error=self._phase_file_error)
         self.journal = Journal(config.state_dir, config.session_dir)
+        self.ledger = ledger.Ledger(config.state_dir)
         self._given_client = redis_client
         self._store_factory = store_factory or self._make_store
         self._stores: dict[tuple[int, int], tuple[SessionStore, SessionStore]] = {}
@@ -391,6 +392,8 @@ class SessionCore:
             raise SessionStoreUnavailable(f"session not saved in phase {spec.phase.label}: Redis: "
                                           f"{type(exc).__name__}: {exc}") from None
         metrics.WRITES.labels(spec.phase.label, "redis", "write").inc()
+        # Only Redis holds it now: the ledger lets a rollback from a backup count it if Redis is lost.
+        self.ledger.record(file_name, ledger.WRITE, lifetime=max(expiry - int(time.time()), 0))
         if spec.retires_files:
             # Redis now holds a newer session than the legacy file: never serve that file again.
             self._remove_file(spec, file_name)
@@ -443,6 +446,7 @@ class SessionCore:
             raise SessionStoreUnavailable(f"logout not saved in phase {spec.phase.label}: Redis: "
                                           f"{type(exc).__name__}: {exc}") from None
         metrics.WRITES.labels(spec.phase.label, "redis", "delete").inc()
+        self.ledger.record(file_name, ledger.LOGOUT)  # files from an older backup must not undo it
         self._remove_file(spec, file_name)  # a legacy file must not outlive its logout
 
     @staticmethod

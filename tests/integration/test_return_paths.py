@@ -197,3 +197,40 @@ def test_a_phase_5_stock_key_never_brings_a_session_back_after_a_return_to_file(
     assert verify_backup(backup)["counts"]["stock"] == 0  # nor kept for a restore to bring back
     assert env.tool("export", "--workers", "1") == 0  # nor written back to a file
     assert not os.path.exists(os.path.join(env.session_dir, env.layout.file_name(old_cookie)))
+
+
+def test_from_phase_4_what_redis_took_after_the_backup_is_counted_and_a_later_logout_holds(env):
+    """The real interface marks its ledger in phase 4; the files from the backup count the loss,
+    apply the later logout, and keep what the emergency file fallback wrote meanwhile."""
+    from sessionshift import state
+
+    app = env.app(SESSIONSHIFT_EMERGENCY_FILE_FALLBACK=True)
+    users = {name: app.test_client() for name in ("kept", "rewritten", "leaves", "new", "outage")}
+    env.step("dual_write", "redis_read", "redis_only")
+    at_backup = {}
+    for name in ("kept", "rewritten", "leaves"):
+        login(users[name], name)
+        at_backup[name] = translate(users[name], "before the backup")
+    backup = os.path.join(str(env.tmp_path), "phase4.backup")
+    create_backup(env.redis, env.layout.in_generation(phasefile.read_phase(env.state_dir).generation), backup)
+    translate(users["rewritten"], "after the backup")  # Redis alone: lost
+    users["leaves"].post("/logout", headers=JSON)  # must not come back from the backup
+    login(users["new"], "new")  # created after the backup: lost
+    time.sleep(1.1)  # the outage's file is newer than the backup by more than its 1 s slack
+    env.server.pause()
+    try:
+        login(users["outage"], "outage")  # Redis away: the emergency fallback writes a file
+        translate(users["outage"], "in its file")
+        assert env.tool("export", "--from-backup", backup) == 0
+    finally:
+        env.server.resume()
+    after = state.read_json(state.state_path(env.state_dir, state.EXPORT_FILE))["after_backup"]
+    assert (after["ledger"], after["lost_sessions"], after["older_sessions"], after["logouts_kept"]) == (
+        True, 1, 1, 1)
+    env.step("redis_read", "dual_write", "file")
+    for name in ("kept", "rewritten"):
+        body, then = view(users[name]).json, at_backup[name]
+        assert (body["writes"], body["last_write"]) == (then["writes"], then["last_write"])
+    assert view(users["leaves"]).json["logged_in"] is False
+    assert view(users["new"]).json["logged_in"] is False
+    assert view(users["outage"]).json["last_write"] == "translate:in its file"
