@@ -14,8 +14,8 @@ devstack.alarm_evaluator evaluates each alarm as CloudWatch would:
 An alarm the production example makes without a row in FLEET fails the test: a new alarm
 needs its healthy and failing values here. The values are what the fleet would show, written
 down here; a threshold moved above the failing value or below the healthy one fails the test.
-SessionWriteErrors also fires from a real app's published data (test_metrics_publisher.py,
-test_rollout_alarm.py, make demo).
+SessionWriteErrors, SessionFallbackReads and Http5xx also fire from a real app's published
+data (test_metrics_publisher.py; SessionWriteErrors in test_rollout_alarm.py and make demo).
 """
 
 from __future__ import annotations

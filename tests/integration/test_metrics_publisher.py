@@ -30,6 +30,7 @@ from sessionshift.metrics_publisher import CLOUDWATCH_NAMESPACE, Publisher, http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOST = "app-under-test"
+READER = "app-reading-files"
 PREFIX = "sessionshift"
 
 
@@ -44,6 +45,16 @@ def failing_redis_app(tmp_path, tls_files):
         app.wait_for_phase("dual_write")
         redis.stop()
         yield app
+
+
+@pytest.fixture(scope="module")
+def alarmed_moto(tmp_path_factory):
+    """A moto server with the alarms roles/cloudwatch_alarms makes for these hosts (made once: the role
+    is the slow part)."""
+    with MotoServer.start() as moto:
+        apply_alarm_role(moto, str(tmp_path_factory.mktemp("alarms")), [HOST, "other-host", READER],
+                         prefix=PREFIX)
+        yield moto
 
 
 def drive_users(app: GunicornApp, users: int = 3, writes: int = 2) -> None:
@@ -69,40 +80,38 @@ def metric_sum(cloudwatch, name: str, host: str) -> float:
 
 
 def test_write_errors_through_a_real_app_reach_cloudwatch_and_raise_the_hosts_alarm(failing_redis_app,
-                                                                                     tmp_path):
+                                                                                     alarmed_moto):
     app = failing_redis_app
     scrape = http_scraper(app.url + "/metrics")
-    with MotoServer.start() as moto:
-        cloudwatch = boto3.client("cloudwatch", **moto.client_kwargs())
-        apply_alarm_role(moto, str(tmp_path), [HOST, "other-host"], prefix=PREFIX)
-        publisher = Publisher(cloudwatch, HOST, scrape)
-        assert publisher.publish_once() == {"JournalDepth": 0.0}  # the counters' baseline
-        before = gate_summary(scrape())
+    cloudwatch = boto3.client("cloudwatch", **alarmed_moto.client_kwargs())
+    publisher = Publisher(cloudwatch, HOST, scrape)
+    assert publisher.publish_once() == {"JournalDepth": 0.0}  # the counters' baseline
+    before = gate_summary(scrape())
 
-        drive_users(app)
-        after = gate_summary(scrape())
-        sent = publisher.publish_once()
+    drive_users(app)
+    after = gate_summary(scrape())
+    sent = publisher.publish_once()
 
-        errors = after["write_errors"].get("redis", 0) - before["write_errors"].get("redis", 0)
-        assert errors >= 3 * 3  # a login and two writes per user, each a failed Redis write
-        assert sent["SessionWriteErrors"] == errors
-        assert sent["Http5xx"] == 0 and sent["Requests"] >= 9  # (the scrapes of /metrics count too)
-        assert sent["JournalDepth"] >= 1  # the failed writes wait in the journal
-        assert metric_sum(cloudwatch, "SessionWriteErrors", HOST) == errors
-        assert metric_sum(cloudwatch, "SessionWriteErrors", "other-host") == 0
+    errors = after["write_errors"].get("redis", 0) - before["write_errors"].get("redis", 0)
+    assert errors >= 3 * 3  # a login and two writes per user, each a failed Redis write
+    assert sent["SessionWriteErrors"] == errors
+    assert sent["Http5xx"] == 0 and sent["Requests"] >= 9  # (the scrapes of /metrics count too)
+    assert sent["JournalDepth"] >= 1  # the failed writes wait in the journal
+    assert metric_sum(cloudwatch, "SessionWriteErrors", HOST) == errors
+    assert metric_sum(cloudwatch, "SessionWriteErrors", "other-host") == 0
 
-        states = evaluate(cloudwatch, PREFIX + "-")
-        assert states[f"{PREFIX}-{HOST}-SessionWriteErrors"] == "ALARM"
-        assert states[f"{PREFIX}-other-host-SessionWriteErrors"] == "OK"  # nothing published = no errors
-        assert states[f"{PREFIX}-{HOST}-Http5xx"] == "OK"
-        assert states[f"{PREFIX}-{HOST}-JournalDepth"] == "OK"  # under the 1000 threshold
-        name = f"{PREFIX}-{HOST}-SessionWriteErrors"
-        alarm = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
-        assert alarm["StateValue"] == "ALARM" and f"[{float(errors)}]" in alarm["StateReason"]
+    states = evaluate(cloudwatch, PREFIX + "-")
+    assert states[f"{PREFIX}-{HOST}-SessionWriteErrors"] == "ALARM"
+    assert states[f"{PREFIX}-other-host-SessionWriteErrors"] == "OK"  # nothing published = no errors
+    assert states[f"{PREFIX}-{HOST}-Http5xx"] == "OK"
+    assert states[f"{PREFIX}-{HOST}-JournalDepth"] == "OK"  # under the 1000 threshold
+    name = f"{PREFIX}-{HOST}-SessionWriteErrors"
+    alarm = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM" and f"[{float(errors)}]" in alarm["StateReason"]
 
-        body = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-sessions")["DashboardBody"])
-        graphed = {tuple(m) for w in body["widgets"] for m in w["properties"]["metrics"]}
-        assert (CLOUDWATCH_NAMESPACE, "SessionWriteErrors", "host", HOST) in graphed
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-sessions")["DashboardBody"])
+    graphed = {tuple(m) for w in body["widgets"] for m in w["properties"]["metrics"]}
+    assert (CLOUDWATCH_NAMESPACE, "SessionWriteErrors", "host", HOST) in graphed
 
 
 def test_the_publisher_command_line_publishes_from_the_app(failing_redis_app, tmp_path):
@@ -132,3 +141,37 @@ def test_the_publisher_command_line_publishes_from_the_app(failing_redis_app, tm
         assert process.returncode == 0, output
         assert after - before >= 3
         assert metric_sum(cloudwatch, "SessionWriteErrors", HOST) == after - before, output
+
+
+def test_fallback_reads_and_5xx_from_a_real_app_raise_their_alarms(failing_redis_app, alarmed_moto):
+    """Two more app alarms, from what a real app counts while its Redis is gone: sessions read from
+    the file in redis_read (SessionFallbackReads), 503s in redis_only (Http5xx)."""
+    app = failing_redis_app
+    scrape = http_scraper(app.url + "/metrics")
+    cloudwatch = boto3.client("cloudwatch", **alarmed_moto.client_kwargs())
+    publisher = Publisher(cloudwatch, READER, scrape)
+    publisher.publish_once()  # the baseline
+
+    users = []
+    for number in range(8):  # dual_write: each login's Redis write fails (journaled)
+        http = requests.Session()
+        answer = http.post(app.url + "/login", data={"username": f"reader{number}", "password": "pw"},
+                           timeout=10)
+        assert answer.status_code == 200, answer.text[:200]
+        users.append(http)
+    state.write_json(os.path.join(app.state_dir, state.PHASE_FILE), {"phase": "redis_read"})
+    app.wait_for_phase("redis_read")
+    for _ in range(8):  # 64 reads, each from the file: Redis does not answer
+        for http in users:
+            assert http.get(app.url + "/", timeout=10).status_code == 200
+    state.write_json(os.path.join(app.state_dir, state.PHASE_FILE), {"phase": "redis_only"})
+    app.wait_for_phase("redis_only")
+    answer = users[0].post(app.url + "/translate", data={"input_text": "lost?"}, timeout=10)
+    assert answer.status_code == 503  # Redis is the only store now, and it is gone
+    sent = publisher.publish_once()
+
+    assert sent["SessionFallbackReads"] > 50 and sent["Http5xx"] >= 1, sent
+    states = evaluate(cloudwatch, f"{PREFIX}-{READER}-")
+    assert states == {f"{PREFIX}-{READER}-{metric}": expected for metric, expected in (
+        ("SessionWriteErrors", "ALARM"), ("SessionFallbackReads", "ALARM"), ("Http5xx", "ALARM"),
+        ("JournalDepth", "OK"), ("ShadowMismatches", "OK"))}
