@@ -1,13 +1,16 @@
 # Copyright: sessionshift contributors
 # Apache License 2.0
 
-"""Documentation shared by the sessionshift modules (extends_documentation_fragment: sessionshift...)."""
+"""Documentation shared by the sessionshift modules (extends_documentation_fragment: sessionshift...).
 
+Each piece of option text is written once below; the fragments are combinations of them
+(ansible-doc and ansible-test read a fragment from an instance of this class). The texts are
+module-level strings, which ansible-test's yamllint does not read: their YAML is checked by
+ansible-doc and validate-modules on every module that uses them.
+"""
 
-class ModuleDocFragment:
-    # The `redis` option: plugins/module_utils/sessionshift_common.py REDIS_OPTIONS.
-    DOCUMENTATION = r"""
-options:
+# The `redis` option: plugins/module_utils/sessionshift_common.py REDIS_OPTIONS.
+_REDIS = r"""
   redis:
     description: How to reach Redis / ElastiCache.
     type: dict
@@ -73,9 +76,8 @@ options:
         default: 3
 """
 
-    # How the app names its sessions (files and keys).
-    NAMING = r"""
-options:
+# How the app names its sessions (files and keys).
+_NAMING = r"""
   key_prefix:
     description: The app's C(SESSION_KEY_PREFIX); part of every file name hash and Redis key.
     type: str
@@ -90,9 +92,8 @@ options:
     choices: [md5, sha256]
 """
 
-    # Limits on decoding one session: module_utils/sessionshift_common.py DECODE_BUDGET_ARG_SPEC.
-    DECODE_BUDGET = r"""
-options:
+# Limits on decoding one session: module_utils/sessionshift_common.py DECODE_BUDGET_ARG_SPEC.
+_DECODE_BUDGET = r"""
   decode_budget:
     description:
       - Limits on decoding one session file or Redis value, which may have been planted by anyone who can
@@ -117,9 +118,8 @@ options:
         type: int
 """
 
-    # How the app encodes sessions in Redis.
-    SERIALIZER = r"""
-options:
+# How the app encodes sessions in Redis.
+_SERIALIZER = r"""
   serializer:
     description:
       - The Redis value format. V(pickle) (the default) is exact, every session comes back type for type
@@ -130,3 +130,43 @@ options:
     type: str
     choices: [pickle, msgpack]
 """
+
+# The session directory, for the modules that read or write session files, and the host's state.
+_SESSION_DIR = r"""
+  session_dir:
+    description: The app's session directory (Flask C(SESSION_FILE_DIR)).
+    type: path
+    required: true
+  state_dir:
+    description:
+      - The host's sessionshift state directory. It holds the phase (C(phase.json)), the source profile
+        (C(profile.json)) and the records of the runs (C(migrate.json), C(validation.json), C(export.json));
+        the description says which of them this module reads and writes.
+    type: path
+    default: /var/lib/sessionshift
+"""
+
+# The modules run the package on the host they manage.
+_REQUIREMENTS = r"""
+requirements:
+  - sessionshift (installed on the host by the session_app role)
+"""
+
+
+def _options(*parts):
+    return "\noptions:" + "".join(parts) + _REQUIREMENTS
+
+
+class ModuleDocFragment:
+    # Set on the instance (the plugin loader makes one): ansible-test's yamllint reads the class
+    # body's assignments as YAML literals, and these texts are composed.
+    def __init__(self):
+        # The `redis` option alone.
+        self.DOCUMENTATION = _options(_REDIS)
+        self.NAMING = _options(_NAMING)
+        self.DECODE_BUDGET = _options(_DECODE_BUDGET)
+        self.SERIALIZER = _options(_SERIALIZER)
+        # The session files of this host: directory and decode limits (session_analyze, session_cleanup).
+        self.FILES = _options(_SESSION_DIR, _DECODE_BUDGET)
+        # The session files and their copies in Redis (session_migrate, session_validate, session_export).
+        self.SESSIONS = _options(_REDIS, _SESSION_DIR, _NAMING, _SERIALIZER, _DECODE_BUDGET)

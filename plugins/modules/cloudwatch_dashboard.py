@@ -29,18 +29,7 @@ options:
     description: The widgets; merged into O(body) when both are given.
     type: list
     elements: dict
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+extends_documentation_fragment: sessionshift.migration.attributes,sessionshift.migration.aws
 """
 
 EXAMPLES = r"""

@@ -165,23 +165,11 @@ options:
     description: Seconds to wait, per step.
     type: int
     default: 1800
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 notes:
   - Several modifications are separate calls (TLS steps, AUTH, user groups); the module waits for the
     group to be available between them, within O(wait_timeout).
   - A group already in C(deleting) counts as absent.
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.tags
-  - amazon.aws.boto3
+extends_documentation_fragment: sessionshift.migration.attributes,sessionshift.migration.aws,amazon.aws.tags
 """
 
 EXAMPLES = r"""

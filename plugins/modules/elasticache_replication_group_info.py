@@ -19,18 +19,7 @@ options:
     aliases: [name]
 author:
   - sessionshift contributors (!UNKNOWN)
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff,sessionshift.migration.aws
 """
 
 EXAMPLES = r"""

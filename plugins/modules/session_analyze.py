@@ -26,14 +26,6 @@ description:
 version_added: "0.2.0"
 author: sessionshift contributors (!UNKNOWN)
 options:
-  session_dir:
-    description: The session directory (Flask C(SESSION_FILE_DIR)).
-    type: path
-    required: true
-  state_dir:
-    description: Where C(profile.json) is recorded.
-    type: path
-    default: /var/lib/sessionshift
   key_prefix:
     description: The app's C(SESSION_KEY_PREFIX), recorded as given.
     type: str
@@ -61,29 +53,21 @@ options:
     description: Sessions timed to estimate the migration.
     type: int
     default: 500
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
-    support: full
     details:
       - The scan is read-only and runs in check mode too; only C(profile.json) is not written.
       - In check mode a O(session_dir) that does not exist yet (a dry run on a fresh host) is reported, not
         an error.
   diff_mode:
-    support: full
     details: Shows the recorded settings before and after.
-  platform:
-    platforms: posix
 notes:
   - C(changed) is true when the recorded settings (hash, header style, pickle protocol, value format) change.
   - Works under C(async)/C(poll).
-requirements:
-  - sessionshift (installed on the host by the session_app role)
 seealso:
   - module: sessionshift.migration.session_migrate
   - module: sessionshift.migration.session_export
+extends_documentation_fragment: sessionshift.migration.attributes,sessionshift.migration.sessionshift.files
 """
 
 EXAMPLES = r"""
@@ -145,32 +129,18 @@ counts:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    DECODE_BUDGET_ARG_SPEC,
-    FILE_FORMAT_ARG_SPEC,
-    SESSION_ARG_SPEC,
-    apply_decode_budget,
-    argument_spec,
-    require_sessionshift,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift import profile as profiles
-    from sessionshift.analyze import AnalyzeConfig, analyze, profile_summary
-    from sessionshift.keys import KeyLayout
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(DECODE_BUDGET_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
-                                    sample_size=dict(type="int", default=500)),
-        supports_check_mode=True,
-    )
-    require_sessionshift(module)
-    apply_decode_budget(module)
+    module = SessionshiftModule("session_analyze", dict(sample_size=dict(type="int", default=500)),
+                                session=True, file_format=True, decode_budget=True)
+    # checked by SessionshiftModule
+    from sessionshift import profile as profiles
+    from sessionshift.analyze import AnalyzeConfig, analyze, profile_summary
+    from sessionshift.keys import KeyLayout
     params = module.params
     given = {"hash_name": params["hash_method"], "header_style": params["header_style"],
              "pickle_protocol": params["pickle_protocol"]}
@@ -182,31 +152,27 @@ def main():
         # A dry run of a whole rollout on a fresh host: the app's role creates it first.
         module.exit_json(changed=False, profile=None, recorded=None, counts={},
                          msg=f"session directory {params['session_dir']} does not exist yet: nothing to analyze")
-    try:
+    with module.failing(ValueError, OSError):  # ProfileError: both values and the fix
         before = profiles.load(params["state_dir"])
         if not os.path.isdir(params["session_dir"]):
             raise ValueError(f"session directory {params['session_dir']} does not exist or is not a directory")
         result = analyze(config)
-    except (ValueError, OSError) as exc:  # ProfileError is a ValueError: both values and the fix
-        module.fail_json(msg=f"session_analyze: {exc}", changed=False)
     found = result["profile"]
     settings = {name: found[name] for name in profiles.SETTINGS}
     previous = before.settings() if before else None
-    output = dict(
-        changed=previous != settings and result["refused"] is None, profile=found,
-        recorded=result["recorded"],
-        counts={name: result[name] for name in ("files", "sessions", "live", "expired", "corrupt", "foreign")},
-        msg=profile_summary(found).strip())
-    if module._diff:
-        output["diff"] = {"before": _lines(previous), "after": _lines(settings),
-                          "before_header": f"{params['state_dir']}/profile.json (before)",
-                          "after_header": f"{params['state_dir']}/profile.json (after)"}
+    changed = previous != settings and result["refused"] is None
+    counts = {name: result[name] for name in ("files", "sessions", "live", "expired", "corrupt", "foreign")}
     if result["refused"]:
-        module.fail_json(**{**output, "msg": result["refused"]})
+        module.fail_json(msg=result["refused"], changed=False, profile=found, recorded=result["recorded"],
+                         counts=counts)
     if found["mixed"]:
         module.warn(f"the session directory holds more than one {', '.join(found['mixed'])}: not guessed; "
                     "tools that need it must be told (hash_method / header_style)")
-    module.exit_json(**output)
+    path = profiles.profile_path(params["state_dir"])
+    module.finish(changed, profile=found, recorded=result["recorded"], counts=counts,
+                  msg=profile_summary(found).strip(),
+                  diff={"before": _lines(previous), "after": _lines(settings),
+                        "before_header": f"{path} (before)", "after_header": f"{path} (after)"})
 
 
 def _lines(settings):

@@ -54,28 +54,18 @@ options:
         Default, the generation the phase file in O(state_dir) names. A restore uses the generation its
         manifest names.
     type: int
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift
-  - sessionshift.migration.sessionshift.naming
 attributes:
   check_mode:
-    support: full
     details:
       - V(present) counts the keys that would be backed up and writes no file.
       - V(restored) verifies the file and counts what would be restored (from C(EXISTS)); writes no key.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 notes:
   - Works under C(async)/C(poll).
   - In cluster mode every primary is backed up. A restore uses the key prefix recorded in the backup.
   - The backup holds live sessions; keep it as secret as the Redis password.
-requirements:
-  - sessionshift (installed on the host by the session_app role)
 seealso:
   - module: sessionshift.migration.session_export
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff,sessionshift.migration.sessionshift,sessionshift.migration.sessionshift.naming
 """
 
 EXAMPLES = r"""
@@ -130,27 +120,16 @@ counts:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE_OPTION,
-    REDIS_ARG_SPEC,
     SESSION_ARG_SPEC,
-    apply_profile,
-    argument_spec,
-    key_layout,
-    redis_client,
-    redis_settings,
-    require_sessionshift,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.backup import BackupError, create_backup, restore_backup
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def backup(module, client, params, settings):
-    result = create_backup(client, key_layout(params), params["dest"], source=settings.endpoint,
+    from sessionshift.backup import create_backup  # checked by SessionshiftModule
+
+    result = create_backup(client, module.key_layout(), params["dest"], source=settings.endpoint,
                            batch_size=params["batch_size"], overwrite=params["force"],
                            dry_run=module.check_mode)
     would_create = result.created or (module.check_mode and (params["force"] or not os.path.exists(params["dest"])))
@@ -162,6 +141,8 @@ def backup(module, client, params, settings):
 
 
 def restore(module, client, params):
+    from sessionshift.backup import restore_backup  # checked by SessionshiftModule
+
     result = restore_backup(client, params["src"], batch_size=params["batch_size"], dry_run=module.check_mode)
     counts = dict(kept_existing=result.kept_existing, kept_logged_out=result.kept_logged_out,
                   expired=result.expired)
@@ -172,37 +153,26 @@ def restore(module, client, params):
 
 
 def main():
-    spec = argument_spec(
-        REDIS_ARG_SPEC,
-        key_prefix=SESSION_ARG_SPEC["key_prefix"],
-        hash_method=SESSION_ARG_SPEC["hash_method"],
-        state_dir=SESSION_ARG_SPEC["state_dir"],
-        state=dict(type="str", default="present", choices=["present", "restored"]),
-        dest=dict(type="path"),
-        src=dict(type="path"),
-        force=dict(type="bool", default=False),
-        batch_size=BATCH_SIZE_OPTION,
-        generation=dict(type="int"),
+    module = SessionshiftModule(
+        "session_backup", redis=True, batch_size=True, profile=("hash_name",),
+        required_if=[("state", "present", ["dest"]), ("state", "restored", ["src"])], argument_spec=dict(
+            key_prefix=SESSION_ARG_SPEC["key_prefix"],
+            hash_method=SESSION_ARG_SPEC["hash_method"],
+            state_dir=SESSION_ARG_SPEC["state_dir"],
+            state=dict(type="str", default="present", choices=["present", "restored"]),
+            dest=dict(type="path"),
+            src=dict(type="path"),
+            force=dict(type="bool", default=False),
+            generation=dict(type="int"),
+        ),
     )
-    module = AnsibleModule(
-        argument_spec=spec,
-        required_if=[("state", "present", ["dest"]), ("state", "restored", ["src"])],
-        supports_check_mode=True,
-    )
-    require_sessionshift(module)
-    apply_profile(module, needs=("hash_name",))
     params = module.params
-    settings = redis_settings(params, module)
-    try:
-        with redis_client(module, settings, changed=False) as client:
-            if params["state"] == "present":
-                result = backup(module, client, params, settings)
-            else:
-                result = restore(module, client, params)
-    except BackupError as exc:
-        module.fail_json(msg=str(exc), path=exc.path, changed=False)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"session_backup: {exc}", changed=False)
+    settings = module.redis_settings()
+    with module.redis_client(settings, OSError, ValueError) as client:
+        if params["state"] == "present":
+            result = backup(module, client, params, settings)
+        else:
+            result = restore(module, client, params)
     module.exit_json(**result)
 
 

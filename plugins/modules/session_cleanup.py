@@ -23,10 +23,6 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors (!UNKNOWN)
 options:
-  session_dir:
-    description: The app's session directory (Flask C(SESSION_FILE_DIR)).
-    type: path
-    required: true
   scope:
     description: Which session files to remove.
     type: str
@@ -47,33 +43,21 @@ options:
       - Also remove session files that cannot be read (with O(scope=older), only those older than O(max_age)).
     type: bool
     default: false
-  state_dir:
-    description: Where C(phase.json) is read (O(scope=all) needs phase 5 there).
-    type: path
-    default: /var/lib/sessionshift
   key_prefix:
     description: The app's C(SESSION_KEY_PREFIX) (names the seed's C(sess_<sid>) files).
     type: str
     default: "session:"
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift.decode_budget
 attributes:
   check_mode:
-    support: full
     details: Lists what would be removed (RV(removed_files)) with counts; removes nothing.
   diff_mode:
-    support: full
     details: The file names removed (at most 100) before, none after.
-  platform:
-    platforms: posix
 notes:
   - Works under C(async)/C(poll).
   - cachelib's count file is not adjusted; cachelib recounts when it prunes.
-requirements:
-  - sessionshift (installed on the host by the session_app role)
 seealso:
   - module: sessionshift.migration.session_phase
+extends_documentation_fragment: sessionshift.migration.attributes,sessionshift.migration.sessionshift.files
 """
 
 EXAMPLES = r"""
@@ -124,61 +108,47 @@ errors:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    DECODE_BUDGET_ARG_SPEC,
-    SESSION_ARG_SPEC,
-    apply_decode_budget,
-    require_sessionshift,
+    KEY_PREFIX_OPTION,
+    STATE_DIR_OPTION,
+    SessionshiftModule,
+    counts_of,
 )
-
-try:
-    from sessionshift.cleanup import CleanupRefused, cleanup_sessions
-except ImportError:
-    pass  # reported by require_sessionshift
 
 COUNTS = ("removed_by_reason", "kept", "corrupt_kept", "skipped_foreign", "skipped_cachelib", "changed_meanwhile")
 
 
 def main():
-    module = AnsibleModule(
+    module = SessionshiftModule(
+        "session_cleanup", decode_budget=True, required_if=[("scope", "older", ["max_age"])],
         argument_spec=dict(
-            **DECODE_BUDGET_ARG_SPEC,
-            session_dir=SESSION_ARG_SPEC["session_dir"],
+            session_dir=dict(type="path", required=True),
             scope=dict(type="str", default="expired", choices=["expired", "older", "all"]),
             max_age=dict(type="int"),
             include_corrupt=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
-            state_dir=SESSION_ARG_SPEC["state_dir"],
-            key_prefix=SESSION_ARG_SPEC["key_prefix"],
+            state_dir=STATE_DIR_OPTION,
+            key_prefix=KEY_PREFIX_OPTION,
         ),
-        required_if=[("scope", "older", ["max_age"])],
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
-    apply_decode_budget(module)
+    from sessionshift.cleanup import cleanup_sessions  # checked by SessionshiftModule
     params = module.params
     if params["max_age"] is not None and params["max_age"] < 0:
         module.fail_json(msg=f"session_cleanup: max_age {params['max_age']} is negative; give the age in "
                              "seconds (e.g. the session lifetime, 2678400 for 31 days)", changed=False)
     cutoff = time.time() - params["max_age"] if params["max_age"] is not None else None
-    try:
+    with module.failing(ValueError, OSError):
         result = cleanup_sessions(params["session_dir"], scope=params["scope"], cutoff=cutoff,
                                   include_corrupt=params["include_corrupt"], dry_run=module.check_mode,
                                   state_dir=params["state_dir"], prefix=params["key_prefix"],
                                   force=params["force"])
-    except CleanupRefused as exc:
-        module.fail_json(msg=f"session_cleanup: {exc}", changed=False)
-    except (ValueError, OSError) as exc:
-        module.fail_json(msg=f"session_cleanup: {exc}", changed=False)
     for error in result.errors:
         module.warn(error)
-    diff = {"before_header": params["session_dir"], "after_header": params["session_dir"],
-            "before": "".join(f"{name}\n" for name in result.removed_files), "after": ""}
-    module.exit_json(
-        changed=result.changed, removed=result.removed, removed_files=result.removed_files,
-        counts={name: getattr(result, name) for name in COUNTS}, errors=result.errors,
-        diff=diff if module._diff and result.changed else {},
+    module.finish(
+        result.changed, removed=result.removed, removed_files=result.removed_files,
+        counts=counts_of(result, COUNTS), errors=result.errors,
+        diff={"before_header": params["session_dir"], "after_header": params["session_dir"],
+              "before": "".join(f"{name}\n" for name in result.removed_files), "after": ""},
         msg=f"{'would remove' if module.check_mode else 'removed'} {result.removed} session file(s) "
             f"(scope {params['scope']}); {result.kept} live session(s) kept")
 

@@ -31,14 +31,6 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors (!UNKNOWN)
 options:
-  session_dir:
-    description: The app's session directory (Flask C(SESSION_FILE_DIR)); it must exist.
-    type: path
-    required: true
-  state_dir:
-    description: Where C(export.json) is recorded and C(phase.json) is read.
-    type: path
-    default: /var/lib/sessionshift
   header_style:
     description:
       - The file header; V(struct) for cachelib 0.7 and later, V(pickle) for older cachelib / werkzeug.
@@ -88,32 +80,21 @@ options:
         logouts made after the backup are applied (see RV(after_backup)).
       - Recorded in C(export.json) with C(source), so the host may then step back to redis_read.
     type: path
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift
-  - sessionshift.migration.sessionshift.decode_budget
-  - sessionshift.migration.sessionshift.naming
-  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
-    support: full
     details: Reads Redis and the files; writes, removes and records nothing, and reports what would change.
   diff_mode:
-    support: full
     details: The counts of files to write and to remove, before and after.
-  platform:
-    platforms: posix
 notes:
   - Works under C(async)/C(poll); an export of many sessions should use it.
   - Run it on each app host (it writes that host's session directory), as the app's user or root.
   - In cluster mode every primary is scanned.
   - C(changed) is true when a file was written or removed (would be, in check mode); the C(export.json)
     record is bookkeeping and written on every run that is not in check mode.
-requirements:
-  - sessionshift (installed on the host by the session_app role)
 seealso:
   - module: sessionshift.migration.session_phase
   - module: sessionshift.migration.session_backup
+extends_documentation_fragment: sessionshift.migration.attributes,sessionshift.migration.sessionshift.sessions
 """
 
 EXAMPLES = r"""
@@ -226,29 +207,10 @@ finished_at:
 import grp
 import pwd
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE_OPTION,
-    DECODE_BUDGET_ARG_SPEC,
-    FILE_FORMAT_ARG_SPEC,
-    REDIS_ARG_SPEC,
-    SESSION_ARG_SPEC,
-    apply_decode_budget,
-    apply_profile,
-    argument_spec,
-    key_layout,
-    redis_client,
-    redis_settings,
-    require_sessionshift,
+    SessionshiftModule,
+    counts_of,
 )
-
-try:
-    from sessionshift import state
-    from sessionshift.backup import BackupError, files_from_backup, loss_summary
-    from sessionshift.export import export_sessions
-    from sessionshift.options import file_mode
-except ImportError:
-    pass  # reported by require_sessionshift
 
 COUNTS = ("scanned", "written", "unchanged", "removed", "expired", "vanished", "rewrites", "undecodable",
           "unstable")
@@ -264,77 +226,69 @@ def numeric_id(name, lookup):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            DECODE_BUDGET_ARG_SPEC,
-            REDIS_ARG_SPEC, SESSION_ARG_SPEC, FILE_FORMAT_ARG_SPEC,
+    module = SessionshiftModule(
+        "session_export", redis=True, session=True, file_format=True, decode_budget=True, batch_size=True,
+        profile=("hash_name", "serializer", "header_style", "pickle_protocol"), argument_spec=dict(
             mode=dict(type="raw", default="0600"),
             owner=dict(type="str"),
             group=dict(type="str"),
-            batch_size=BATCH_SIZE_OPTION,
             max_rounds=dict(type="int", default=5),
             workers=dict(type="int", default=0),
             from_backup=dict(type="path"),
         ),
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
-    apply_decode_budget(module)
-    apply_profile(module, needs=("hash_name", "serializer", "header_style", "pickle_protocol"))
+    # imported once SessionshiftModule has checked the package:
+    from sessionshift import state
+    from sessionshift.export import export_sessions
+    from sessionshift.options import file_mode
     params = module.params
-    try:
+    with module.failing(ValueError, KeyError, prefix="session_export: bad mode, owner or group"):
         mode = file_mode(params["mode"])
         uid = numeric_id(params["owner"], lambda name: pwd.getpwnam(name).pw_uid)
         gid = numeric_id(params["group"], lambda name: grp.getgrnam(name).gr_gid)
-    except (ValueError, KeyError) as exc:
-        module.fail_json(msg=f"session_export: bad mode, owner or group: {exc}", changed=False)
     if params["from_backup"]:
         _from_backup(module, params, mode)
-    try:
-        with redis_client(module, redis_settings(params, module), changed=False) as client:
-            result = export_sessions(
-                client, key_layout(params), params["session_dir"], serializer=params["serializer"],
-                header_style=params["header_style"], protocol=params["pickle_protocol"], mode=mode, uid=uid, gid=gid,
-                state_dir=params["state_dir"], batch_size=params["batch_size"],
-                max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
-    except (OSError, RuntimeError, ValueError) as exc:
-        module.fail_json(msg=f"session_export: {exc}", changed=False)
+    settings = module.redis_settings()
+    with module.redis_client(settings, OSError, RuntimeError, ValueError) as client:
+        result = export_sessions(
+            client, module.key_layout(), params["session_dir"], serializer=params["serializer"],
+            header_style=params["header_style"], protocol=params["pickle_protocol"], mode=mode, uid=uid, gid=gid,
+            state_dir=params["state_dir"], batch_size=params["batch_size"],
+            max_rounds=params["max_rounds"], workers=params["workers"], dry_run=module.check_mode)
 
-    counts = {name: getattr(result, name) for name in COUNTS}
     if result.undecodable:
         module.warn(f"{result.undecodable} session(s) could not be decoded with the {params['serializer']} "
                     "serializer and were not exported (see undecodable_files)")
     if result.unstable:
         module.warn(f"{result.unstable} session(s) kept changing while exported; flip to phase 3 and run "
                     "the catch-up export")
-    diff = {
-        "before_header": params["session_dir"], "after_header": params["session_dir"],
-        "before": f"files to write: {result.written}\nstale files to remove: {result.removed}\n",
-        "after": "files to write: 0\nstale files to remove: 0\n",
-    }
-    module.exit_json(
-        changed=result.changed, keys_exported=result.keys_exported, written=result.written,
+    module.finish(
+        result.changed, keys_exported=result.keys_exported, written=result.written,
         unchanged=result.unchanged, removed=result.removed, removed_files=result.removed_files,
-        counts=counts, undecodable_files=result.undecodable_files, unstable_files=result.unstable_files,
+        counts=counts_of(result, COUNTS), undecodable_files=result.undecodable_files,
+        unstable_files=result.unstable_files,
         record=None if module.check_mode else state.state_path(params["state_dir"], state.EXPORT_FILE),
         phase=result.phase, finished_at=result.finished_at,
-        diff=diff if module._diff and result.changed else {},
+        diff={"before_header": params["session_dir"], "after_header": params["session_dir"],
+              "before": f"files to write: {result.written}\nstale files to remove: {result.removed}\n",
+              "after": "files to write: 0\nstale files to remove: 0\n"},
         msg=f"{result.keys_exported} session(s) in files ({result.written} written, {result.unchanged} "
             f"unchanged), {result.removed} logged-out file(s) removed")
 
 
 def _from_backup(module, params, mode):
     """Files from a backup, with no Redis at all (the emergency rollback from phase 4/5, Redis down)."""
+    from sessionshift import state
+    from sessionshift.backup import files_from_backup, loss_summary  # checked by SessionshiftModule
+
     if module.check_mode:
         module.exit_json(changed=True, msg=f"would write the session files from {params['from_backup']}")
-    try:
+    with module.failing(OSError, ValueError, prefix=f"session_export from {params['from_backup']}"):
         result = files_from_backup(params["from_backup"], params["session_dir"], state_dir=params["state_dir"],
                                    serializer=params["serializer"], header_style=params["header_style"],
                                    protocol=params["pickle_protocol"], mode=mode)
-    except (OSError, ValueError, BackupError) as exc:
-        module.fail_json(msg=f"session_export from {params['from_backup']}: {exc}", changed=False)
-    module.exit_json(
-        changed=result.changed, written=result.written, unchanged=result.unchanged, removed=result.removed,
+    module.finish(
+        result.changed, written=result.written, unchanged=result.unchanged, removed=result.removed,
         expired=result.expired, source=result.source, finished_at=result.finished_at,
         after_backup=result.after_backup, record=state.state_path(params["state_dir"], state.EXPORT_FILE),
         msg=f"{result.written} session file(s) written from the {result.source}, {result.unchanged} newer "

@@ -102,18 +102,7 @@ options:
     description: The longest session lifetime in seconds (the app's PERMANENT_SESSION_LIFETIME).
     type: int
     default: 2678400
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-requirements:
-  - sessionshift (installed on the host by the session_app role)
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff,sessionshift.migration.sessionshift
 """
 
 EXAMPLES = r"""
@@ -162,25 +151,19 @@ gate:
 
 import datetime
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
     REDIS_OPTIONS,
-    STATE_DIR,
-    require_sessionshift,
+    STATE_DIR_OPTION,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.gates import evaluate
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = SessionshiftModule(
+        "session_gate", required_if=[("gate", "dual_write", ("redis",))], argument_spec=dict(
             gate=dict(type="str", required=True,
                       choices=["maintenance_window", "dual_write", "redis_read", "redis_only", "redis"]),
-            state_dir=dict(type="path", default=STATE_DIR),
+            state_dir=STATE_DIR_OPTION,
             window_start=dict(type="str", default="02:00"),
             window_end=dict(type="str", default="06:00"),
             window_timezone=dict(type="str", default="Asia/Tokyo"),
@@ -197,14 +180,10 @@ def main():
             max_fallback_rate=dict(type="float", default=0.001),
             session_lifetime=dict(type="int", default=2678400),
         ),
-        required_if=[("gate", "dual_write", ("redis",))],
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
-    try:
+    from sessionshift.gates import evaluate  # checked by SessionshiftModule
+    with module.failing(ValueError, prefix=f"gate {module.params['gate']}"):
         result = evaluate(module.params, now=datetime.datetime.now(datetime.UTC))
-    except ValueError as exc:
-        module.fail_json(msg=f"gate {module.params['gate']}: {exc}")
     module.exit_json(changed=False, gate=module.params["gate"], **result.as_dict())
 
 

@@ -33,17 +33,9 @@ options:
     description: Also return every parsed sample (name, labels, value) for debugging.
     type: bool
     default: false
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 notes:
   - Requires the sessionshift package on the host that runs the module.
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff
 """
 
 EXAMPLES = r"""
@@ -101,39 +93,28 @@ samples:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    require_sessionshift,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.metrics import gate_summary, parse_metrics
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type="str", default="http://127.0.0.1:8000/metrics", no_log=True),
-            timeout=dict(type="float", default=10),
-            validate_certs=dict(type="bool", default=True),
-            include_samples=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    require_sessionshift(module)
+    module = SessionshiftModule("session_metrics", dict(
+        url=dict(type="str", default="http://127.0.0.1:8000/metrics", no_log=True),
+        timeout=dict(type="float", default=10),
+        validate_certs=dict(type="bool", default=True),
+        include_samples=dict(type="bool", default=False),
+    ))
+    from sessionshift.metrics import gate_summary, parse_metrics  # checked by SessionshiftModule
     url = module.params["url"]
     response, info = fetch_url(module, url, timeout=module.params["timeout"])
     if info["status"] != 200 or response is None:
         module.fail_json(msg=f"cannot read {url}: HTTP {info['status']} {info.get('msg', '')}".strip(),
                          status=info["status"], changed=False)
     text = response.read().decode("utf-8", errors="replace")
-    try:
+    with module.failing(ValueError, prefix=url):
         summary = gate_summary(text)
-    except ValueError as exc:
-        module.fail_json(msg=f"{url}: {exc}", changed=False)
     if module.params["include_samples"]:
         summary["samples"] = {name: [dict(labels=labels, value=value) for labels, value in values]
                               for name, values in parse_metrics(text).items()}

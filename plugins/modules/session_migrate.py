@@ -25,14 +25,6 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors (!UNKNOWN)
 options:
-  session_dir:
-    description: The session directory (Flask C(SESSION_FILE_DIR)).
-    type: path
-    required: true
-  state_dir:
-    description: Where the checkpoint C(migrate.json) is kept.
-    type: path
-    default: /var/lib/sessionshift
   batch_size:
     description: Sessions per pipelined round trip.
     type: int
@@ -57,25 +49,13 @@ options:
     description: Corrupt files listed in RV(errors); all of them are counted.
     type: int
     default: 50
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift
-  - sessionshift.migration.sessionshift.decode_budget
-  - sessionshift.migration.sessionshift.naming
-  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
-    support: full
     details: Reads the files and asks Redis which keys exist; writes no key and no checkpoint.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 notes:
   - Works under C(async)/C(poll); long runs should use it.
   - C(changed) is true when at least one key was written (would be, in check mode).
-requirements:
-  - sessionshift (installed on the host by the session_app role)
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff,sessionshift.migration.sessionshift.sessions
 """
 
 EXAMPLES = r"""
@@ -148,60 +128,36 @@ checkpoint:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    BATCH_SIZE_OPTION,
-    DECODE_BUDGET_ARG_SPEC,
-    REDIS_ARG_SPEC,
-    SESSION_ARG_SPEC,
-    apply_decode_budget,
-    apply_profile,
-    argument_spec,
-    key_layout,
-    redis_errors,
-    redis_settings,
-    require_sessionshift,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.migrate import MigrateBusy, MigrateConfig, migrate, summary
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            DECODE_BUDGET_ARG_SPEC,
-            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
-            batch_size=BATCH_SIZE_OPTION,
+    module = SessionshiftModule(
+        "session_migrate", redis=True, session=True, decode_budget=True, batch_size=True,
+        profile=("serializer",), argument_spec=dict(
             workers=dict(type="int", default=0),
             restart=dict(type="bool", default=False),
             retry_seconds=dict(type="float", default=30.0),
             default_lifetime=dict(type="int", default=0),
             max_examples=dict(type="int", default=50),
         ),
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
-    apply_decode_budget(module)
-    apply_profile(module)
+    from sessionshift.migrate import MigrateConfig, migrate, summary  # checked by SessionshiftModule
     params = module.params
     config = MigrateConfig(
-        session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        session_dir=params["session_dir"], layout=module.key_layout(), serializer=params["serializer"],
         pickle_protocol=params["pickle_protocol"],
         state_dir=params["state_dir"], batch_size=params["batch_size"], workers=params["workers"],
         dry_run=module.check_mode, restart=params["restart"], retry_seconds=params["retry_seconds"],
         default_lifetime=params["default_lifetime"], max_examples=params["max_examples"])
-    settings = redis_settings(params, module)
-    try:
-        with redis_errors(module, settings, changed=False):
-            result = migrate(settings, config)
-    except (MigrateBusy, ValueError, OSError) as exc:
-        module.fail_json(msg=f"session_migrate: {exc}", changed=False)
+    settings = module.redis_settings()
+    with module.failing(ValueError, OSError, settings=settings):
+        result = migrate(settings, config)
     counts = result.counts
-    module.exit_json(
-        changed=(counts["would_write"] if module.check_mode else counts["written"]) > 0,
+    module.finish(
+        (counts["would_write"] if module.check_mode else counts["written"]) > 0,
         written=counts["written"], would_write=counts["would_write"], counts=counts,
         errors=result.errors, resumed=result.resumed, shares_skipped=result.shares_skipped,
         complete=result.complete, elapsed=round(result.elapsed, 3), checkpoint=result.checkpoint,

@@ -61,17 +61,9 @@ options:
   key_prefix:
     description: The app's key prefix; when set, the export that lets a host leave phase 4 or 5 must have read it.
     type: str
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 notes:
   - Requires the sessionshift package on the target host.
+extends_documentation_fragment: sessionshift.migration.attributes
 """
 
 EXAMPLES = r"""
@@ -143,17 +135,10 @@ fix:
 import getpass
 import json
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    STATE_DIR,
-    require_sessionshift,
+    STATE_DIR_OPTION,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.phasefile import export_caveat, phase_path, read_phase, set_phase
-    from sessionshift.phases import Phase, Transition, TransitionRefused
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def _result(record, previous):
@@ -164,9 +149,9 @@ def _result(record, previous):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state_dir=dict(type="path", default=STATE_DIR),
+    module = SessionshiftModule(
+        "session_phase", required_if=[("state", "present", ["phase"])], argument_spec=dict(
+            state_dir=STATE_DIR_OPTION,
             phase=dict(type="str", choices=["file", "dual_write", "redis_read", "redis_only", "redis",
                                             "1", "2", "3", "4", "5"]),
             state=dict(type="str", choices=["present", "query"], default="present"),
@@ -177,36 +162,31 @@ def main():
             session_dir=dict(type="path"),
             key_prefix=dict(type="str", no_log=False),
         ),
-        required_if=[("state", "present", ["phase"])],
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
+    # imported once SessionshiftModule has checked the package:
+    from sessionshift.phasefile import export_caveat, phase_path, read_phase, set_phase
+    from sessionshift.phases import Phase, Transition, TransitionRefused
     params = module.params
-    try:
+    with module.failing(ValueError, OSError, prefix=f"phase file in {params['state_dir']}"):
         if params["state"] == "query":
             record = read_phase(params["state_dir"])
             module.exit_json(changed=False, **_result(record, record))
-        change = set_phase(params["state_dir"], Phase.parse(params["phase"]),
-                           by=params["changed_by"] or _remote_user(), force=params["force"],
-                           emergency=params["emergency"], check_only=module.check_mode,
-                           generation=params["generation"], session_dir=params["session_dir"],
-                           key_prefix=params["key_prefix"])
-    except TransitionRefused as exc:
-        module.fail_json(msg=str(exc), reason=exc.reason, fix=exc.fix, phase=exc.current.label,
-                         changed=False)
-    except (ValueError, OSError) as exc:
-        module.fail_json(msg=f"phase file in {params['state_dir']}: {exc}", changed=False)
-    result = _result(change.after, change.before)
+        try:
+            change = set_phase(params["state_dir"], Phase.parse(params["phase"]),
+                               by=params["changed_by"] or _remote_user(), force=params["force"],
+                               emergency=params["emergency"], check_only=module.check_mode,
+                               generation=params["generation"], session_dir=params["session_dir"],
+                               key_prefix=params["key_prefix"])
+        except TransitionRefused as exc:  # the move, not the file: the message says why and the fix
+            module.fail_on(exc, prefix="session_phase", phase=exc.current.label)
     if change.changed and Transition(change.before.phase, change.after.phase).needs_export:
         caveat = export_caveat(params["state_dir"])
         if caveat:
             module.warn(caveat)
-    if module._diff:
-        result["diff"] = dict(
-            before=_as_text(change.before),
-            after=_as_text(change.after),
-            before_header=phase_path(params["state_dir"]), after_header=phase_path(params["state_dir"]))
-    module.exit_json(changed=change.changed, **result)
+    path = phase_path(params["state_dir"])
+    module.finish(change.changed, **_result(change.after, change.before),
+                  diff=dict(before=_as_text(change.before), after=_as_text(change.after),
+                            before_header=path, after_header=path))
 
 
 def _as_text(record):

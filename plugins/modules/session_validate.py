@@ -23,14 +23,6 @@ description:
 version_added: "0.1.0"
 author: sessionshift contributors (!UNKNOWN)
 options:
-  session_dir:
-    description: The session directory (Flask C(SESSION_FILE_DIR)).
-    type: path
-    required: true
-  state_dir:
-    description: Where C(validation.json) is written.
-    type: path
-    default: /var/lib/sessionshift
   sample_percent:
     description: Validate this percentage of the sessions (a stable sample chosen by file name); V(100) = all.
     type: float
@@ -61,25 +53,13 @@ options:
     description: Worker processes reading and comparing files; V(0) uses the CPU count (at most 8).
     type: int
     default: 0
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - sessionshift.migration.sessionshift
-  - sessionshift.migration.sessionshift.decode_budget
-  - sessionshift.migration.sessionshift.naming
-  - sessionshift.migration.sessionshift.serializer
 attributes:
   check_mode:
-    support: full
     details: The comparison is read-only and runs in check mode too; only C(validation.json) is not written.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 notes:
   - C(changed) is always false; the module never modifies sessions. C(validation.json) is a record, not a change.
   - Works under C(async)/C(poll).
-requirements:
-  - sessionshift (installed on the host by the session_app role)
+extends_documentation_fragment: sessionshift.migration.attributes.no_diff,sessionshift.migration.sessionshift.sessions
 """
 
 EXAMPLES = r"""
@@ -145,31 +125,15 @@ recorded:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionshift.migration.plugins.module_utils.sessionshift_common import (
-    DECODE_BUDGET_ARG_SPEC,
-    REDIS_ARG_SPEC,
-    SESSION_ARG_SPEC,
-    apply_decode_budget,
-    apply_profile,
-    argument_spec,
-    key_layout,
-    redis_client,
-    redis_settings,
-    require_sessionshift,
+    SessionshiftModule,
 )
-
-try:
-    from sessionshift.validate import ValidateConfig, record, validate
-except ImportError:
-    pass  # reported by require_sessionshift
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            DECODE_BUDGET_ARG_SPEC,
-            REDIS_ARG_SPEC, SESSION_ARG_SPEC,
+    module = SessionshiftModule(
+        "session_validate", redis=True, session=True, decode_budget=True, profile=("serializer",),
+        argument_spec=dict(
             sample_percent=dict(type="float", default=100.0),
             threshold=dict(type="float", default=100.0),
             recheck_delay=dict(type="float", default=2.0),
@@ -177,25 +141,20 @@ def main():
             workers=dict(type="int", default=0),
             count_orphans=dict(type="bool", default=False),
         ),
-        supports_check_mode=True,
     )
-    require_sessionshift(module)
-    apply_decode_budget(module)
-    apply_profile(module)
+    from sessionshift.validate import ValidateConfig, record, validate  # checked by SessionshiftModule
     params = module.params
     config = ValidateConfig(
-        session_dir=params["session_dir"], layout=key_layout(params), serializer=params["serializer"],
+        session_dir=params["session_dir"], layout=module.key_layout(), serializer=params["serializer"],
         pickle_protocol=params["pickle_protocol"],
         sample_percent=params["sample_percent"], threshold=params["threshold"],
         recheck_delay=params["recheck_delay"], max_examples=params["max_examples"],
         workers=params["workers"], count_orphans=params["count_orphans"])
-    settings = redis_settings(params, module)
-    try:
+    settings = module.redis_settings()
+    with module.failing(ValueError, OSError):
         config.check()
-        with redis_client(module, settings, changed=False) as client:
-            result = validate(client, config)
-    except (ValueError, OSError) as exc:
-        module.fail_json(msg=f"session_validate: {exc}", changed=False)
+    with module.redis_client(settings, ValueError, OSError) as client:
+        result = validate(client, config)
     recorded = None if module.check_mode else record(params["state_dir"], result)
     output = dict(changed=False, passed=result["passed"], consistency_percent=result["consistency_percent"],
                   comparable=result["comparable"], counts=result["counts"], examples=result["examples"],

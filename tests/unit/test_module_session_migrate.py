@@ -64,7 +64,7 @@ def test_a_wrong_password_fails_clearly_without_leaking_it(redis_server, tmp_pat
 
 def test_unreachable_redis_names_the_endpoint(tmp_path, capsys):
     make_corpus(str(tmp_path / "sessions"), 3)
-    with mock.patch.object(module, "migrate",
+    with mock.patch("sessionshift.migrate.migrate",
                            side_effect=RedisUnavailable("rediss://10.0.0.9:6379", "timed out", "check SG")):
         result = run(capsys, redis={"url": "rediss://10.0.0.9:6379/0"},
                      session_dir=str(tmp_path / "sessions"))

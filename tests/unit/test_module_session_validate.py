@@ -65,7 +65,7 @@ def test_below_threshold_fails_with_a_clear_message_and_still_records(redis_clie
 def test_a_command_refused_mid_run_fails_with_endpoint_and_cause(redis_server, tmp_path, capsys):
     os.makedirs(tmp_path / "sessions")
     refused = redis.exceptions.ResponseError("NOPERM User sessionshift has no permissions to run 'mget'")
-    with mock.patch.object(module, "validate", side_effect=refused):
+    with mock.patch("sessionshift.validate.validate", side_effect=refused):
         result = run(capsys, redis=redis_option(redis_server.settings()),
                      session_dir=str(tmp_path / "sessions"))
     assert result["failed"] and result["endpoint"] == redis_server.settings().endpoint
