@@ -51,8 +51,8 @@ lint: setup  ## ansible-lint (production profile), ansible-doc on every module, 
 	  $(BIN)/ansible-doc -t module "sessionshift.migration.$$(basename $$module .py)" >/dev/null || exit 1; \
 	done
 
-sanity: setup  ## ansible-test sanity on the collection, built and installed in a temporary path
-	$(BIN)/python tools/collection.py sanity
+sanity: setup  ## ansible-test sanity and units on the collection, built and installed in a temporary path
+	$(BIN)/python tools/collection.py sanity units
 
 test: setup  ## everything CI runs: unit, integration, load (short), molecule scenarios, lint, sanity
 	$(BIN)/pytest tests

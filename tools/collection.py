@@ -1,6 +1,6 @@
-"""The collection sessionshift.migration as users get it: built, installed, sanity-tested.
+"""The collection sessionshift.migration as users get it: built, installed, then ansible-test on it.
 
-    python tools/collection.py sanity [--keep DIR]   # make sanity: ansible-test sanity, built collection
+    python tools/collection.py sanity units [--keep DIR]   # make sanity: ansible-test sanity and units
 
 build_and_install() is what tests/integration/test_collection_install.py runs a playbook from.
 ansible-test only sees collections under the same ansible_collections/ root as the one it
@@ -8,6 +8,11 @@ tests, so the collections this one imports at documentation and import time (ama
 linked in beside it from the installed `ansible` package. tests/sanity/ignore-2.19.txt (it
 ships in the collection) waives one finding per module: validate-modules asks for a GPLv3
 header, and the collection is Apache-2.0.
+
+`units` runs ansible-test units on the installed copy with the unit tests written for it,
+tests/unit/plugins/{modules,module_utils,filter} (the tarball leaves tests/ out: they are copied
+in). They run in this Python (--local), where the sessionshift package and pytest-xdist are
+installed; the rest of tests/unit needs the checkout (tests.conftest, devstack) and runs in pytest.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ LINKED_DEPENDENCIES = ("amazon/aws",)
 # What ansible-test sanity checks: the Ansible content. src/ (the Python package the modules
 # run, shipped for the session_app role) and molecule/ are checked by ruff and their own tests.
 SANITY_TARGETS = ("plugins/", "roles/", "playbooks/", "meta/")
+# The unit tests that run on the installed collection (ansible-test's layout).
+UNIT_TESTS = os.path.join("tests", "unit", "plugins")
 # ansible-test's pip bootstrap for the sanity virtualenvs (it downloads get-pip.py otherwise).
 GET_PIP_VERSION = "24.2"
 GET_PIP_URL = f"https://ci-files.testing.ansible.com/ansible-test/get-pip-{GET_PIP_VERSION}.py"
@@ -108,26 +115,33 @@ def _test_home() -> str:
     return home
 
 
-def sanity(workdir: str) -> int:
-    collections = build_and_install(workdir)
-    link_dependencies(collections)
+def ansible_test(collections: str, command: str) -> int:
+    """ansible-test *command* (sanity, units) in the installed copy under *collections*."""
     installed = os.path.join(collections, "ansible_collections", NAMESPACE, NAME)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    command = [os.path.join(BIN, "ansible-test"), "sanity", "--python", python, "--local", "--color", "no",
-               *SANITY_TARGETS]
-    print("collection:", " ".join(command), f"(in {installed})", flush=True)
-    return subprocess.run(command, cwd=installed, env=_clean_env(HOME=_test_home()), check=False).returncode
+    arguments = [*SANITY_TARGETS] if command == "sanity" else []
+    if command == "units":
+        shutil.rmtree(os.path.join(installed, UNIT_TESTS), ignore_errors=True)
+        shutil.copytree(os.path.join(ROOT, UNIT_TESTS), os.path.join(installed, UNIT_TESTS),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    command_line = [os.path.join(BIN, "ansible-test"), command, "--python", python, "--local",
+                    "--color", "no", *arguments]
+    print("collection:", " ".join(command_line), f"(in {installed})", flush=True)
+    env = _clean_env(HOME=_test_home())
+    return subprocess.run(command_line, cwd=installed, env=env, check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["sanity"])
+    parser.add_argument("commands", nargs="+", choices=["sanity", "units"])
     parser.add_argument("--keep", help="work in this directory and keep it (default: a temporary one)")
     args = parser.parse_args(argv)
     workdir = args.keep or tempfile.mkdtemp(prefix="sessionshift-collection-")
     os.makedirs(workdir, exist_ok=True)
     try:
-        return sanity(workdir)
+        collections = build_and_install(workdir)
+        link_dependencies(collections)
+        return max(ansible_test(collections, command) for command in args.commands)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

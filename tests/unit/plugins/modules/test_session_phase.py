@@ -7,12 +7,10 @@ import os
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.sessionshift.migration.plugins.modules import session_phase as module
 
 from sessionshift import phasefile, state
 from sessionshift.phasefile import read_phase
-from tests.conftest import load_module
-
-module = load_module("session_phase")
 
 
 def run(capsys, check_mode=False, diff=False, **params):
