@@ -9,7 +9,7 @@ from ansible.errors import AnsibleFilterError
 
 IMPORT_ERROR = None
 try:
-    from sessionshift.phases import Phase, Transition, plan_rollback
+    from sessionshift.phases import SPECS, Phase, Transition, plan_rollback
 except ImportError as exc:  # reported when a filter is used, with what to do
     plan_rollback = None
     IMPORT_ERROR = exc
@@ -38,7 +38,8 @@ def rollback_plan(host_phases, requested="previous", emergency=False):
 
 
 def phase_info(value):
-    """{label, number, previous, next, labels} of a phase given by label or number (the phase model)."""
+    """{label, number, previous, next, labels, writes_file, writes_redis} of a phase given by label or
+    number (the phase model)."""
     _require("phase_info")
     phase = _parse("phase_info", value)
     ordered = list(Phase)
@@ -46,7 +47,8 @@ def phase_info(value):
     return {"label": phase.label, "number": int(phase),
             "previous": ordered[index - 1].label if index > 0 else None,
             "next": ordered[index + 1].label if index + 1 < len(ordered) else None,
-            "labels": [each.label for each in ordered]}
+            "labels": [each.label for each in ordered],
+            "writes_file": SPECS[phase].writes_file, "writes_redis": SPECS[phase].writes_redis}
 
 
 def needs_export(current, target):

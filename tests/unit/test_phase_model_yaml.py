@@ -5,8 +5,8 @@ of a key that names a phase (``phase``, ``rollout_target_phase``, ``rollback_to`
 ``rollout_step_from``, ``gate``...) and every literal a Jinja expression compares a phase with
 is one of its labels, so that a misspelt or removed phase fails here instead of in a rollout.
 
-The Ansible side still carries its own copies (role argument specs, module choices, the rollout
-role's tables); until it reads the model through filters, this test is what keeps them equal.
+The Ansible side still carries its own copies in what must be static (role argument specs, module
+choices); this test keeps them equal. The rollout role's tasks read the model through the filters.
 """
 
 from __future__ import annotations
@@ -72,12 +72,19 @@ def test_a_phase_list_is_the_model(where, items):
     assert others <= NOT_PHASES, f"{where}: {sorted(others)} is not a phase"
 
 
-def test_the_rollout_role_tables_are_the_model():
-    with open(os.path.join(ROOT, "roles", "rollout", "vars", "main.yml"), encoding="utf-8") as handle:
-        tables = yaml.safe_load(handle)
-    assert tables["_rollout_phase_labels"] == LABELS
-    assert tables["_rollout_phase_numbers"] == {phase.label: int(phase) for phase in Phase}
-    assert tables["_rollout_previous_phase"] == {LABELS[i]: LABELS[i - 1] for i in range(1, len(LABELS))}
+def test_the_rollout_role_has_no_phase_table_of_its_own():
+    """Next, previous, numbers and what a phase writes come from the filters (phase_info, needs_export)."""
+    role = os.path.join(ROOT, "roles", "rollout")
+    assert not os.path.exists(os.path.join(role, "vars", "main.yml"))
+    for path in sorted(glob.glob(os.path.join(role, "**", "*.yml"), recursive=True)):
+        if path.endswith("argument_specs.yml"):  # the choices lists: checked against the model above
+            continue
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        assert "_rollout_phase_numbers" not in text, path
+        # a list naming two phases or more, in YAML or in Jinja
+        for listed in re.findall(r"\[([^\]\n]*)\]", text):
+            assert len(set(re.findall(r"\w+", listed)) & set(LABELS)) < 2, f"{path}: [{listed}]"
 
 
 # Keys whose value names a phase; what else such a key may hold.
@@ -127,7 +134,8 @@ LABELS_USED = [(source, *used) for source, document in _yaml_documents()
 
 def test_the_phase_labels_are_found():
     places = {source for source, *_ in LABELS_USED}
-    for place in ("roles/rollout/tasks/backfill.yml", "roles/rollout/tasks/emergency.yml",
+    # (backfill.yml names no phase any more: it asks phase_info what the phase writes)
+    for place in ("roles/rollout/tasks/preflight.yml", "roles/rollout/tasks/emergency.yml",
                   "playbooks/phase3.yml", "plugins/modules/session_phase EXAMPLES"):
         assert place in places, place
 

@@ -12,7 +12,7 @@ from ansible_collections.sessionshift.migration.plugins.filter.sessionshift impo
     phase_info,
 )
 
-from sessionshift.phases import Phase, Transition
+from sessionshift.phases import SPECS, Phase, Transition
 
 
 def test_the_filters_are_registered():
@@ -27,6 +27,8 @@ def test_phase_info_is_the_model_by_label_and_by_number(phase):
     assert by_label["labels"] == [each.label for each in Phase]
     assert by_label["previous"] == (Phase(phase - 1).label if phase > min(Phase) else None)
     assert by_label["next"] == (Phase(phase + 1).label if phase < max(Phase) else None)
+    assert by_label["writes_file"] == SPECS[phase].writes_file
+    assert by_label["writes_redis"] == SPECS[phase].writes_redis
 
 
 def test_needs_export_is_the_transition_rule_for_every_move():
