@@ -8,7 +8,9 @@ checkout's link (collections/ansible_collections/sessionshift/migration) is out 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.integration.test_migrate import make_corpus
 from tools.collection import build_and_install
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,6 +46,7 @@ def project(installed, tmp_path):
                                            "callback_result_format = yaml\n")
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "session_app_state_dir": str(tmp_path / "state"),
+            "session_app_session_dir": str(tmp_path / "sessions"),
             "session_app_url": "http://127.0.0.1:9",  # no app: the status says so, it does not fail
             "rollout_cloudwatch_enabled": False,
             # required by the role's argument spec; the status never connects
@@ -95,3 +99,25 @@ def test_a_playbook_of_the_installed_collection_runs(project, tmp_path):
     assert "phase: dual_write" in status, status[-3000:]
     assert "app not answering" in status
     assert "failed=0" in status
+
+
+def _module_files(output):
+    """The collection's module files ansible-playbook -vvv says it sent to the host."""
+    return {path for path in re.findall(r"Using module file (\S+)", output)
+            if os.path.basename(path).startswith("session_")}
+
+
+def test_a_phase_playbook_runs_its_modules_from_the_installed_copy(project, installed, tmp_path):
+    """phase1.yml's source-profile step, run by FQCN, executes the installed collection's modules."""
+    make_corpus(str(tmp_path / "sessions"), 20)
+    output = _ansible(project, "ansible-playbook", "-vvv", "-i", "hosts.yml", "sessionshift.migration.phase1",
+                      "--tags", "profile")
+    installed_copy = os.path.join(installed, "ansible_collections", "sessionshift", "migration")
+    used = _module_files(output)
+    assert {os.path.basename(path) for path in used} >= {"session_phase.py", "session_analyze.py"}, used
+    assert all(path.startswith(installed_copy + os.sep) and ROOT not in path for path in used), used
+    assert "failed=0" in output
+    with open(tmp_path / "state" / "profile.json", encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    assert recorded["session_dir"] == str(tmp_path / "sessions") and recorded["sessions"] == 20
+    assert recorded["hash_name"] == "sha256" and recorded["header_style"] == "struct"
