@@ -142,28 +142,21 @@ def main(endpoint: str) -> int:
     )
 
     alarms = {a["AlarmName"]: a for a in client("cloudwatch").describe_alarms(MaxRecords=100)["MetricAlarms"]}
-    for node in members:
-        for metric in sorted(NODE_METRICS):
-            alarm = alarms.get(f"{PREFIX}-{node}-{metric}")
-            check(
-                f"alarm {metric} on {node}",
-                alarm is not None
-                and alarm["Namespace"] == "AWS/ElastiCache"
-                and alarm["MetricName"] == metric
-                and alarm["Dimensions"] == [{"Name": "CacheClusterId", "Value": node}]
-                and alarm["AlarmActions"] == [topic],
-            )
-    for host in APP_HOSTS:
-        for metric in sorted(APP_METRICS):
-            alarm = alarms.get(f"{PREFIX}-{host}-{metric}")
-            check(
-                f"alarm {metric} on {host}",
-                alarm is not None
-                and alarm["Namespace"] == "Sessionshift"
-                and alarm["MetricName"] == metric
-                and alarm["Dimensions"] == [{"Name": "host", "Value": host}]
-                and alarm["AlarmActions"] == [topic],
-            )
+    # (what is watched, metric, namespace, dimension): every node's engine metrics, every app host's own
+    watched = [(node, metric, "AWS/ElastiCache", "CacheClusterId")
+               for node in members for metric in sorted(NODE_METRICS)]
+    watched += [(host, metric, "Sessionshift", "host")
+                for host in APP_HOSTS for metric in sorted(APP_METRICS)]
+    for subject, metric, namespace, dimension in watched:
+        alarm = alarms.get(f"{PREFIX}-{subject}-{metric}")
+        check(
+            f"alarm {metric} on {subject}",
+            alarm is not None
+            and alarm["Namespace"] == namespace
+            and alarm["MetricName"] == metric
+            and alarm["Dimensions"] == [{"Name": dimension, "Value": subject}]
+            and alarm["AlarmActions"] == [topic],
+        )
     thresholds = {name.rsplit("-", 1)[-1]: a["Threshold"] for name, a in alarms.items() if members[0] in name}
     check(
         "thresholds from AWS guidance",
