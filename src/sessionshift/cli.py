@@ -193,6 +193,15 @@ def _check_dir(path: str) -> None:
         raise CliError(f"session directory {path} does not exist or is not a directory")
 
 
+def session_source(args: argparse.Namespace) -> dict:
+    """The session files and how to read them (migrate's and validate's configuration): the
+    directory checked, the settings resolved against the source profile."""
+    _check_dir(args.session_dir)
+    resolve_profile(args)
+    return dict(session_dir=args.session_dir, layout=layout_from_args(args), serializer=args.serializer,
+                pickle_protocol=args.pickle_protocol)
+
+
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -263,11 +272,7 @@ def register_analyze(subparsers) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .migrate import MigrateConfig, migrate, summary
 
-    _check_dir(args.session_dir)
-    resolve_profile(args)
-    config = MigrateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
-                           serializer=args.serializer, pickle_protocol=args.pickle_protocol,
-                           state_dir=args.state_dir,
+    config = MigrateConfig(**session_source(args), state_dir=args.state_dir,
                            batch_size=args.batch_size, workers=args.workers, dry_run=args.dry_run,
                            restart=args.restart, retry_seconds=args.retry_seconds)
     with progress_bar(args) as bar:
@@ -298,11 +303,7 @@ def register_migrate(subparsers) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import ValidateConfig, record, summary, validate
 
-    _check_dir(args.session_dir)
-    resolve_profile(args)
-    config = ValidateConfig(session_dir=args.session_dir, layout=layout_from_args(args),
-                            serializer=args.serializer, pickle_protocol=args.pickle_protocol,
-                            sample_percent=args.sample_percent,
+    config = ValidateConfig(**session_source(args), sample_percent=args.sample_percent,
                             threshold=args.threshold, recheck_delay=args.recheck_delay,
                             max_examples=args.max_examples, workers=args.workers)
     client = connect_from_args(args)
