@@ -34,22 +34,30 @@ def _check(measured: Measured, what: str) -> dict:
     return _json_tail(measured.stdout)
 
 
+def _run_on_files(redis: BenchRedis, subcommand: str, directory: str,
+                  options: list[str]) -> tuple[Measured, dict]:
+    """``sessionshift <subcommand>`` over the session files in *directory*, with a state directory
+    of its own (removed after): what it measured and its JSON result."""
+    state_dir = tempfile.mkdtemp(prefix=f"bench-{subcommand}-state-")
+    command = [SESSIONSHIFT, subcommand, "--session-dir", directory, "--state-dir", state_dir, *options,
+               "--json", "--quiet", *redis.cli_env_args()]
+    try:
+        measured = run_measured(command)
+        return measured, _check(measured, f"sessionshift {subcommand}")
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def run_migrate(redis: BenchRedis, directory: str, *, workers: int = 0, batch_size: int | None = None,
                 name: str = "sessionshift migrate") -> tuple[Timed, Measured, dict]:
     """``sessionshift migrate`` over *directory* into an (already flushed) Redis."""
-    state_dir = tempfile.mkdtemp(prefix="bench-migrate-state-")
-    command = [SESSIONSHIFT, "migrate", "--session-dir", directory, "--state-dir", state_dir,
-               "--restart", "--json", "--quiet", *redis.cli_env_args()]
+    options = ["--restart"]
     if workers:
-        command += ["--workers", str(workers)]
+        options += ["--workers", str(workers)]
     if batch_size:
-        command += ["--batch-size", str(batch_size)]
+        options += ["--batch-size", str(batch_size)]
     server_before = redis.server_cpu()
-    try:
-        measured = run_measured(command)
-        result = _check(measured, "sessionshift migrate")
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    measured, result = _run_on_files(redis, "migrate", directory, options)
     counts = result.get("counts", {})
     detail = {"written": counts.get("written"), "engine_elapsed": result.get("elapsed"),
               "client_cpu": round(measured.cpu_seconds, 3),
@@ -62,14 +70,7 @@ def run_migrate(redis: BenchRedis, directory: str, *, workers: int = 0, batch_si
 def run_validate(redis: BenchRedis, directory: str, *, name: str = "sessionshift validate",
                  ) -> tuple[Timed, Measured, dict]:
     """``sessionshift validate`` (every session, no record written) against Redis."""
-    state_dir = tempfile.mkdtemp(prefix="bench-validate-state-")
-    command = [SESSIONSHIFT, "validate", "--session-dir", directory, "--state-dir", state_dir,
-               "--no-record", "--json", "--quiet", *redis.cli_env_args()]
-    try:
-        measured = run_measured(command)
-        result = _check(measured, "sessionshift validate")
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    measured, result = _run_on_files(redis, "validate", directory, ["--no-record"])
     counts = result.get("counts", {})
     detail = {"passed": result.get("passed"), "consistent": counts.get("consistent"),
               "engine_elapsed": result.get("elapsed_seconds"), **measured.memory_dict()}
