@@ -286,7 +286,7 @@ def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_B
     if (manifest.get("counts") or {}).get("stock") and store.layout.generation and not dry_run:
         # The backup holds stock keys only when their generation had moved sessions there:
         # the marker comes back first, or the restored stock keys would never be read.
-        client.set(store.layout.stock_moved_key, b"1")
+        store.mark_stock_moved()
     started, done = time.monotonic(), 0
     entries = _entries(src)
     while True:

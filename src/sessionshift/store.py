@@ -349,11 +349,15 @@ class SessionStore:
             self._stock_moved = stock_keys_current(self.client, self.layout)
         return self._stock_moved
 
+    def mark_stock_moved(self) -> None:
+        """Record that this generation holds stock keys: before the first is written or restored."""
+        self.client.set(self.layout.stock_moved_key, b"1")
+        self._stock_moved = True
+
     def write_stock(self, sid: str, value: bytes, expiry: int) -> None:
         """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
         if not self._stock_moved:  # the marker first: no reader may see this key without it
-            self.client.set(self.layout.stock_moved_key, b"1")
-            self._stock_moved = True
+            self.mark_stock_moved()
         key = self.layout.stock_key(sid)
         self._run_and_wait(self._app_write_script, [key], [value, expiry])  # no tombstone in phase 5
 
