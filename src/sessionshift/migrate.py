@@ -33,16 +33,7 @@ from typing import Any
 
 from . import defaults, options, state
 from .errors import SessionshiftError
-from .formats import (
-    DEFAULT_PICKLE_PROTOCOL,
-    DEFAULT_SERIALIZER,
-    SerializerName,
-    SessionFileError,
-    SessionValueError,
-    read_entry_value,
-    value_format,
-)
-from .keys import KeyLayout
+from .formats import SessionFileError, SessionValueError, read_entry_value, value_format
 from .progress import Progress, ProgressCallback
 from .redisconn import (
     PERMANENT_ERRORS,
@@ -52,7 +43,7 @@ from .redisconn import (
     connect,
     explain,
 )
-from .shares import SHARES, groups, iter_entries
+from .shares import SHARES, SessionSource, groups, iter_entries
 from .store import CopyResult, SessionStore
 from .workers import resolve_workers, run_groups
 
@@ -72,11 +63,7 @@ class MigrateBusy(SessionshiftError, RuntimeError):
 
 
 @dataclasses.dataclass
-class MigrateConfig:
-    session_dir: str
-    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
-    serializer: SerializerName = DEFAULT_SERIALIZER
-    pickle_protocol: int = DEFAULT_PICKLE_PROTOCOL  # for sessions not already pickled (seed files)
+class MigrateConfig(SessionSource):
     state_dir: str | None = None  # None: no checkpoint (and no resume)
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 0  # 0: the CPU count, capped

@@ -13,11 +13,13 @@ Entries are streamed from ``os.scandir``: nothing lists the whole directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from collections.abc import Iterable, Iterator
 
-from .formats import classify_name
+from .formats import DEFAULT_PICKLE_PROTOCOL, DEFAULT_SERIALIZER, SerializerName, classify_name
+from .keys import KeyLayout
 
 SHARES = 16
 _HEX_VALUE = {digit: value for value, digit in enumerate("0123456789abcdef")}
@@ -79,3 +81,14 @@ def groups(shares: Iterable[int], count: int) -> list[tuple[int, ...]]:
         return []
     size = max(1, -(-len(pending) // max(count, 1)))
     return [tuple(pending[i:i + size]) for i in range(0, len(pending), size)]
+
+
+@dataclasses.dataclass
+class SessionSource:
+    """The session files a scan reads and the Redis keys and values they map to: what migrate
+    and validate are told first (their configurations extend it)."""
+
+    session_dir: str
+    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
+    serializer: SerializerName = DEFAULT_SERIALIZER
+    pickle_protocol: int = DEFAULT_PICKLE_PROTOCOL  # for sessions with no pickle payload yet (seed files)

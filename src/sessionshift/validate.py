@@ -41,19 +41,10 @@ import redis
 
 from . import defaults, exact, options, safepickle, state
 from .export import scan_batches
-from .formats import (
-    DEFAULT_PICKLE_PROTOCOL,
-    DEFAULT_SERIALIZER,
-    SerializerName,
-    SessionFileError,
-    SessionValueError,
-    read_entry_value,
-    value_format,
-)
-from .keys import KeyLayout
+from .formats import SessionFileError, SessionValueError, read_entry_value, value_format
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
-from .shares import SHARES, groups, iter_entries
+from .shares import SHARES, SessionSource, groups, iter_entries
 from .workers import resolve_workers, run_groups
 
 COUNT_NAMES = ("checked", "consistent", "missing", "different", "type_changed", "expired", "corrupt",
@@ -64,11 +55,7 @@ STALE_MARGIN = 2  # seconds: the host's and Redis's clocks may disagree this muc
 
 
 @dataclasses.dataclass
-class ValidateConfig:
-    session_dir: str
-    layout: KeyLayout = dataclasses.field(default_factory=KeyLayout)
-    serializer: SerializerName = DEFAULT_SERIALIZER
-    pickle_protocol: int = DEFAULT_PICKLE_PROTOCOL  # how the app pickles sessions that have no payload yet
+class ValidateConfig(SessionSource):
     sample_percent: float = 100.0  # a stable sample of the files (by name), for very large fleets
     threshold: float = 100.0  # minimum % of comparable sessions that must be consistent
     recheck_delay: float = 2.0  # seconds before a difference is looked at again
