@@ -76,12 +76,15 @@ def test_the_rollout_role_has_no_phase_table_of_its_own():
     """Next, previous, numbers and what a phase writes come from the filters (phase_info, needs_export)."""
     role = os.path.join(ROOT, "roles", "rollout")
     assert not os.path.exists(os.path.join(role, "vars", "main.yml"))
-    for path in sorted(glob.glob(os.path.join(role, "**", "*.yml"), recursive=True)):
+    playbooks = glob.glob(os.path.join(ROOT, "playbooks", "**", "*.yml"), recursive=True)
+    for path in sorted(glob.glob(os.path.join(role, "**", "*.yml"), recursive=True) + playbooks):
         if path.endswith("argument_specs.yml"):  # the choices lists: checked against the model above
             continue
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         assert "_rollout_phase_numbers" not in text, path
+        # a phase number compared with a literal number (min < 4): ask phase_info for the phase's
+        assert not re.search(r"number\W[^\n]*?(?:<|>|==|!=)=?\s*\d", text), path
         # a list naming two phases or more, in YAML or in Jinja
         for listed in re.findall(r"\[([^\]\n]*)\]", text):
             assert len(set(re.findall(r"\w+", listed)) & set(LABELS)) < 2, f"{path}: [{listed}]"
