@@ -52,3 +52,33 @@ def test_an_old_cookie_replayed_to_another_host_after_a_rollback_from_phase_4(du
         assert other.get("/", headers=JSON).json["logged_in"] is False
     finally:
         fleet.close()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_logout_survives_a_redis_restart(durable_redis, tmp_path, how):
+    """The walk the soak once failed on (log in in phase 2, phase 3, log out, restart Redis):
+    before the dev stack kept the default user's permissions, Redis dropped the logout's
+    MULTI/EXEC from its append-only file at the restart and the old cookie was logged in."""
+    from sessionshift.phases import Phase
+
+    from .fleet import JSON, Fleet
+
+    fleet = Fleet(durable_redis, str(tmp_path), shared_dir=False)
+    fleet.client.flushall()
+    try:
+        home = fleet.workers[0][0]
+        for host in fleet.hosts:
+            fleet.set_phase(host, Phase.DUAL_WRITE, fleet.fleet_generation())
+        assert home.post("/login", data={"username": "u", "password": "pw"}, headers=JSON).status_code == 200
+        cookie = home.get_cookie("session").value
+        for host in fleet.hosts:
+            fleet.set_phase(host, Phase.REDIS_READ)
+        assert home.post("/logout", headers=JSON).status_code == 200
+        durable_redis.kill() if how == "SIGKILL" else durable_redis.stop()
+        durable_redis.launch()
+        fleet.reconnect()
+        fresh = fleet.workers[0][1]  # a worker whose connections did not see the restart fail
+        fresh.set_cookie("session", cookie)
+        assert fresh.get("/", headers=JSON).json["logged_in"] is False
+    finally:
+        fleet.close()
