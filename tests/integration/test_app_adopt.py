@@ -90,17 +90,13 @@ class Users(threading.Thread):
         return self.tally
 
 
-@pytest.fixture
-def adopted(tmp_path, tls_files):
-    redis = RedisServer.start(str(tmp_path / "redis"), tls_files)
-    port, pid_file = free_port(), str(tmp_path / "gunicorn.pid")
-    settings_file = str(tmp_path / "etc" / "notes-app.json")
-    redis_settings = {"url": redis.settings().url, "username": redis.username, "password": redis.password,
-                      "ca_file": tls_files.ca_cert}
+def adoption(tmp_path, redis_settings: dict, port: int, pid_file: str):
+    """The notes app's host in an inventory of its own, and a runner for the real playbooks against it."""
     host = {
         "app_adopt_venv": sys.prefix, "app_adopt_package_install": False,
         "app_adopt_app_sources": [os.path.join(ROOT, "examples", "notes_app", "app.py")],
-        "app_adopt_settings_file": settings_file, "app_adopt_user": "root", "app_adopt_group": "root",
+        "app_adopt_settings_file": str(tmp_path / "etc" / "notes-app.json"),
+        "app_adopt_user": "root", "app_adopt_group": "root",
         "app_adopt_session_dir": str(tmp_path / "sessions"), "app_adopt_state_dir": str(tmp_path / "state"),
         "app_adopt_redis": redis_settings, "app_adopt_metrics_url": f"http://127.0.0.1:{port}/metrics",
         "app_adopt_pid_file": pid_file,
@@ -114,7 +110,6 @@ def adopted(tmp_path, tls_files):
     inventory.write_text(yaml.safe_dump({"all": {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
         "children": {"app_servers": {"hosts": {"notes1": host}}}}}))
-    os.makedirs(tmp_path / "sessions")
 
     def playbook(name: str, *args: str) -> PlaybookRun:
         env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
@@ -123,6 +118,19 @@ def adopted(tmp_path, tls_files):
                                str(inventory), os.path.join(ROOT, "playbooks", name), *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
         return PlaybookRun(done.returncode, done.stdout + done.stderr)
+
+    return host, playbook
+
+
+@pytest.fixture
+def adopted(tmp_path, tls_files):
+    redis = RedisServer.start(str(tmp_path / "redis"), tls_files)
+    port, pid_file = free_port(), str(tmp_path / "gunicorn.pid")
+    redis_settings = {"url": redis.settings().url, "username": redis.username, "password": redis.password,
+                      "ca_file": tls_files.ca_cert}
+    host, playbook = adoption(tmp_path, redis_settings, port, pid_file)
+    settings_file = host["app_adopt_settings_file"]
+    os.makedirs(tmp_path / "sessions")
 
     first = playbook("adopt_app.yml")  # before the app runs: settings written, nothing to reload
     assert first.returncode == 0, first.output[-3000:]
@@ -141,6 +149,18 @@ def adopted(tmp_path, tls_files):
         if app.poll() is None:
             app.kill()
         redis.stop()
+
+
+def test_check_on_a_host_not_adopted_yet_passes_and_changes_nothing(tmp_path):
+    """adopt_app.yml --check first, as the runbook says: no settings, state or CA written yet."""
+    settings = {"url": "rediss://127.0.0.1:6379/0", "username": "sessionshift",
+                "password": "check-mode-only-not-a-secret", "ca_file": str(tmp_path / "etc" / "ca.crt")}
+    _host, playbook = adoption(tmp_path, settings, free_port(), str(tmp_path / "gunicorn.pid"))
+    ca_cert = {"app_adopt_ca_cert": "-----BEGIN CERTIFICATE-----"}  # the CA file too would be written
+    run = playbook("adopt_app.yml", "--check", "-e", json.dumps(ca_cert))
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.recap["notes1"]["changed"] > 0, run.recap
+    assert sorted(os.listdir(tmp_path)) == ["inventory.yml"]  # no settings, CA, state or phase file
 
 
 def test_the_role_names_the_line_to_add_when_the_app_is_not_wired(tmp_path, adopted):

@@ -16,7 +16,7 @@ import sys
 import boto3
 import pytest
 
-from devstack.local_stack import ROOT, PlaybookRun
+from devstack.local_stack import ROOT, LocalStack, PlaybookRun
 from devstack.moto_server import FAKE_CREDENTIALS, MotoServer
 
 pytestmark = pytest.mark.integration
@@ -61,12 +61,28 @@ def resources(moto: MotoServer) -> dict[str, list]:
     }
 
 
-def test_check_on_a_fresh_account_passes_and_changes_nothing(account):
+def test_check_on_a_fresh_account_and_brand_new_app_hosts_passes_and_changes_nothing(
+        account, tmp_path, monkeypatch):
+    """The operator's first command: phase1.yml --check, before anything exists anywhere.
+
+    The local inventory has every group phase 1 plays on (aws_control, the Redis stand-in, an app
+    host). The app host is brand new: no virtualenv (the role would create one), no session or
+    state directory, no phase file; the Redis stand-in has no TLS files, configuration or process.
+    """
+    monkeypatch.setenv("SESSIONSHIFT_MOTO_ENDPOINT", account.endpoint_url)
+    stack = LocalStack.create(str(tmp_path / "stack"), hosts=1, seed_sessions=50, extra_vars={
+        "session_app_venv_create": True, "session_app_venv": str(tmp_path / "venv")})
     before = resources(account)
-    run = playbook(account, "phase1.yml", "--check")
+    run = stack.playbook("phase1.yml", "--check")
     assert run.returncode == 0, run.output[-4000:]
-    assert run.changed > 0  # it reports what a real run would do...
-    assert resources(account) == before  # ...and does none of it
+    recap = run.recap
+    # It reports what a real run would do on every kind of host...
+    assert recap["localhost"]["changed"] > 0 and recap["local-redis"]["changed"] > 0, recap
+    assert recap["app1"]["changed"] > 0, recap
+    assert "a run starts this host in phase 1 (file)" in run.output
+    # ...and does none of it: nothing on the hosts, nothing in the account.
+    assert not os.path.exists(stack.local_dir) and not os.path.exists(tmp_path / "venv")
+    assert resources(account) == before
     assert not before["groups"] and not before["kms_keys"]
 
 
