@@ -9,9 +9,14 @@ playbooks/local_aws.yml as the local inventories do.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
+from unittest import mock
 
 import boto3
 import pytest
@@ -25,9 +30,11 @@ GROUP = "sessionshift-moto"  # inventories/aws-moto
 
 
 @pytest.fixture(scope="module")
-def account():
+def account(tmp_path_factory):
     """A moto server of its own (a fresh account) with only the network in it."""
-    with MotoServer.start() as moto:
+    # Its request recorder (off until a test starts it) writes here, not in the working directory.
+    recording = str(tmp_path_factory.mktemp("moto") / "recording.jsonl")
+    with mock.patch.dict(os.environ, MOTO_RECORDER_FILEPATH=recording), MotoServer.start() as moto:
         assert playbook(moto, "local_aws.yml").returncode == 0
         yield moto
 
@@ -103,3 +110,77 @@ def test_cloudwatch_alarms_tag_runs_alone_after_the_elasticache_tag(account):
     watched = {dimension["Value"] for alarm in resources(account)["alarms"]
                for dimension in alarm["Dimensions"] if dimension["Name"] == "CacheClusterId"}
     assert watched == set(members)
+
+
+def recorded_requests(moto: MotoServer, start: bool = False) -> list[dict[str, str]]:
+    """The form bodies of the query-API requests moto received since its recorder started."""
+    if start:
+        for action in ("reset-recording", "start-recording"):
+            urllib.request.urlopen(urllib.request.Request(f"{moto.endpoint_url}/moto-api/recorder/{action}",
+                                                          method="POST")).read()
+        return []
+    with urllib.request.urlopen(f"{moto.endpoint_url}/moto-api/recorder/download-recording") as answer:
+        lines = answer.read().decode().splitlines()
+    requests = []
+    for line in lines:
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        form = dict(urllib.parse.parse_qsl(body)) if body.startswith("Action=") else {}
+        requests.append(form or {"Action": entry["headers"].get("X-Amz-Target", "")})
+    return requests
+
+
+def token(moto: MotoServer) -> str:
+    """The AUTH token in the group's Secrets Manager secret."""
+    secrets = boto3.client("secretsmanager", **moto.client_kwargs())
+    return secrets.get_secret_value(SecretId=f"{GROUP}/redis-auth-token")["SecretString"]
+
+
+def token_before_rotating(moto: MotoServer) -> str:
+    """The group provisioned (phase 1, days 1-2) and moto recording requests: the token in use."""
+    if not resources(moto)["groups"]:
+        assert playbook(moto, "phase1.yml", "--tags", "elasticache").returncode == 0
+    recorded_requests(moto, start=True)
+    return token(moto)
+
+
+def test_rotate_auth_token_sends_rotate_then_set_with_the_new_secret(account):
+    """playbooks/rotate_auth_token.yml's ElastiCache branch against the moto server.
+
+    moto accepts both modify_replication_group calls but models neither strategy (a group keeps
+    the token it was created with), so what is checked is what AWS would be sent: the new token
+    stored first, then ROTATE to it, then SET to it; tests/unit/test_elasticache_module.py pins
+    the same requests through botocore's Stubber.
+    """
+    old = token_before_rotating(account)
+    run = playbook(account, "rotate_auth_token.yml")
+    assert run.returncode == 0, run.output[-4000:]
+    new = token(account)
+    assert new != old and len(new) == 64
+    assert new not in run.output and old not in run.output
+
+    requests = recorded_requests(account)
+    modifies = [request for request in requests if request.get("Action") == "ModifyReplicationGroup"]
+    assert [(m["ReplicationGroupId"], m.get("AuthTokenUpdateStrategy"), m.get("AuthToken") == new)
+            for m in modifies] == [(GROUP, "ROTATE", True), (GROUP, "SET", True)]
+    stored = [index for index, request in enumerate(requests)
+              if request["Action"] == "secretsmanager.UpdateSecret"]
+    assert stored and stored[-1] < requests.index(modifies[0])  # the secret holds the token before ROTATE
+    group = resources(account)["groups"][0]
+    assert group["AuthTokenEnabled"] and group["Status"] == "available"
+
+
+def test_a_failed_rotate_puts_the_old_token_back_in_the_secret(account):
+    """Step 1 stores the new token before ROTATE: if ROTATE fails, the secret must not keep a token
+    the group does not accept (an app host restarting then could not connect)."""
+    before = token_before_rotating(account)
+    # The role's preflight refuses a token length AWS does not allow, inside the ROTATE step.
+    run = playbook(account, "rotate_auth_token.yml", "-e", "elasticache_auth_token_length=8")
+    assert run.returncode != 0
+    assert "holds the old token again" in run.output, run.output[-3000:]
+    assert token(account) == before
+    actions = [request["Action"] for request in recorded_requests(account)]
+    assert actions.count("secretsmanager.UpdateSecret") == 2  # the new token, then the old one back
+    assert "ModifyReplicationGroup" not in actions

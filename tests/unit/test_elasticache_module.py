@@ -439,3 +439,48 @@ def test_delete_takes_the_named_final_snapshot(aws, capsys):
                   "final_snapshot_identifier": "sessions-final-20261130"}, capsys)
     assert result["changed"]
     assert result["steps"][0]["params"]["FinalSnapshotIdentifier"] == "sessions-final-20261130"
+
+
+NEW_TOKEN = "Zyxwvuts-87654321!#$%"
+
+
+@pytest.mark.parametrize("strategy", ["ROTATE", "SET"])
+def test_a_rotation_step_sends_the_token_with_its_strategy_and_waits(aws, capsys, strategy):
+    """The two requests of playbooks/rotate_auth_token.yml, step by step.
+
+    moto's modify_replication_group drops AuthToken and AuthTokenUpdateStrategy (it models
+    neither: a group keeps its creation token), so the exact request is pinned here; the
+    playbook itself runs against the moto server in test_phase1_moto.py.
+    """
+    ec = aws["elasticache"]
+    expect_full_describe(ec)  # AUTH enabled: nothing else differs
+    expect_described(ec)  # available: the step may start
+    ec.add_response(
+        "modify_replication_group",
+        {"ReplicationGroup": group("modifying")["ReplicationGroups"][0]},
+        {"ReplicationGroupId": "sessions", "ApplyImmediately": True, "AuthToken": NEW_TOKEN,
+         "AuthTokenUpdateStrategy": strategy},
+    )
+    expect_described(ec, group("modifying"))  # the step runs: the next one must wait for it
+    expect_described(ec)
+    expect_described(ec)  # the final state
+    rotation = args(auth_token=NEW_TOKEN, update_auth_token=True, auth_token_update_strategy=strategy)
+    result = run(rotation, capsys)
+    assert result["changed"] and result["action"] == "modify"
+    [step] = result["steps"]
+    assert step["params"]["AuthTokenUpdateStrategy"] == strategy and "AuthToken" not in step["params"]
+    assert NEW_TOKEN not in json.dumps(result)
+
+
+def test_a_rotation_step_in_check_mode_reports_it_without_calling_modify(aws, capsys):
+    expect_full_describe(aws["elasticache"])
+    result = run(args(auth_token=NEW_TOKEN, update_auth_token=True, auth_token_update_strategy="SET"), capsys,
+                 check_mode=True)
+    assert result["changed"]
+    assert [step["params"]["AuthTokenUpdateStrategy"] for step in result["steps"]] == ["SET"]
+
+
+def test_without_update_auth_token_a_new_token_is_not_sent(aws, capsys):
+    expect_full_describe(aws["elasticache"])
+    result = run(args(auth_token=NEW_TOKEN), capsys)
+    assert not result["changed"] and result["steps"] == []
