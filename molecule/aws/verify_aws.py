@@ -61,7 +61,7 @@ def main(endpoint: str) -> int:
         group["AtRestEncryptionEnabled"] and group.get("KmsKeyId", "").startswith("arn:aws:kms:"),
     )
     check("AUTH enabled", group["AuthTokenEnabled"] is True)
-    check("engine valkey", group["Engine"] == "valkey")
+    check("engine redis (the role's default, as in production)", group["Engine"] == "redis", group["Engine"])
     logs = {
         entry["LogType"]: entry["DestinationDetails"]["CloudWatchLogsDetails"]["LogGroup"]
         for entry in group["LogDeliveryConfigurations"]
