@@ -175,17 +175,21 @@ def test_the_role_names_the_line_to_add_when_the_app_is_not_wired(tmp_path, adop
 
 
 @pytest.mark.timeout(1800)
-def test_an_adopted_app_goes_1_to_5_and_back_and_nobody_is_logged_out(adopted):
+def test_an_adopted_app_goes_1_to_5_and_back_and_nobody_is_logged_out(adopted, tmp_path):
     playbook, base = adopted
     again = playbook("adopt_app.yml")
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]  # idempotent
     users = Users(base)
     users.start()
     try:
-        for step in (["phase2.yml"], ["phase3.yml"], ["phase4.yml"], ["phase5.yml"],
+        for step in (["phase2.yml"], ["adopt_app.yml"], ["phase3.yml"], ["phase4.yml"], ["phase5.yml"],
                      ["rollback.yml", "-e", "rollback_to=file"]):
             run = playbook(*step)
             assert run.returncode == 0, f"{step}: {run.output[-4000:]}"
+            if step == ["adopt_app.yml"]:  # the role again (new settings, say) leaves the phase alone
+                with open(tmp_path / "state" / "phase.json") as handle:
+                    assert json.load(handle)["phase"] == "dual_write"
+                assert run.changed == 0, run.output[-3000:]
             time.sleep(2)
     finally:
         tally = users.stop()
