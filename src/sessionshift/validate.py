@@ -51,6 +51,7 @@ COUNT_NAMES = ("checked", "consistent", "missing", "different", "type_changed", 
                "tombstoned", "vanished", "healed", "unverified", "foreign", "skipped", "stale")
 EXAMPLE_KINDS = ("missing", "different", "type_changed", "corrupt", "stale", "orphaned")
 DIFFERENCES = ("missing", "different", "type_changed")  # re-checked; counted only if they persist
+RECHECK_ROUNDS = 3  # looks at a difference whose file keeps changing under it, before it counts
 STALE_MARGIN = 2  # seconds: the host's and Redis's clocks may disagree this much
 
 
@@ -253,9 +254,22 @@ class _Validation(_Comparer):
                          if item.outcome == "type_changed" else item.name)
 
     def recheck(self) -> None:
-        """Look at every difference again once it is ``recheck_delay`` old; count what persists."""
+        """Look at every difference again once it is ``recheck_delay`` old; count what persists.
+
+        The app saves a session's two copies one after the other, so a re-check that reads
+        the file, then Redis, can meet a save in flight: when the file changed while it was
+        compared, that comparison saw two saves and is made again (up to ``RECHECK_ROUNDS``
+        times). A difference that holds still, or keeps moving to the last round, counts.
+        """
         pending, self.pending = sorted(self.pending, key=lambda item: item.seen), []
-        size = self.config.batch_size
+        for round_number in range(1, RECHECK_ROUNDS + 1):
+            pending = self._recheck_round(pending, last=round_number == RECHECK_ROUNDS)
+            if not pending:
+                break
+
+    def _recheck_round(self, pending: list[_Pending], last: bool) -> list[_Pending]:
+        """One look at *pending*; returns the differences met mid-save, to look at again."""
+        size, moving = self.config.batch_size, []
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
             wait = chunk[-1].seen + self.config.recheck_delay - time.monotonic()
@@ -275,6 +289,10 @@ class _Validation(_Comparer):
             differing = []
             for session, (raw, tombstoned) in zip(sessions, self.fetch(sessions), strict=True):
                 outcome, comparison = self.compare(session, raw, tombstoned)
+                if outcome in DIFFERENCES and not last and self._saved_since(session, now):
+                    moving.append(_Pending(session.kind, session.name, session.path, outcome,
+                                           time.monotonic()))
+                    continue
                 if comparison is not None:
                     self.note_type_changes(session.name, comparison)
                 elif outcome in ("missing", "different"):
@@ -285,6 +303,12 @@ class _Validation(_Comparer):
                     differing.append(session)
                 self.counts[outcome] += 1
             self._count_stale(differing)
+        return moving
+
+    def _saved_since(self, session: _Session, now: float) -> bool:
+        """Whether *session*'s file is no longer what this comparison read (a save landed)."""
+        found = self.read(session.kind, session.name, session.path, now)
+        return isinstance(found, str) or found.source != session.source or found.expiry != session.expiry
 
     def _count_stale(self, sessions: list[_Session]) -> None:
         """Of the persisting differences, those whose Redis copy predates the file's last save."""

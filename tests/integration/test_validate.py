@@ -138,6 +138,45 @@ def test_a_difference_that_heals_before_the_recheck_is_not_counted(redis_client,
     assert result["counts"]["consistent"] == 50
 
 
+def test_a_save_in_flight_at_the_recheck_is_compared_again(redis_client, redis_server, session_dir,
+                                                          monkeypatch):
+    # Under busy users a session can be saved between the re-check's file read and its Redis
+    # read (the app writes one copy, then the other): that comparison saw two different saves.
+    # Counted, it failed validation at 98 % on a healthy fleet; it must be looked at again.
+    from sessionshift import validate as validate_module
+
+    corpus = _backfilled(redis_server.settings(), session_dir, 20)
+    name = next(iter(corpus))
+    data, expiry = corpus[name]
+    store = SessionStore(redis_client, LAYOUT)
+    store.app_write(name, formats.encode_value(dict(data, user="before")), expiry)  # a difference
+    fetch, saves = validate_module._Validation.fetch, []
+
+    def a_save_lands_during_the_recheck(self, sessions):
+        if not saves:  # the first re-check: the app saves a new value, file and Redis
+            newer = dict(data, cart=[1, 2, 3])
+            formats.write_session_file(session_dir, name, newer, expiry)
+            store.app_write(name, formats.encode_value(newer), expiry)
+            saves.append(name)
+        return fetch(self, sessions)
+
+    monkeypatch.setattr(validate_module._Validation, "fetch", a_save_lands_during_the_recheck)
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0))
+    assert saves == [name]
+    assert result["counts"]["different"] == 0, result["examples"]
+    assert result["passed"] and result["counts"]["consistent"] == 20
+
+
+def test_a_difference_that_holds_still_is_counted_after_the_rechecks(redis_client, redis_server, session_dir):
+    corpus = _backfilled(redis_server.settings(), session_dir, 20)
+    name = next(iter(corpus))
+    data, expiry = corpus[name]
+    SessionStore(redis_client, LAYOUT).app_write(name, formats.encode_value(dict(data, user="x")), expiry)
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0))
+    assert not result["passed"]
+    assert result["counts"]["different"] == 1 and result["counts"]["consistent"] == 19
+
+
 def test_sample_mode_checks_a_stable_share(redis_client, redis_server, session_dir):
     _backfilled(redis_server.settings(), session_dir, 400)
     first = validate(redis_client, ValidateConfig(session_dir, sample_percent=25, recheck_delay=0))
