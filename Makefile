@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup system-deps demo test unit integration molecule lint sanity bench load fuzz soak clean
+.PHONY: help setup system-deps demo test unit integration molecule molecule-adopt lint sanity bench load fuzz soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ test: setup  ## everything CI runs: unit, integration, load (short), molecule sc
 
 molecule: setup  ## the molecule scenarios alone (default, rollback, aws)
 	$(BIN)/pytest -q tests/integration/test_molecule.py
+
+# Not in `make test`: 5 min 36 s here (molecule/adopt/molecule.yml), on a suite already near its
+# budget; tests/integration/test_app_adopt.py walks the same app 1 -> 5 -> 1 with live users inside it.
+# Fixed ports (inventories/local's Redis, the notes app on 18011): not beside `make demo` or molecule.
+molecule-adopt: setup  ## molecule scenario adopt: the notes app adopted, phases 1 to 5 and back to file
+	$(BIN)/molecule test -s adopt
 
 bench: setup  ## benchmarks (not tests): ratios measured side by side, see docs/benchmarks.md
 	$(BIN)/python -m bench
