@@ -9,15 +9,15 @@ Manager, EC2, IAM, Logs). ``reset()`` wipes its state between tests.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+from .ports import free_port
 
 REGION = "ap-northeast-1"
 # moto accepts any credentials; these keep boto3 from looking for real ones.
@@ -27,12 +27,6 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION,
 }
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def moto_server_command(port: int) -> list[str]:

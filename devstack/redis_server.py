@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ import redis
 
 from sessionshift.redisconn import RedisSettings
 
+from .ports import free_port
 from .tlsca import TlsFiles
 
 APP_USER = "sessionshift"
@@ -103,22 +103,6 @@ def redis_server_binary() -> str:
         raise RuntimeError("redis-server is not installed: run 'make setup' "
                            "(it runs apt-get install redis-server)")
     return binary
-
-
-def free_port() -> int:
-    """A free loopback port below 45000 (cluster bus ports are port + 10000)."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        with contextlib.closing(socket.socket()) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-                sock2 = socket.socket()
-                sock2.bind(("127.0.0.1", port + 10000))
-                sock2.close()
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port found")
 
 
 def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
