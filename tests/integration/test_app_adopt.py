@@ -44,6 +44,7 @@ class Users(threading.Thread):
         self.tally = {"checked": 0, "logged_out": 0, "write_lost": 0, "flash_wrong": 0, "errors": 0}
         self.phases: set[str] = set()
         self.wrong_flashes: list = []
+        self.last_error: str | None = None
         for index in range(USERS):
             client = requests.Session()
             answer = client.post(f"{base}/login", data={"username": f"user{index}"}, timeout=10)
@@ -66,7 +67,10 @@ class Users(threading.Thread):
         seen = client.get(f"{self.base}/notes", timeout=10)
         self.phases.add(seen.headers.get("X-Session-Phase", "?"))
         self.tally["checked"] += 1
-        if seen.status_code == 401 or seen.json().get("user") != f"user{index}":
+        if seen.status_code not in (200, 401):
+            self.tally["errors"] += 1
+            self.last_error = f"GET /notes: {seen.status_code} {seen.text[:200]}"
+        elif seen.status_code == 401 or seen.json().get("user") != f"user{index}":
             self.tally["logged_out"] += 1
         elif seen.json()["notes"] != self.notes[index]:
             self.tally["write_lost"] += 1
@@ -79,8 +83,9 @@ class Users(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 self.step(index)
-            except requests.RequestException:
+            except Exception as exc:  # counted, and the users carry on: a dead thread starves the gates
                 self.tally["errors"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
             index = (index + 1) % USERS
             time.sleep(0.05)
 
@@ -134,7 +139,9 @@ def adopted(tmp_path, tls_files):
 
     first = playbook("adopt_app.yml")  # before the app runs: settings written, nothing to reload
     assert first.returncode == 0, first.output[-3000:]
+    os.makedirs(tmp_path / "metrics")  # one count over both workers: a scrape reaches either of them
     env = dict(os.environ, NOTES_APP_SESSIONSHIFT_SETTINGS=settings_file,
+               PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
                PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
     app = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--pid",
                             pid_file, "examples.notes_app.wsgi:app"], cwd=ROOT, env=env,
@@ -185,7 +192,8 @@ def test_an_adopted_app_goes_1_to_5_and_back_and_nobody_is_logged_out(adopted, t
         for step in (["phase2.yml"], ["adopt_app.yml"], ["phase3.yml"], ["phase4.yml"], ["phase5.yml"],
                      ["rollback.yml", "-e", "rollback_to=file"]):
             run = playbook(*step)
-            assert run.returncode == 0, f"{step}: {run.output[-4000:]}"
+            assert run.returncode == 0, (f"{step}: {run.output[-4000:]}\nusers: {users.tally}, "
+                                         f"running={users.is_alive()}, last error: {users.last_error}")
             if step == ["adopt_app.yml"]:  # the role again (new settings, say) leaves the phase alone
                 with open(tmp_path / "state" / "phase.json") as handle:
                     assert json.load(handle)["phase"] == "dual_write"
@@ -196,6 +204,6 @@ def test_an_adopted_app_goes_1_to_5_and_back_and_nobody_is_logged_out(adopted, t
     assert users.phases >= {"file", "dual_write", "redis_read", "redis_only", "redis"}, users.phases
     assert tally["checked"] > 100, tally
     lost = (tally["logged_out"], tally["write_lost"], tally["flash_wrong"], tally["errors"])
-    assert lost == (0, 0, 0, 0), (tally, users.wrong_flashes[:5])
+    assert lost == (0, 0, 0, 0), (tally, users.wrong_flashes[:5], users.last_error)
     final = users.clients[0].get(f"{base}/notes", timeout=10)
     assert final.headers["X-Session-Phase"] == "file" and final.json()["notes"] == users.notes[0]
