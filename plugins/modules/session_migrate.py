@@ -13,14 +13,18 @@ description:
   - Streams a Flask-Session / cachelib C(FileSystemCache) directory into Redis (standalone or cluster),
     pipelined, with several worker processes.
   - With the default V(pickle) value format, each file's own pickle payload becomes the Redis value byte for
-    byte, after the restricted unpickler accepted it; nothing about a session can change on the way.
+    byte, copied unread (its structure checked, nothing decoded); nothing about a session can change on the way.
+    Every reader of the value (the app, validation, export) decodes it with the restricted unpickler, so a
+    hostile or over-budget payload is refused where it is read, as it is from the file.
   - The value format and the hash come from the source profile that M(sessionshift.migration.session_analyze) recorded.
   - Writes a session only where its key is absent (the app's newer value wins), never revives a session the
     user logged out of (its tombstone is respected), skips expired sessions and sets each key's expiry to the
     file's own (C(EXAT)).
   - Records finished shares of the directory in O(state_dir)C(/migrate.json), so a run that was killed or lost
     Redis resumes where it stopped when started again; rerunning is always safe.
-  - Corrupt or hostile files are reported with their path and the reason; they are never executed or deleted.
+  - Files whose structure is broken (empty, truncated) are reported with their path and the reason; no file
+    is ever executed or deleted. Hostile pickles are named by M(sessionshift.migration.session_analyze),
+    which decodes every file.
   - In check mode nothing is written (no key, no checkpoint); the module reports how many keys would be written.
 version_added: "0.1.0"
 author: sessionshift contributors (!UNKNOWN)
@@ -100,11 +104,20 @@ counts:
   sample: {scanned: 200000, written: 184220, would_write: 0, exists: 15000, tombstoned: 12, expired: 760,
            corrupt: 8, vanished: 0, foreign: 1, skipped: 1}
 errors:
-  description: Corrupt or hostile files (capped at O(max_examples)), with the reason; none were deleted.
+  description:
+    - Corrupt files (capped at O(max_examples)), with the reason; none were deleted.
+    - With V(pickle) values, the files whose structure is broken; a hostile pickle is copied unread (see
+      RV(copied_unread)) and named by M(sessionshift.migration.session_analyze).
   returned: always
   type: list
   elements: dict
-  sample: [{path: /var/lib/app/sessions/0a1b..., reason: "hostile or foreign pickle: refused to load global 'os.system'"}]
+  sample: [{path: /var/lib/app/sessions/0a1b..., reason: "truncated or damaged: the pickle payload does not end with STOP"}]
+copied_unread:
+  description:
+    - Whether values were copied as the files' own payload bytes without being decoded (the V(pickle) format).
+    - They are checked by the restricted unpickler wherever they are read, as the files are.
+  returned: always
+  type: bool
 resumed:
   description: Whether an interrupted run's finished shares were skipped.
   returned: always
@@ -161,7 +174,7 @@ def main():
         written=counts["written"], would_write=counts["would_write"], counts=counts,
         errors=result.errors, resumed=result.resumed, shares_skipped=result.shares_skipped,
         complete=result.complete, elapsed=round(result.elapsed, 3), checkpoint=result.checkpoint,
-        workers=result.workers, msg=summary(result).splitlines()[0])
+        workers=result.workers, copied_unread=result.copied_unread, msg=summary(result).splitlines()[0])
 
 
 if __name__ == "__main__":

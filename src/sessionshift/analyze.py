@@ -213,8 +213,14 @@ def summary(result: dict[str, Any]) -> str:
     redis_note = "" if estimate.get("redis_measured") else " (files only; pass --redis-url to time Redis too)"
     recorded = (f"\n  profile recorded in {result['recorded']}" if result.get("recorded") else
                 f"\n  profile NOT RECORDED: {result['refused']}" if result.get("refused") else "")
+    refused = "".join(f"\n  corrupt or hostile: {error['path']}: {error['reason']}"
+                      for error in result["errors"][:10])
+    if result["corrupt"]:
+        refused += ("\n  (the app reads each as no session; migrate copies a file whose structure is whole "
+                    "without decoding it, and every reader of the copy refuses it the same way)")
     return (f"analyze: {result['files']:,} session files: {result['live']:,} live, {result['expired']:,} "
-            f"expired, {result['corrupt']:,} corrupt; {result['foreign']:,} foreign files\n"
+            f"expired, {result['corrupt']:,} corrupt; {result['foreign']:,} foreign files"
+            + refused + "\n"
             + profile_summary(result["profile"]) + recorded + "\n"
             f"  sizes: mean {sizes['mean']:,} B, min {sizes['min']:,} B, max {sizes['max']:,} B\n"
             f"  expiries: oldest {result['expiry']['oldest']}, newest {result['expiry']['newest']}\n"

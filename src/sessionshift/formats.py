@@ -189,6 +189,82 @@ def parse_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, dict, H
     raise SessionFileError(path, "not a cachelib session file (" + "; ".join(errors) + ")")
 
 
+# What a cachelib payload of a known protocol starts with: PROTO and its protocol (2-5; the
+# pickle module writes no other), then for protocol 4+ usually a FRAME and its 8-byte length.
+_KNOWN_PROTOCOLS = frozenset(range(2, pickle.HIGHEST_PROTOCOL + 1))
+_PROTO, _FRAME, _STOP, _EMPTY_DICT = 0x80, 0x95, 0x2E, 0x7D
+# Pickled-int headers werkzeug's cache and cachelib <= 0.6 write (protocol 1): BININT1,
+# BININT2 or BININT, then STOP; the payload follows at the offset.
+_PICKLED_INT_HEADERS = {ord("K"): 3, ord("M"): 4, ord("J"): 6}
+
+
+def split_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, int] | None:
+    """(expiry, payload offset) of a cachelib file, from its structure alone: nothing unpickled.
+
+    For copying a payload as it is: the exact value format never needs the
+    session itself, and every reader of the value decodes it with the
+    restricted unpickler, so a hostile payload is refused where it is read.
+    Raises :class:`SessionFileError` for what no decode could accept (a payload
+    of a known protocol with no STOP at its end, or shorter than its FRAME says:
+    truncated). Returns None when only a decode can tell: a payload of protocol
+    0 or 1, one that does not start with a dict, a header that reads both ways
+    (a struct expiry whose first byte is a pickled int's opcode and whose bytes
+    also fit the pickled-int pattern), a short file. The caller then takes
+    :func:`parse_cachelib_file`, whose answer this one never contradicts.
+    """
+    if len(raw) < 8:
+        return None
+    first = raw[0]
+    if bytes((first,)) in _PICKLED_INT_OPCODES:
+        # Either reading may be the file's: use one only when the other cannot be.
+        offset = _PICKLED_INT_HEADERS.get(first)
+        if (offset is None or raw[offset - 1] != _STOP or not _payload_start(raw, offset)
+                or _payload_start(raw, _STRUCT_HEADER.size)):
+            return None
+        expiry = int.from_bytes(raw[1:offset - 1], "little", signed=first == 0x4A)  # BININT is signed
+        if expiry < 0:
+            return None
+    else:
+        offset = _STRUCT_HEADER.size
+        if not _payload_start(raw, offset):
+            return None
+        expiry = _STRUCT_HEADER.unpack_from(raw)[0]
+    if raw[-1] != _STOP:
+        raise SessionFileError(path, "truncated or damaged: the pickle payload does not end with STOP")
+    start = offset + 2
+    if raw[start] == _FRAME:
+        frame = int.from_bytes(raw[start + 1:start + 9], "little")
+        if start + 9 + frame > len(raw):
+            raise SessionFileError(path, f"truncated: the pickle frame holds {frame:,} bytes, the file "
+                                   f"{len(raw) - start - 9:,} after it")
+        start += 9
+    if start >= len(raw) or raw[start] != _EMPTY_DICT:
+        return None  # not plainly a dict: the decode says what it is
+    return expiry, offset
+
+
+def _payload_start(raw: bytes, offset: int) -> bool:
+    """Whether a pickle of a known protocol (PROTO 2-5) starts at *offset* (<= 6; raw has 8+ bytes)."""
+    return raw[offset] == _PROTO and raw[offset + 1] in _KNOWN_PROTOCOLS
+
+
+def decode_payload(payload: bytes, path: str = "<bytes>") -> dict:
+    """The session dict of a cachelib file's *payload*, through the restricted unpickler;
+    a :class:`SessionFileError` worded as :func:`parse_cachelib_file` words it."""
+    try:
+        data = safepickle.loads(payload)
+    except safepickle.UnsafePickleError as exc:
+        raise SessionFileError(path, f"hostile or foreign pickle: {exc}") from None
+    except safepickle.DecodeRefused as exc:
+        raise SessionFileError(path, f"refused: {exc}") from None
+    except Exception as exc:
+        raise SessionFileError(path, f"not a cachelib session file (payload: {type(exc).__name__}: "
+                               f"{_short(exc)})") from None
+    if not isinstance(data, dict):
+        raise SessionFileError(path, f"payload is a {type(data).__name__}, not a session dict")
+    return data
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -370,6 +446,31 @@ def read_entry_value(kind: str, name: str, path: str, value_format: ValueFormat,
         return name, expiry, data, value_format.from_file(data, raw[offset:])
     session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
     return session.file_name, session.expiry, session.data, value_format.dumps(session.data)
+
+
+def read_entry_payload(kind: str, name: str, path: str, value_format: ValueFormat, *,
+                       prefix: str = DEFAULT_PREFIX, default_lifetime: int = 0,
+                       ) -> tuple[str, int, bytes, dict | None, os.stat_result | None]:
+    """(file name, expiry, Redis value, session dict or None, fstat or None) of a directory
+    entry, decoding only what must be: the backfill's and the validation's read.
+
+    In the exact format a cachelib file's value is its payload byte for byte:
+    when :func:`split_cachelib_file` can tell header from payload, nothing is
+    unpickled and the dict is None (the value is checked where it is read, by
+    the restricted unpickler, like the file). Otherwise, and for the other
+    formats and the seed's files, as :func:`read_entry_value`. The ``fstat`` is
+    the cachelib file's as it was read (None for a seed file).
+    """
+    if kind == "session":
+        raw, info = _read_or_vanished(path)
+        if value_format.exact:
+            found = split_cachelib_file(raw, path)
+            if found is not None:
+                return name, found[0], raw[found[1]:], None, info
+        expiry, data, _style, offset = parse_cachelib_file(raw, path)
+        return name, expiry, value_format.from_file(data, raw[offset:]), data, info
+    session = read_session_file(path, prefix=prefix, default_lifetime=default_lifetime)
+    return session.file_name, session.expiry, value_format.dumps(session.data), session.data, None
 
 
 def _seed_session(path, file_name, raw, stat, prefix, default_lifetime) -> FileSession:

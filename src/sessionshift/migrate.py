@@ -1,14 +1,25 @@
 """The backfill: copy every live file session to Redis where it is absent.
 
-One pass reads the files of some shares (see :mod:`.shares`), checks each with
-the restricted unpickler and copies its payload bytes, as they are, as the
-Redis value (the exact ``pickle`` format: nothing about a session can change;
-the opt-in ``msgpack`` format re-encodes the decoded session instead). It copies
+One pass reads the files of some shares (see :mod:`.shares`) and copies each
+session's payload bytes, as they are, as the Redis value (the exact ``pickle``
+format: nothing about a session can change; the opt-in ``msgpack`` format
+decodes the session with the restricted unpickler and re-encodes it). It copies
 in pipelined batches through :meth:`SessionStore.copy_many_if_absent`, which
 writes only absent keys (``SET NX EXAT``: the app's newer value wins) and never
-revives a tombstoned (logged-out) session. Expired sessions are not copied;
-corrupt or hostile files are reported with their path and the reason, and never
-deleted.
+revives a tombstoned (logged-out) session. Expired sessions are not copied.
+
+In the exact format a value is copied UNREAD: migrate tells header from payload
+by the file's structure (:func:`formats.split_cachelib_file`) and runs no
+decode of what an attacker may have written, so no file can hang it or make it
+allocate. Every reader of the value (the app's interface, validate on a
+difference, export, the move to stock keys) decodes it with the restricted,
+budgeted unpickler, so a hostile or over-budget payload is refused where it is
+read, as it was from the file: the app sees no session. Files whose structure
+is broken (empty, truncated, no STOP, a payload its frame overruns) are
+reported as corrupt with their path and the reason; files structure cannot
+settle (protocol 0/1 payloads, an ambiguous header) are decoded as before, and
+so reported when refused. Hostile pickles are named by ``analyze``, which
+decodes every file. No file is ever deleted.
 
 Reading and decoding files is the bottleneck, so ``workers`` processes (forked)
 each take groups of shares from a queue, with their own Redis connection. A run
@@ -33,7 +44,7 @@ from typing import Any
 
 from . import defaults, options, state
 from .errors import SessionshiftError
-from .formats import SessionFileError, SessionValueError, read_entry_value, value_format
+from .formats import SessionFileError, SessionValueError, read_entry_payload, value_format
 from .progress import Progress, ProgressCallback
 from .redisconn import (
     PERMANENT_ERRORS,
@@ -87,7 +98,7 @@ class MigrateConfig(SessionSource):
 @dataclasses.dataclass
 class MigrateResult:
     counts: dict[str, int]
-    errors: list[dict[str, str]]  # {"path", "reason"} of corrupt / hostile files, capped
+    errors: list[dict[str, str]]  # {"path", "reason"} of corrupt files, capped (see the module docstring)
     shares_done: list[int]  # every share finished, including those of a resumed run
     shares_skipped: list[int]  # done by an earlier, interrupted run
     resumed: bool
@@ -96,6 +107,9 @@ class MigrateResult:
     batch_size: int
     elapsed: float
     checkpoint: str | None
+    # The exact format: values are the files' payloads, copied without being decoded here
+    # (checked by the restricted unpickler wherever they are read).
+    copied_unread: bool = False
 
     @property
     def written(self) -> int:
@@ -124,6 +138,9 @@ def summary(result: MigrateResult) -> str:
         text += f"; resumed, {len(result.shares_skipped)} of {SHARES} shares were already done"
     for error in result.errors[:10]:
         text += f"\n  corrupt: {error['path']}: {error['reason']}"
+    if result.copied_unread:
+        text += ("\n  values are copied unread (the file's own pickle bytes) and checked by the restricted "
+                 "unpickler wherever they are read; analyze names hostile files")
     return text
 
 
@@ -131,7 +148,7 @@ def summary(result: MigrateResult) -> str:
 
 
 class _Pass:
-    """Read, decode and copy the files of a group of shares: one scan of the directory."""
+    """Read and copy the files of a group of shares: one scan of the directory."""
 
     def __init__(self, config: MigrateConfig, store: SessionStore, settings: RedisSettings,
                  report: Callable[[collections.Counter], None] | None = None,
@@ -160,8 +177,8 @@ class _Pass:
                 continue
             counts["scanned"] += 1
             try:
-                file_name, expiry, _data, value = read_entry_value(kind, name, path, fmt, prefix=prefix,
-                                                                   default_lifetime=lifetime)
+                file_name, expiry, value, _data, _info = read_entry_payload(
+                    kind, name, path, fmt, prefix=prefix, default_lifetime=lifetime)
                 if expiry and expiry <= now:
                     counts["expired"] += 1
                     continue
@@ -380,4 +397,5 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
     return MigrateResult(counts=counts, errors=errors, shares_done=sorted(done),
                          shares_skipped=sorted(skipped), resumed=bool(skipped), dry_run=config.dry_run,
                          workers=workers, batch_size=config.batch_size, elapsed=elapsed,
-                         checkpoint=checkpoint.path)
+                         checkpoint=checkpoint.path,
+                         copied_unread=value_format(config.serializer, config.pickle_protocol).exact)

@@ -14,10 +14,16 @@ import pytest
 
 from devstack.redis_server import RedisServer, absolute_expiries
 from sessionshift import exact, formats, state
+from sessionshift.analyze import AnalyzeConfig, analyze
+from sessionshift.analyze import summary as analyze_summary
+from sessionshift.appconfig import InterfaceConfig
 from sessionshift.keys import KeyLayout
-from sessionshift.migrate import MigrateConfig, migrate
+from sessionshift.migrate import MigrateConfig, migrate, summary
+from sessionshift.phasecore import SessionCore
+from sessionshift.phases import Phase
 from sessionshift.redisconn import RedisUnavailable, connect
 from sessionshift.store import SessionStore
+from tests.support import hostile
 
 pytestmark = pytest.mark.integration
 
@@ -155,21 +161,56 @@ def test_a_logout_during_the_copy_is_not_revived(redis_client, redis_server, con
     assert result.counts["tombstoned"] == 1 and result.written == 119
 
 
-def test_corrupt_and_hostile_files_are_reported_never_run_or_deleted(redis_client, redis_server, config,
-                                                                     tmp_path):
+def test_corrupt_files_are_reported_hostile_ones_copied_unread_never_run_or_deleted(
+        redis_client, redis_server, config, tmp_path):
     corpus = make_corpus(config.session_dir, 100)
     marker = str(tmp_path / "pwned")
     bad = write_bad_files(config.session_dir, marker)
     config.workers = 2
     result = migrate(redis_server.settings(), config)
-    assert result.written == 100 and result.counts["corrupt"] == 3 and result.counts["foreign"] == 1
+    # The hostile pickle is a whole session file by its structure: its bytes are copied, not
+    # decoded (every reader of the copy refuses it, see the next test); the broken ones are reported.
+    hostile_path = next(p for p, k in bad.items() if k == "hostile")
+    assert result.written == 101 and result.counts["corrupt"] == 2 and result.counts["foreign"] == 1
+    assert result.copied_unread and "copied unread" in summary(result)
     reported = {error["path"]: error["reason"] for error in result.errors}
-    assert set(reported) == set(bad)
-    assert "system" in reported[next(p for p, k in bad.items() if k == "hostile")]
+    assert set(reported) == set(bad) - {hostile_path}
     assert "empty" in reported[next(p for p, k in bad.items() if k == "empty")]
+    assert "truncated" in reported[next(p for p, k in bad.items() if k == "truncated")]
     assert not os.path.exists(marker), "the hostile pickle was executed"
     assert all(os.path.exists(path) for path in bad), "a bad file was deleted"
     assert_copied(redis_client, corpus)
+
+
+def test_hostile_and_bomb_files_are_copied_as_bytes_and_refused_where_read(
+        redis_client, redis_server, config, tmp_path):
+    make_corpus(config.session_dir, 10)
+    marker = tmp_path / "pwned"
+    expiry = struct.pack("I", int(time.time()) + 3600)
+    planted = {"hostile": expiry + pickle.dumps({"x": Exploit(str(marker))}, 4),
+               "bomb": hostile.shared_expansion()}  # ~450 bytes that expand to ~128 GB unshared
+    names = {sid: formats.session_file_name(sid) for sid in planted}
+    for sid, raw in planted.items():
+        with open(os.path.join(config.session_dir, names[sid]), "wb") as handle:
+            handle.write(raw)
+    result = migrate(redis_server.settings(), config)
+    assert result.written == 12 and result.counts["corrupt"] == 0
+    for sid, raw in planted.items():
+        assert redis_client.get(LAYOUT.session_key(names[sid])) == raw[4:]  # byte for byte
+    assert not marker.exists()
+    # The interface in phase 3 reads Redis first: the copy is refused, then the file: no session.
+    core = SessionCore(InterfaceConfig(session_dir=config.session_dir, state_dir=str(tmp_path / "app-state")),
+                       redis_client=redis_client)
+    for sid in planted:
+        assert core.load(Phase.REDIS_READ, sid) == (None, "none")
+    assert not marker.exists()
+    # analyze, which phases 1 and 2 run on every host, decodes every file and names both.
+    report = analyze(AnalyzeConfig(session_dir=config.session_dir))
+    reasons = {os.path.basename(error["path"]): error["reason"] for error in report["errors"]}
+    assert report["corrupt"] == 2 and set(reasons) == set(names.values())
+    assert "system" in reasons[names["hostile"]] and "max_encoded_bytes" in reasons[names["bomb"]]
+    assert names["hostile"] in analyze_summary(report) and names["bomb"] in analyze_summary(report)
+    assert all(os.path.exists(os.path.join(config.session_dir, name)) for name in names.values())
 
 
 def test_seed_json_files_get_their_sid_key(redis_client, redis_server, config):

@@ -246,3 +246,35 @@ def test_a_struct_header_that_reads_as_a_refused_pickle_falls_back_to_struct(tmp
     formats.write_session_file(str(tmp_path), name, {"k": (1, 2)}, expiry, header_style="struct")
     found = formats.read_session_file(str(tmp_path / name))
     assert (found.expiry, found.header_style, found.data) == (expiry, "struct", {"k": (1, 2)})
+
+
+# Expiries whose struct bytes start with each pickled-int opcode (K, J, M, L, I, PROTO) and a few plain ones.
+_TRICKY_EXPIRIES = st.sampled_from([0, 0x4B, 0x4D, 0x4A4A4A4A, 0x2E00004D, 0x4C, 0x49, 0x80, 911284043,
+                                    1367930701, 1_800_000_000]) | st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=sessions, expiry=_TRICKY_EXPIRIES, header_style=st.sampled_from(formats.HEADER_STYLES),
+       protocol=st.integers(0, pickle.HIGHEST_PROTOCOL), cut=st.integers(0, 60), flip=st.integers(0, 300))
+def test_the_structural_split_never_contradicts_the_decode(data, expiry, header_style, protocol, cut, flip):
+    """What migrate copies unread: the split gives the decode's header and payload or leaves it to
+    the decode, and refuses only what the decode refuses, whole, truncated or with a changed byte."""
+    whole = formats.encode_cachelib(data, expiry, header_style, protocol)
+    damaged = bytearray(whole)
+    damaged[flip % len(damaged)] ^= 0x5A
+    for raw in (whole, whole[:len(whole) - cut], bytes(damaged)):
+        try:
+            split = formats.split_cachelib_file(raw)
+        except SessionFileError:
+            with pytest.raises(SessionFileError):
+                formats.parse_cachelib_file(raw)
+            continue
+        if split is None:
+            continue
+        try:
+            parsed = formats.parse_cachelib_file(raw)
+        except SessionFileError:
+            continue  # a payload only a decode refuses: copied, refused where it is read
+        assert split == (parsed[0], parsed[3])
+    if protocol >= 2 and whole[0:1] not in (b"K", b"J", b"M", b"L", b"I", b"\x80"):
+        assert formats.split_cachelib_file(whole) == (expiry, 4)  # the common case takes no decode
