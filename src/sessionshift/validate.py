@@ -39,9 +39,9 @@ from typing import Any
 
 import redis
 
-from . import defaults, exact, options, safepickle, state
+from . import defaults, exact, options, state
 from .export import scan_batches
-from .formats import SessionFileError, SessionValueError, read_entry_value, value_format
+from .formats import SessionFileError, SessionValueError, decode_payload, read_entry_payload, value_format
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
 from .shares import SHARES, SessionSource, groups, iter_entries
@@ -91,6 +91,16 @@ class _Session:
     value: bytes  # the session as the app would store it (its serializer)
     source: bytes  # the session exactly as the file holds it (its pickle payload)
     expiry: int = 0
+    # The session dict once decoded; None while the file's payload has not been (see _Comparer.read).
+    data: dict | None = None
+    identity: tuple | None = None  # the file's (inode, mtime, ctime, size) when it was read
+
+
+def _identity(info: os.stat_result | None) -> tuple | None:
+    """What a save changes in a file: cachelib replaces it by a rename, so a new inode and times."""
+    if info is None:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 @dataclasses.dataclass(slots=True)
@@ -118,13 +128,19 @@ class _Comparer:
         self.exact_format = value_format("pickle", config.pickle_protocol)
 
     def read(self, kind: str, name: str, path: str, now: float) -> _Session | str:
-        """The live session in *path*, or the count it falls under."""
+        """The live session in *path*, or the count it falls under.
+
+        In the exact format the file's payload is kept undecoded: equal bytes in Redis settle
+        the comparison, and only a difference decodes it (:meth:`compare`).
+        """
         try:
-            file_name, expiry, data, source = read_entry_value(
+            file_name, expiry, source, data, info = read_entry_payload(
                 kind, name, path, self.exact_format, prefix=self.config.layout.prefix,
                 default_lifetime=self.config.default_lifetime)
             if expiry and expiry < now:
                 return "expired"
+            if not self.format.exact:  # the value is the session re-encoded: decoded first
+                data = decode_payload(source, path) if data is None else data
             value = source if self.format.exact else self.format.dumps(data)
         except SessionFileError as exc:
             if exc.reason.startswith("vanished"):
@@ -134,7 +150,7 @@ class _Comparer:
         except SessionValueError as exc:  # the file is the problem: the app could not store it either
             self.example("corrupt", {"file": name, "reason": str(exc)})
             return "corrupt"
-        return _Session(kind, file_name, path, value, source, expiry)
+        return _Session(kind, file_name, path, value, source, expiry, data, _identity(info))
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
         """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
@@ -158,13 +174,24 @@ class _Comparer:
 
     def compare(self, session: _Session, raw: bytes | None, tombstoned: bool,
                 ) -> tuple[str, exact.Comparison | None]:
-        """The outcome for one session, with what changed when a type did."""
+        """The outcome for one session, with what changed when a type did.
+
+        Equal bytes in the exact format are the same session, type for type, without a
+        decode of either side. Anything else decodes the file first (restricted, budgeted):
+        a file that does not decode is ``corrupt``, whatever Redis holds.
+        """
+        if raw is not None and raw == session.value and self.format.exact:
+            return "consistent", None
+        if session.data is None:
+            try:
+                session.data = decode_payload(session.source, session.path)
+            except SessionFileError as exc:
+                self.example("corrupt", {"file": session.name, "reason": exc.reason})
+                return "corrupt", None
         if raw is None:
             return ("tombstoned" if tombstoned else "missing"), None
-        if raw == session.value and self.format.exact:
-            return "consistent", None
         try:
-            comparison = exact.compare(safepickle.loads(session.source), self.format.loads(raw))
+            comparison = exact.compare(session.data, self.format.loads(raw))
         except SessionValueError:
             return "different", None  # the Redis value does not decode: not what the app needs
         if comparison.type_change_count:
@@ -306,9 +333,20 @@ class _Validation(_Comparer):
         return moving
 
     def _saved_since(self, session: _Session, now: float) -> bool:
-        """Whether *session*'s file is no longer what this comparison read (a save landed)."""
-        found = self.read(session.kind, session.name, session.path, now)
-        return isinstance(found, str) or found.source != session.source or found.expiry != session.expiry
+        """Whether *session*'s file is no longer what this comparison read (a save landed).
+
+        A save replaces the file (a new inode, new times) and nothing else changes a session
+        file in place, so its identity answers without reading or decoding it again.
+        """
+        if session.expiry and session.expiry < now:
+            return True  # expired since: the next look counts it so
+        if session.identity is None:  # a seed file: read again
+            found = self.read(session.kind, session.name, session.path, now)
+            return isinstance(found, str) or found.source != session.source or found.expiry != session.expiry
+        try:
+            return _identity(os.stat(session.path, follow_symlinks=False)) != session.identity
+        except OSError:
+            return True  # gone: the next look says what became of it
 
     def _count_stale(self, sessions: list[_Session]) -> None:
         """Of the persisting differences, those whose Redis copy predates the file's last save."""

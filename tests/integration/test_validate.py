@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import pytest
@@ -208,3 +209,46 @@ def test_cluster_validation(cluster_client, redis_cluster, session_dir):
     result = validate(cluster_client, ValidateConfig(session_dir, recheck_delay=0, threshold=99))
     assert result["counts"]["consistent"] == 299 and result["counts"]["missing"] == 1
     assert result["passed"] and result["examples"]["missing"] == [name]
+
+
+def test_equal_bytes_settle_without_a_decode_and_a_hostile_file_without_its_key_is_corrupt(
+        redis_client, redis_server, session_dir, monkeypatch, tmp_path):
+    from sessionshift import validate as validate_module
+    from tests.integration.test_migrate import Exploit
+
+    _backfilled(redis_server.settings(), session_dir, 20)
+    marker = tmp_path / "pwned"
+    hostile_name = formats.session_file_name("hostile")
+    with open(os.path.join(session_dir, hostile_name), "wb") as handle:  # planted after the backfill
+        handle.write(formats.cachelib_header(0) + pickle.dumps({"x": Exploit(str(marker))}, 4))
+    decoded = []
+    decode = validate_module.decode_payload
+
+    def counted(payload, path):
+        decoded.append(os.path.basename(path))
+        return decode(payload, path)
+
+    monkeypatch.setattr(validate_module, "decode_payload", counted)
+    result = validate(redis_client, ValidateConfig(session_dir, recheck_delay=0, workers=1))
+    assert decoded == [hostile_name]  # the 20 consistent sessions were settled by their bytes
+    counts = result["counts"]
+    assert (counts["consistent"], counts["corrupt"], counts["missing"]) == (20, 1, 0)
+    assert "system" in result["examples"]["corrupt"][0]["reason"] and not marker.exists()
+
+
+def test_a_save_is_told_by_the_files_identity_without_decoding_it(redis_client, session_dir):
+    from sessionshift.validate import _Validation
+
+    corpus = make_corpus(session_dir, 1)
+    name = next(iter(corpus))
+    path = os.path.join(session_dir, name)
+    run = _Validation(redis_client, ValidateConfig(session_dir))
+    now = time.time()
+    session = run.read("session", name, path, now)
+    assert not run._saved_since(session, now)
+    data, expiry = corpus[name]
+    formats.write_session_file(session_dir, name, data, expiry)  # a save: the same bytes, a new file
+    assert not run._saved_since(run.read("session", name, path, now), now)
+    assert run._saved_since(session, now)
+    os.unlink(path)
+    assert run._saved_since(session, now)
