@@ -143,18 +143,6 @@ def _log_delivery_request(log_type, value) -> dict:
             "LogFormat": log_format, "Enabled": True}
 
 
-def endpoints(group: dict) -> dict:
-    """The group's endpoints by return name (C(primary_endpoint), ...), as AWS spells them (Address, Port)."""
-    found = {}
-    node_group = (group.get("NodeGroups") or [{}])[0]
-    for key, name in (("PrimaryEndpoint", "primary_endpoint"), ("ReaderEndpoint", "reader_endpoint")):
-        if node_group.get(key):
-            found[name] = node_group[key]
-    if group.get("ConfigurationEndpoint"):
-        found["configuration_endpoint"] = group["ConfigurationEndpoint"]
-    return found
-
-
 def describe(group: dict, member: dict | None, tags: list | None) -> dict:
     """The described state, in the module's option names, from AWS's responses.
 

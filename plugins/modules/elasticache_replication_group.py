@@ -209,26 +209,14 @@ unverified:
   type: list
   elements: str
 replication_group:
-  description: The group as described after the change (snake_case), empty when absent.
+  description:
+    - The group as AWS describes it after the change (or as it is, in check mode), keys in snake_case; empty when
+      there is none. The same fields as each element of
+      RV(sessionshift.migration.elasticache_replication_group_info#module:replication_groups), among them
+      C(member_clusters) and C(node_groups[0].primary_endpoint).
   returned: always
   type: dict
-member_clusters:
-  description: The member cache cluster ids (the CloudWatch CacheClusterId dimension).
-  returned: always
-  type: list
-  elements: str
-primary_endpoint:
-  description: Primary endpoint C({address, port}) (cluster mode off).
-  returned: when present
-  type: dict
-reader_endpoint:
-  description: Reader endpoint C({address, port}) (cluster mode off).
-  returned: when present
-  type: dict
-configuration_endpoint:
-  description: Configuration endpoint C({address, port}) (cluster mode on).
-  returned: when present
-  type: dict
+  sample: {replication_group_id: sessions, status: available, member_clusters: [sessions-001, sessions-002]}
 """
 
 import time
@@ -247,7 +235,6 @@ from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache
     PlanError,
     delete_request,
     describe,
-    endpoints,
     plan_changes,
     validate,
 )
@@ -431,15 +418,10 @@ def result(module, plan, group):
     steps = [{"operation": step["operation"], "why": step["why"],
               "params": {k: v for k, v in step["params"].items() if k != "AuthToken"}} for step in plan.steps]
     output = dict(changed=plan.changed, action=plan.action, steps=steps, unverified=sorted(set(plan.unverified)),
-                  replication_group={}, member_clusters=[])
+                  replication_group=camel_dict_to_snake_dict(group) if group else {})
     if module._diff:
         output["diff"] = {"before": {name: change["before"] for name, change in plan.changes.items()},
                           "after": {name: change["after"] for name, change in plan.changes.items()}}
-    if group:
-        output["replication_group"] = camel_dict_to_snake_dict(group)
-        output["member_clusters"] = group.get("MemberClusters", [])
-        for name, endpoint in endpoints(group).items():
-            output[name] = camel_dict_to_snake_dict(endpoint)
     return output
 
 

@@ -5,16 +5,16 @@
 DOCUMENTATION = r"""
 ---
 module: elasticache_replication_group_info
-short_description: Describe one ElastiCache replication group (its member clusters and endpoints)
+short_description: Describe ElastiCache replication groups (member clusters, node groups, endpoints)
 description:
-  - Read-only. Returns what M(sessionshift.migration.elasticache_replication_group) returns about an existing group (member
-    clusters, endpoints, the described group), so that a play run without the provisioning tasks (for example
-    C(--tags cloudwatch_alarms)) can learn them.
-  - A group that does not exist (or is being deleted) gives C(exists=false) and empty values, not a failure.
+  - Read-only. Lists the replication groups AWS describes, or the one named by O(replication_group_id), so that a play
+    run without the provisioning tasks (for example C(--tags cloudwatch_alarms)) can learn their member clusters and
+    endpoints.
+  - A named group that does not exist gives an empty RV(replication_groups), not a failure. A group being deleted is
+    listed with RV(replication_groups[].status=deleting).
 options:
   replication_group_id:
-    description: The replication group id.
-    required: true
+    description: The replication group id. Omit it to list every group in the region.
     type: str
     aliases: [name]
 author:
@@ -26,39 +26,101 @@ EXAMPLES = r"""
 - name: The member clusters to put alarms on
   sessionshift.migration.elasticache_replication_group_info:
     replication_group_id: sessions
-  register: group
+  register: described
 
-- name: Use them
+- name: Use them (an empty list when the group does not exist)
   ansible.builtin.debug:
-    msg: "{{ group.member_clusters }}"
+    msg: "{{ (described.replication_groups | first).member_clusters }}"
+  when: described.replication_groups | length > 0
+
+- name: Every group in the region
+  sessionshift.migration.elasticache_replication_group_info:
+  register: all_groups
 """
 
 RETURN = r"""
-exists:
-  description: Whether the group exists (and is not being deleted).
-  returned: always
-  type: bool
-replication_group:
-  description: The group as described (snake_case), empty when absent.
-  returned: always
-  type: dict
-member_clusters:
-  description: The member cache cluster ids (the CloudWatch CacheClusterId dimension).
+replication_groups:
+  description:
+    - The groups as DescribeReplicationGroups describes them, keys in snake_case (the fields below, and any other the
+      API returns). Empty when the named group does not exist.
   returned: always
   type: list
-  elements: str
-primary_endpoint:
-  description: Primary endpoint C({address, port}) (cluster mode off).
-  returned: when present
-  type: dict
-reader_endpoint:
-  description: Reader endpoint C({address, port}) (cluster mode off).
-  returned: when present
-  type: dict
-configuration_endpoint:
-  description: Configuration endpoint C({address, port}) (cluster mode on).
-  returned: when present
-  type: dict
+  elements: dict
+  contains:
+    replication_group_id:
+      description: The group's id.
+      returned: always
+      type: str
+      sample: sessions
+    arn:
+      description: The group's ARN.
+      returned: always
+      type: str
+      sample: arn:aws:elasticache:ap-northeast-1:123456789012:replicationgroup:sessions
+    status:
+      description: C(creating), C(available), C(modifying), C(deleting), C(create-failed) or C(snapshotting).
+      returned: always
+      type: str
+      sample: available
+    member_clusters:
+      description: The member cache cluster ids (the CloudWatch C(CacheClusterId) dimension).
+      returned: always
+      type: list
+      elements: str
+      sample: [sessions-001, sessions-002]
+    node_groups:
+      description: The shards; one when cluster mode is off.
+      returned: always
+      type: list
+      elements: dict
+      contains:
+        node_group_id:
+          description: The shard's id.
+          returned: always
+          type: str
+          sample: "0001"
+        primary_endpoint:
+          description: Where writes go, C({address, port}) (cluster mode off).
+          returned: when cluster mode is off
+          type: dict
+          sample: {address: master.sessions.abc123.apne1.cache.amazonaws.com, port: 6379}
+        reader_endpoint:
+          description: Where reads spread over the replicas, C({address, port}) (cluster mode off).
+          returned: when cluster mode is off
+          type: dict
+        node_group_members:
+          description: The nodes (C(cache_cluster_id), C(current_role), C(preferred_availability_zone), ...).
+          returned: always
+          type: list
+          elements: dict
+    configuration_endpoint:
+      description: The cluster-mode entry point C({address, port}).
+      returned: when cluster mode is on
+      type: dict
+    cluster_enabled:
+      description: Whether cluster mode is on.
+      returned: always
+      type: bool
+    automatic_failover:
+      description: C(enabled), C(disabled), C(enabling) or C(disabling).
+      returned: always
+      type: str
+    multi_az:
+      description: C(enabled) or C(disabled).
+      returned: always
+      type: str
+    transit_encryption_enabled:
+      description: Whether TLS is on (see C(transit_encryption_mode)).
+      returned: always
+      type: bool
+    at_rest_encryption_enabled:
+      description: Whether the data is encrypted at rest.
+      returned: always
+      type: bool
+    auth_token_enabled:
+      description: Whether the group requires an AUTH token (the token itself is never described).
+      returned: always
+      type: bool
 """
 
 try:
@@ -70,29 +132,28 @@ from ansible.module_utils.common.dict_transformations import camel_dict_to_snake
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
-from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_plan import endpoints
+
+
+@AWSRetry.jittered_backoff(retries=10)
+def describe_replication_groups(client, **params):
+    return client.get_paginator("describe_replication_groups").paginate(**params).build_full_result()[
+        "ReplicationGroups"]
 
 
 def main():
     module = AnsibleAWSModule(argument_spec=dict(
-        replication_group_id=dict(type="str", required=True, aliases=["name"]),
+        replication_group_id=dict(type="str", aliases=["name"]),
     ), supports_check_mode=True)
     group_id = module.params["replication_group_id"]
-    client = module.client("elasticache", retry_decorator=AWSRetry.jittered_backoff(retries=10))
+    params = {"ReplicationGroupId": group_id} if group_id else {}
+    client = module.client("elasticache")
     try:
-        groups = client.describe_replication_groups(ReplicationGroupId=group_id, aws_retry=True)["ReplicationGroups"]
+        groups = describe_replication_groups(client, **params)
     except is_boto3_error_code("ReplicationGroupNotFoundFault"):
         groups = []
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:  # pylint: disable=duplicate-except
-        module.fail_json_aws(error, msg=f"cannot describe replication group {group_id}")
-    group = groups[0] if groups and groups[0].get("Status") != "deleting" else None
-    output = dict(changed=False, exists=group is not None, replication_group={}, member_clusters=[])
-    if group:
-        output["replication_group"] = camel_dict_to_snake_dict(group)
-        output["member_clusters"] = group.get("MemberClusters", [])
-        for name, endpoint in endpoints(group).items():
-            output[name] = camel_dict_to_snake_dict(endpoint)
-    module.exit_json(**output)
+        module.fail_json_aws(error, msg=f"cannot describe replication group{' ' + group_id if group_id else 's'}")
+    module.exit_json(changed=False, replication_groups=[camel_dict_to_snake_dict(group) for group in groups])
 
 
 if __name__ == "__main__":

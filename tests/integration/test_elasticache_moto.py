@@ -1,4 +1,4 @@
-"""elasticache_replication_group and cloudwatch_dashboard against a real moto server over HTTP.
+"""elasticache_replication_group(_info) and cloudwatch_dashboard against a real moto server over HTTP.
 
 moto applies only part of modify_replication_group (description, node type, failover, Multi-AZ,
 snapshot retention) and leaves deleted groups in 'deleting'; it has no parameter groups and no
@@ -22,6 +22,7 @@ from tests.conftest import load_module
 pytestmark = pytest.mark.integration
 
 replication_group = load_module("elasticache_replication_group")
+group_info = load_module("elasticache_replication_group_info")
 dashboard = load_module("cloudwatch_dashboard")
 TOKEN = "Moto-Token-0123456789abcdef"
 
@@ -96,8 +97,16 @@ def test_replication_group_lifecycle(aws, capsys):
         client.describe_replication_groups(ReplicationGroupId="sessions")
 
     created = run(replication_group, group_args(aws), capsys)
-    assert created["changed"] and created["member_clusters"] == ["sessions-001", "sessions-002"]
-    assert created["primary_endpoint"]["port"] == 6379
+    returned = created["replication_group"]
+    assert created["changed"] and returned["member_clusters"] == ["sessions-001", "sessions-002"]
+    assert returned["node_groups"][0]["primary_endpoint"]["port"] == 6379
+    # The _info module describes the same group, as a list (empty for a group that does not exist).
+    info_args = aws["server"].module_args()
+    listed = run(group_info, dict(info_args, replication_group_id="sessions"), capsys)["replication_groups"]
+    assert listed == [returned]
+    assert run(group_info, info_args, capsys)["replication_groups"] == listed
+    missing = run(group_info, dict(info_args, name="nope"), capsys)
+    assert missing["replication_groups"] == [] and not missing["changed"] and "failed" not in missing
     described = client.describe_replication_groups(ReplicationGroupId="sessions")["ReplicationGroups"][0]
     assert (described["MultiAZ"], described["AutomaticFailover"]) == ("enabled", "enabled")
     assert described["TransitEncryptionEnabled"] and described["TransitEncryptionMode"] == "required"
@@ -143,7 +152,9 @@ def test_replication_group_lifecycle(aws, capsys):
         capsys,
     )
     assert deleted["changed"] and deleted["action"] == "delete"
-    # moto keeps the group in 'deleting' forever; the module counts that as absent.
+    # moto keeps the group in 'deleting' forever: the _info module lists it so, the module counts it absent.
+    listed = run(group_info, info_args, capsys)["replication_groups"]
+    assert [group["status"] for group in listed] == ["deleting"]
     assert (
         run(
             replication_group,

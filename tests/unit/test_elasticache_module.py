@@ -188,9 +188,10 @@ def test_create_checks_references_creates_and_waits(aws, capsys):
     expect_described(ec)
     result = run(args(), capsys)
     assert result["changed"] and result["action"] == "create"
-    assert result["member_clusters"] == ["sessions-001", "sessions-002"]
-    assert result["primary_endpoint"]["address"].startswith("master.")
-    assert result["reader_endpoint"]["port"] == 6379
+    described = result["replication_group"]
+    assert described["member_clusters"] == ["sessions-001", "sessions-002"]
+    assert described["node_groups"][0]["primary_endpoint"]["address"].startswith("master.")
+    assert described["node_groups"][0]["reader_endpoint"]["port"] == 6379
 
 
 def module_desired(**overrides):
