@@ -53,37 +53,25 @@ class BenchRedis:
             args.append("--cluster")
         return args
 
-    def flush(self) -> None:
-        client = self.client()
-        try:
+    def on_every_primary(self, command: str, *args):
+        """*command* on the server, or on every primary of the cluster: {node: answer} there."""
+        with contextlib.closing(self.client()) as client:
             if self.cluster:
-                client.flushall(target_nodes=client.PRIMARIES)
-            else:
-                client.flushall()
-        finally:
-            client.close()
+                return getattr(client, command)(*args, target_nodes=client.PRIMARIES)
+            return getattr(client, command)(*args)
+
+    def flush(self) -> None:
+        self.on_every_primary("flushall")
 
     def server_cpu(self) -> float:
         """redis-server's CPU seconds so far (user + system; every primary in cluster mode)."""
-        client = self.client()
-        try:
-            if not self.cluster:
-                info = client.info("cpu")
-                return info["used_cpu_user"] + info["used_cpu_sys"]
-            infos = client.info("cpu", target_nodes=client.PRIMARIES)
-            return sum(i["used_cpu_user"] + i["used_cpu_sys"] for i in infos.values())
-        finally:
-            client.close()
+        infos = self.on_every_primary("info", "cpu")
+        nodes = infos.values() if self.cluster else [infos]
+        return sum(info["used_cpu_user"] + info["used_cpu_sys"] for info in nodes)
 
     def dbsize(self) -> int:
-        client = self.client()
-        try:
-            if not self.cluster:
-                return client.dbsize()
-            sizes = client.dbsize(target_nodes=client.PRIMARIES)
-            return sum(sizes.values()) if isinstance(sizes, dict) else sizes
-        finally:
-            client.close()
+        sizes = self.on_every_primary("dbsize")
+        return sum(sizes.values()) if isinstance(sizes, dict) else sizes
 
 
 def _password_file(directory: str, password: str) -> str:

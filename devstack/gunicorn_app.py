@@ -21,13 +21,14 @@ import urllib.error
 import urllib.request
 
 from .ports import free_port
+from .processes import Stoppable, stop_process, wait_until_ready
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN_CONF = os.path.join(ROOT, "examples", "translate_app", "gunicorn.conf.py")
 
 
 @dataclasses.dataclass
-class GunicornApp:
+class GunicornApp(Stoppable):
     directory: str
     port: int
     config: dict
@@ -78,18 +79,18 @@ class GunicornApp:
         return app
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: {self.log_tail()}")
+        def healthy() -> bool:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log_tail()}")
+                return False
+
+        try:
+            wait_until_ready(healthy, what=f"gunicorn on {self.url}", timeout=timeout, process=self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {self.log_tail()}") from None
 
     def wait_for_phase(self, label: str) -> None:
         """Return once every worker serves *label*; call it after writing the phase file.
@@ -117,16 +118,5 @@ class GunicornApp:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-
-    def __enter__(self) -> GunicornApp:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        # gunicorn runs in its own session: a master that does not stop takes its workers with it.
+        stop_process(self.process, grace=15, kill=lambda process: os.killpg(process.pid, signal.SIGKILL))

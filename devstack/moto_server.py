@@ -14,10 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 from .ports import free_port
+from .processes import Stoppable, stop_process, wait_until_ready
 
 REGION = "ap-northeast-1"
 # moto accepts any credentials; these keep boto3 from looking for real ones.
@@ -39,7 +39,7 @@ def moto_server_command(port: int) -> list[str]:
 
 
 @dataclasses.dataclass
-class MotoServer:
+class MotoServer(Stoppable):
     port: int
     process: subprocess.Popen
 
@@ -65,16 +65,15 @@ class MotoServer:
         return server
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server on port {self.port} exited with {self.process.returncode}")
+        def answers() -> bool:
             try:
                 with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=1):
-                    return
+                    return True
             except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"moto_server did not answer on {self.endpoint_url} after {timeout}s")
+                return False
+
+        wait_until_ready(answers, what=f"moto_server on {self.endpoint_url}", timeout=timeout,
+                         process=self.process)
 
     def reset(self) -> None:
         """Forget every resource (moto's reset API)."""
@@ -91,25 +90,10 @@ class MotoServer:
         }
 
     def module_args(self) -> dict:
-        """The amazon.aws connection options for a module under test."""
-        return {
-            "endpoint_url": self.endpoint_url,
-            "region": REGION,
-            "access_key": "testing",
-            "secret_key": "testing",
-        }
+        """The amazon.aws connection options for a module under test: client_kwargs() by their names."""
+        names = {"region_name": "region", "aws_access_key_id": "access_key",
+                 "aws_secret_access_key": "secret_key"}
+        return {names.get(name, name): value for name, value in self.client_kwargs().items()}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> MotoServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        stop_process(self.process)

@@ -25,6 +25,7 @@ import redis
 from sessionshift.redisconn import RedisSettings
 
 from .ports import free_port
+from .processes import Stoppable, stop_process, wait_until_ready
 from .tlsca import TlsFiles
 
 APP_USER = "sessionshift"
@@ -105,21 +106,20 @@ def redis_server_binary() -> str:
     return binary
 
 
-def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"redis-server on port {port} exited with {process.returncode}")
+def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None,
+                  name: str = "server") -> None:
+    """Until something listens on 127.0.0.1:*port* (failing if *process*, the server meant to, exits)."""
+    def listening() -> bool:
         with contextlib.closing(socket.socket()) as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until_ready(listening, what=f"{name} on 127.0.0.1:{port}", timeout=timeout, process=process,
+                     interval=0.05)
 
 
 @dataclasses.dataclass
-class RedisServer:
+class RedisServer(Stoppable):
     directory: str
     port: int
     tls: TlsFiles | None
@@ -188,7 +188,7 @@ class RedisServer:
         self.process = subprocess.Popen([redis_server_binary(), self.config_path],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for_port(self.port, process=self.process)
+            wait_for_port(self.port, process=self.process, name="redis-server")
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; log: {self.log_tail()}") from None
 
@@ -216,20 +216,7 @@ class RedisServer:
         self.launch()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        stop_process(self.process)
 
     # -- topology ------------------------------------------------------------------
     def start_replica(self, directory: str) -> RedisServer:
@@ -242,7 +229,7 @@ class RedisServer:
 
 
 @dataclasses.dataclass
-class RedisCluster3:
+class RedisCluster3(Stoppable):
     """Three primaries, no replicas, TLS and ACL, slots spread by redis-cli --cluster create."""
 
     nodes: list[RedisServer]
@@ -289,9 +276,3 @@ class RedisCluster3:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> RedisCluster3:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

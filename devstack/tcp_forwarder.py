@@ -23,6 +23,8 @@ import dataclasses
 import socket
 import threading
 
+from .processes import Stoppable
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -44,7 +46,7 @@ class _Pair:
             sock.close()
 
 
-class TcpForwarder:
+class TcpForwarder(Stoppable):
     """Forward 127.0.0.1:<port> to 127.0.0.1:<target port>; retarget() moves it."""
 
     def __init__(self, target_port: int, *, connect_timeout: float = 1.0):
@@ -108,12 +110,6 @@ class TcpForwarder:
         for thread in self._threads:
             thread.join(5)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
-
-    def __enter__(self) -> TcpForwarder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- the copying ------------------------------------------------------------------
     def _accept_loop(self) -> None:

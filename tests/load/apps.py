@@ -22,6 +22,7 @@ import os
 import time
 
 from devstack.gunicorn_app import GunicornApp
+from devstack.processes import Stoppable
 from devstack.redis_server import RedisServer
 from devstack.tcp_forwarder import TcpForwarder
 from devstack.tlsca import make_ca
@@ -39,7 +40,7 @@ REDIS_DURABLE = ("appendonly yes", "appendfsync always")
 
 
 @dataclasses.dataclass
-class Fleet:
+class Fleet(Stoppable):
     directory: str
     redis: RedisServer
     apps: list[GunicornApp]
@@ -109,12 +110,6 @@ class Fleet:
         if self.replica:
             self.replica.stop()
         self.redis.stop()
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def wait_for_replication(replica: RedisServer, timeout: float = 20) -> None:
