@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import rolloutlock, state
+from .awsoptions import add_aws_options, aws_client
 
 LOG = logging.getLogger("sessionshift.alarmwatch")
 ROLLBACK_PLAYBOOK = "sessionshift.migration.rollback"
@@ -306,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     parser.add_argument("--once", action="store_true", help="poll once and exit (cron, tests)")
     parser.add_argument("--state-file", default=os.path.join(state.DEFAULT_STATE_DIR, "alarmwatch.json"))
-    parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
-                        help="CloudWatch and SNS endpoint (a moto server in the local setup)")
-    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
+    add_aws_options(parser, "CloudWatch and SNS")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = PlaybookConfig(
@@ -322,13 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             LOG.error("cannot roll back: %s", problem)
         return 2
 
-    import boto3
-
-    cloudwatch = boto3.client("cloudwatch", region_name=args.region, endpoint_url=args.endpoint_url)
-    notify = None
-    if args.sns_topic_arn:
-        notify = sns_notifier(boto3.client("sns", region_name=args.region, endpoint_url=args.endpoint_url),
-                              args.sns_topic_arn)
+    cloudwatch = aws_client(args, "cloudwatch")
+    notify = sns_notifier(aws_client(args, "sns"), args.sns_topic_arn) if args.sns_topic_arn else None
     watcher = AlarmWatcher(cloudwatch, args.alarm_prefix, args.state_file, playbook_runner(config),
                            lock_file=args.lock_file, cooldown=args.cooldown, notify=notify)
     LOG.info("watching alarms %s* every %gs (cool-down %gs, lock %s, %s in %s)", args.alarm_prefix,

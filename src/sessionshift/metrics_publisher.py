@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import datetime
 import logging
-import os
 import socket
 import sys
 import time
@@ -36,6 +35,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from . import metrics
+from .awsoptions import add_aws_options, aws_client
 
 LOG = logging.getLogger("sessionshift.metrics_publisher")
 CLOUDWATCH_NAMESPACE = "Sessionshift"
@@ -155,15 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=0,
                         help="scrape this many times, then exit (0: run until stopped); the first "
                              "scrape is the counters' baseline")
-    parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
-                        help="CloudWatch endpoint (a moto server in the local setup)")
-    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "ap-northeast-1"))
+    add_aws_options(parser, "CloudWatch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    import boto3
-
-    cloudwatch = boto3.client("cloudwatch", region_name=args.region, endpoint_url=args.endpoint_url)
+    cloudwatch = aws_client(args, "cloudwatch")
     publisher = Publisher(cloudwatch, args.host, http_scraper(args.metrics_url), namespace=args.namespace)
     rounds = 0
     while True:
