@@ -199,17 +199,18 @@ _PICKLED_INT_HEADERS = {ord("K"): 3, ord("M"): 4, ord("J"): 6}
 
 
 def split_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, int] | None:
-    """(expiry, payload offset) of a cachelib file, from its structure alone: nothing unpickled.
+    """(expiry, payload offset) of a cachelib file, from its structure: the payload is never unpickled.
 
     For copying a payload as it is: the exact value format never needs the
     session itself, and every reader of the value decodes it with the
     restricted unpickler, so a hostile payload is refused where it is read.
     Raises :class:`SessionFileError` for what no decode could accept (a payload
     of a known protocol with no STOP at its end, or shorter than its FRAME says:
-    truncated). Returns None when only a decode can tell: a payload of protocol
-    0 or 1, one that does not start with a dict, a header that reads both ways
-    (a struct expiry whose first byte is a pickled int's opcode and whose bytes
-    also fit the pickled-int pattern), a short file. The caller then takes
+    truncated). A struct expiry whose first byte is a pickled int's opcode has
+    its header decoded (restricted, as :func:`parse_cachelib_file` tries it
+    first), not its payload. Returns None when only a decode of the payload can
+    tell: a payload of protocol 0 or 1, one that does not start with a dict, a
+    header that reads both ways, a short file. The caller then takes
     :func:`parse_cachelib_file`, whose answer this one never contradicts.
     """
     if len(raw) < 8:
@@ -218,11 +219,18 @@ def split_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, int] | 
     if bytes((first,)) in _PICKLED_INT_OPCODES:
         # Either reading may be the file's: use one only when the other cannot be.
         offset = _PICKLED_INT_HEADERS.get(first)
-        if (offset is None or raw[offset - 1] != _STOP or not _payload_start(raw, offset)
-                or _payload_start(raw, _STRUCT_HEADER.size)):
-            return None
-        expiry = int.from_bytes(raw[1:offset - 1], "little", signed=first == 0x4A)  # BININT is signed
-        if expiry < 0:
+        struct_payload = _payload_start(raw, _STRUCT_HEADER.size)
+        if (offset is not None and raw[offset - 1] == _STOP and _payload_start(raw, offset)
+                and not struct_payload):
+            expiry = int.from_bytes(raw[1:offset - 1], "little", signed=first == 0x4A)  # BININT: signed
+            if expiry < 0:
+                return None
+        elif struct_payload and not _reads_as_pickled_int(raw):
+            # A struct expiry whose first byte is an opcode (1 file in 40 or so): the decode
+            # would try the pickled-int reading first and, that failing, take the struct one,
+            # whatever the payload holds. Only the header is decoded (restricted, budgeted).
+            offset, expiry = _STRUCT_HEADER.size, _STRUCT_HEADER.unpack_from(raw)[0]
+        else:
             return None
     else:
         offset = _STRUCT_HEADER.size
@@ -241,6 +249,15 @@ def split_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, int] | 
     if start >= len(raw) or raw[start] != _EMPTY_DICT:
         return None  # not plainly a dict: the decode says what it is
     return expiry, offset
+
+
+def _reads_as_pickled_int(raw: bytes) -> bool:
+    """Whether the pickled-int reading of *raw*'s header succeeds, as :func:`parse_cachelib_file` tries it."""
+    try:
+        _read_header(raw, "pickle")
+    except Exception:
+        return False
+    return True
 
 
 def _payload_start(raw: bytes, offset: int) -> bool:
@@ -353,11 +370,18 @@ def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
             raise SessionFileError(path, f"too large for a session ({info.st_size:,} bytes; the "
                                    f"budget is {limit:,}, {safepickle.ENV_PREFIX}MAX_SESSION_BYTES)")
         # Plain reads of the size fstat gave (plus one byte, to see growth): a
-        # buffered file object costs more than the read of a small session.
+        # buffered file object costs more than the read of a small session. A read of
+        # a regular file that returns less than it asked for has met the end.
         chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, max(info.st_size - size, 0) + 1)):
+        while size <= limit:
+            wanted = max(info.st_size - size, 0) + 1
+            chunk = os.read(fd, wanted)
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < wanted:
+                break
     except OSError as exc:
         raise SessionFileError(path, f"cannot read: {exc.strerror or exc}") from None
     finally:
