@@ -158,6 +158,9 @@ class _Pass:
         self.settings = settings
         self.report = report
         self.before_write = before_write
+        # The batch whose copy was sent and whose outcome is read when the next batch is full:
+        # Redis runs one batch's script while this process reads the next batch's files.
+        self._sent: tuple[list[tuple[str, bytes, int]], Callable[[], list[CopyResult]] | None] | None = None
 
     def run(self, shares: tuple[int, ...]) -> tuple[collections.Counter, list[dict[str, str]]]:
         config = self.config
@@ -205,21 +208,43 @@ class _Pass:
                     reported = counts.copy()
         if batch:
             self._flush(batch, counts)
+        self._collect(counts)
         if self.report:
             self.report(counts - reported)
         return counts, errors
 
     def close(self) -> None:
+        self._sent = None  # a batch still in flight is not counted: its shares are not done
         self.store.client.close()
 
     def _flush(self, batch: list[tuple[str, bytes, int]], counts: collections.Counter) -> None:
+        self._collect(counts)  # the previous batch's outcome first: at most one batch in flight
         if self.before_write:
             self.before_write(batch)
         if self.config.dry_run:
-            outcomes = self._with_retry(lambda: self._probe(batch))
-        else:
-            outcomes = [r.value for r in self._with_retry(lambda: self.store.copy_many_if_absent(batch))]
-        counts.update(outcomes)
+            counts.update(self._with_retry(lambda: self._probe(batch)))
+            return
+        try:
+            finish = self.store.start_copy_many_if_absent(batch)
+        except Exception:
+            finish = None  # _collect copies it again, with the retries that say what is wrong
+        self._sent = (batch, finish)
+
+    def _collect(self, counts: collections.Counter) -> None:
+        """Count the outcome of the batch in flight; if sending or reading it failed, copy it again
+        (safe: copies are copy-if-absent) through :meth:`_with_retry`."""
+        if self._sent is None:
+            return
+        (batch, finish), self._sent = self._sent, None
+        outcomes = None
+        if finish is not None:
+            try:
+                outcomes = finish()
+            except Exception:
+                outcomes = None
+        if outcomes is None:
+            outcomes = self._with_retry(lambda: self.store.copy_many_if_absent(batch))
+        counts.update(outcome.value for outcome in outcomes)
 
     def _probe(self, batch: list[tuple[str, bytes, int]]) -> list[str]:
         """What copy_many_if_absent would do, read-only (check mode / --dry-run)."""

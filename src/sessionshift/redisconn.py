@@ -317,42 +317,62 @@ def _chain_text(exc: BaseException) -> str:
     return " | ".join(texts)
 
 
-def evalsha_packed(client: redis.Redis, script, keys: list[str], args: list[bytes | int]) -> Any:
-    """EVALSHA of a registered *script* on one Redis, with the request serialised here in one join.
+def evalsha_started(client: redis.Redis, script, keys: list[str],
+                    args: list[bytes | int]) -> Callable[[], Any]:
+    """EVALSHA of a registered *script* on one Redis, sent now; the returned call reads its
+    reply (once). NOSCRIPT (a restarted or failed-over Redis) loads the script and sends
+    again. See :func:`command_started`."""
+    return command_started(client, ["EVALSHA", script.sha, len(keys), *keys, *args], script=script)
 
-    redis-py's generic packing costs microseconds per argument, as much as
-    reading and decoding a session file, and a batch call is thousands of
-    arguments. Errors are redis-py's own (the connection's parser raises
-    them); NOSCRIPT (a restarted or failed-over Redis) loads the script and
-    sends again.
+
+def command_started(client: redis.Redis, args: list[bytes | str | int], *,
+                    script=None) -> Callable[[], Any]:
+    """One command on one Redis, sent now; the returned call reads its reply (once).
+
+    The request is serialised here in one join: redis-py's generic packing
+    costs microseconds per argument, as much as reading a session file, and a
+    batch command is thousands of arguments. Errors are redis-py's own (the
+    connection's parser raises them). *script*: the command is its EVALSHA,
+    sent again after a SCRIPT LOAD if Redis answers NOSCRIPT.
+
+    The connection is held from the send to the reply, so a caller can do other
+    work (read the next batch's files) while Redis runs the command. A failure
+    to send is raised here; a failed reply disconnects the connection (never a
+    half-read one back in the pool), and either way it goes back to the pool.
     """
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(args), script.sha.encode()),
-             b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
-    for key in keys:
-        encoded = key.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
+    parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        encoded = arg if isinstance(arg, bytes) else str(arg).encode()
+        encoded = arg if isinstance(arg, bytes) else arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
     payload = b"".join(parts)
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        try:
-            connection.send_packed_command([payload])
-            return connection.read_response()
-        except NoScriptError:
-            connection.send_command("SCRIPT", "LOAD", script.script)
-            connection.read_response()
-            connection.send_packed_command([payload])
-            return connection.read_response()
-    except ResponseError:
-        raise  # a complete error reply: the connection is still in step
+        connection.send_packed_command([payload])
     except BaseException:
-        connection.disconnect()  # never hand a half-read connection back to the pool
-        raise
-    finally:
+        connection.disconnect()
         pool.release(connection)
+        raise
+
+    def reply() -> Any:
+        try:
+            try:
+                return connection.read_response()
+            except NoScriptError:
+                if script is None:
+                    raise
+                connection.send_command("SCRIPT", "LOAD", script.script)
+                connection.read_response()
+                connection.send_packed_command([payload])
+                return connection.read_response()
+        except ResponseError:
+            raise  # a complete error reply: the connection is still in step
+        except BaseException:
+            connection.disconnect()  # never hand a half-read connection back to the pool
+            raise
+        finally:
+            pool.release(connection)
+    return reply
 
 
 def pipeline_with_script(client: redis.Redis, script, fill: Callable[[Any], None]) -> list:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import time
+from collections.abc import Callable
 
 import redis.cluster
 from redis.exceptions import RedisError
 
 from .errors import SessionshiftError
 from .keys import KeyLayout
-from .redisconn import RedisClient, evalsha_packed, pipeline_with_script
+from .redisconn import RedisClient, evalsha_started, pipeline_with_script
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
 NO_REPLICA_RECHECK = 1.0  # seconds a primary with no replica is believed to have none
@@ -142,6 +143,7 @@ end
 return table.concat(outcomes)
 """
 _BATCH_CODES = {"w": "written", "e": "exists", "t": "tombstoned"}
+_BATCH_RESULTS = {code: CopyResult(value) for code, value in _BATCH_CODES.items()}
 
 
 def stock_keys_current(client: RedisClient, layout: KeyLayout) -> bool:
@@ -268,7 +270,7 @@ class SessionStore:
         """``copy_if_absent`` for a batch, pipelined (one round trip per batch)."""
         now = time.time() if now is None else now
         if not isinstance(self.client, redis.cluster.RedisCluster):
-            return self._copy_batch_standalone(items, now)
+            return self._copy_batch_standalone(items, now)()
         results: list[CopyResult | None] = [None] * len(items)
         # redis-py's cluster pipeline refuses scripts, so a cluster batch is split
         # per primary and each part pipelined on that node's own connection.
@@ -289,25 +291,45 @@ class SessionStore:
                 results[index] = CopyResult(_text(outcome))
         return results
 
+    def start_copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
+                                  now: float | None = None) -> Callable[[], list[CopyResult]]:
+        """``copy_many_if_absent`` begun now; the returned call gives its outcomes.
+
+        On a standalone Redis the batch's one script call is sent at once and its
+        reply read by the returned call, so the caller can read the next batch's
+        files while Redis runs it (the backfill). A cluster's batch is copied at once.
+        """
+        now = time.time() if now is None else now
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            results = self.copy_many_if_absent(items, now)
+            return lambda: results
+        return self._copy_batch_standalone(items, now)
+
     def _copy_batch_standalone(self, items: list[tuple[str, bytes, int]],
-                               now: float) -> list[CopyResult]:
-        """The whole batch in one script call (see ``_COPY_MANY_IF_ABSENT``)."""
+                               now: float) -> Callable[[], list[CopyResult]]:
+        """The whole batch in one script call (see ``_COPY_MANY_IF_ABSENT``), sent; the returned
+        call reads the outcomes."""
         results: list[CopyResult] = [CopyResult.EXPIRED] * len(items)
         keys: list[str] = []
         args: list[bytes | int] = []
         live: list[int] = []
-        layout = self.layout
+        # The keys' common parts once per batch (the layout's own methods, with an empty name).
+        session_head, tombstone_head = self.layout.session_key("")[:-1], self.layout.tombstone_key("")[:-1]
         for index, (file_name, value, expiry) in enumerate(items):
             if expiry and expiry <= now:
                 continue
             live.append(index)
-            keys += (layout.session_key(file_name), layout.tombstone_key(file_name))
+            keys += (f"{session_head}{file_name}}}", f"{tombstone_head}{file_name}}}")
             args += (value, expiry)
-        if live:
-            codes = _text(evalsha_packed(self.client, self._copy_many_script, keys, args))
-            for index, code in zip(live, codes, strict=True):
-                results[index] = CopyResult(_BATCH_CODES[code])
-        return results
+        if not live:
+            return lambda: results
+        reply = evalsha_started(self.client, self._copy_many_script, keys, args)
+
+        def outcomes() -> list[CopyResult]:
+            for index, code in zip(live, _text(reply()), strict=True):
+                results[index] = _BATCH_RESULTS[code]
+            return results
+        return outcomes
 
     def copy_keys_if_absent(self, items: list[tuple[str, bytes, int]]) -> list[CopyResult]:
         """Keys that are not sessions (tombstones, stock keys) put back by the restore, pipelined:

@@ -43,7 +43,7 @@ from . import defaults, exact, options, state
 from .export import scan_batches
 from .formats import SessionFileError, SessionValueError, decode_payload, read_entry_payload, value_format
 from .progress import Progress, ProgressCallback
-from .redisconn import RedisClient
+from .redisconn import RedisClient, command_started
 from .shares import SHARES, SessionSource, groups, iter_entries
 from .workers import resolve_workers, run_groups
 
@@ -154,18 +154,29 @@ class _Comparer:
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
         """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
+        return self.start_fetch(sessions)()
+
+    def start_fetch(self, sessions: list[_Session]) -> Callable[[], list[tuple[bytes | None, bool]]]:
+        """:meth:`fetch` begun now: on a standalone Redis the MGET is sent at once and the
+        returned call reads it (the scan reads the next batch's files meanwhile)."""
         layout = self.config.layout
         keys = [layout.session_key(session.name) for session in sessions]
         if self.standalone:
-            values = self.client.mget(keys)
-        else:  # keys of a batch live in different slots: a pipeline, split per node by redis-py
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(key)
-                values = pipe.execute()
+            reply = command_started(self.client, ["MGET", *keys])
+            return lambda: self._with_tombstones(sessions, reply())
+        # Keys of a batch live in different slots: a pipeline, split per node by redis-py.
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = pipe.execute()
+        return lambda: self._with_tombstones(sessions, values)
+
+    def _with_tombstones(self, sessions: list[_Session], values: list[bytes | None],
+                         ) -> list[tuple[bytes | None, bool]]:
         absent = [index for index, value in enumerate(values) if value is None]
         tombstoned = set()
         if absent:
+            layout = self.config.layout
             with self.client.pipeline(transaction=False) as pipe:
                 for index in absent:
                     pipe.exists(layout.tombstone_key(sessions[index].name))
@@ -218,6 +229,9 @@ class _Scan(_Comparer):
         self.report = report
         self.owns_client = owns_client
         self.pending: list[_Pending] = []
+        # The batch whose MGET was sent, compared when the next batch is full (Redis answers
+        # while this process reads files): (sessions, when sent, the call that reads the reply).
+        self._sent: tuple[list[_Session], float, Callable[[], list]] | None = None
 
     def close(self) -> None:
         if self.owns_client:  # a forked worker's copy of the caller's client
@@ -241,18 +255,26 @@ class _Scan(_Comparer):
                 continue
             batch.append(found)
             if len(batch) >= self.config.batch_size:
-                self._compare_batch(batch)
+                self._send(batch)
                 batch, now = [], time.time()
                 self.report(self.counts - reported)
                 reported = self.counts.copy()
         if batch:
-            self._compare_batch(batch)
+            self._send(batch)
+        self._compare_sent()
         self.report(self.counts - reported)
         return self.counts, self.examples, self.pending
 
-    def _compare_batch(self, batch: list[_Session]) -> None:
+    def _send(self, batch: list[_Session]) -> None:
+        self._compare_sent()  # at most one batch in flight
         seen = time.monotonic()  # system-wide: the parent's re-check waits from it
-        for session, (raw, tombstoned) in zip(batch, self.fetch(batch), strict=True):
+        self._sent = (batch, seen, self.start_fetch(batch))
+
+    def _compare_sent(self) -> None:
+        if self._sent is None:
+            return
+        (batch, seen, reply), self._sent = self._sent, None
+        for session, (raw, tombstoned) in zip(batch, reply(), strict=True):
             outcome, _comparison = self.compare(session, raw, tombstoned)
             if outcome in DIFFERENCES:
                 self.pending.append(_Pending(session.kind, session.name, session.path, outcome, seen))
