@@ -317,14 +317,6 @@ def _chain_text(exc: BaseException) -> str:
     return " | ".join(texts)
 
 
-def evalsha_started(client: redis.Redis, script, keys: list[str],
-                    args: list[bytes | int]) -> Callable[[], Any]:
-    """EVALSHA of a registered *script* on one Redis, sent now; the returned call reads its
-    reply (once). NOSCRIPT (a restarted or failed-over Redis) loads the script and sends
-    again. See :func:`command_started`."""
-    return command_started(client, ["EVALSHA", script.sha, len(keys), *keys, *args], script=script)
-
-
 def command_started(client: redis.Redis, args: list[bytes | str | int], *,
                     script=None) -> Callable[[], Any]:
     """One command on one Redis, sent now; the returned call reads its reply (once).
@@ -344,7 +336,11 @@ def command_started(client: redis.Redis, args: list[bytes | str | int], *,
     for arg in args:
         encoded = arg if isinstance(arg, bytes) else arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
-    payload = b"".join(parts)
+    return packed_started(client, b"".join(parts), script=script)
+
+
+def packed_started(client: redis.Redis, payload: bytes, *, script=None) -> Callable[[], Any]:
+    """:func:`command_started` of a command already in the Redis protocol (*payload*)."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:

@@ -75,3 +75,18 @@ def test_an_app_write_is_one_script_call_even_after_redis_forgot_the_script(redi
     assert redis_client.get(store.layout.session_key("c" * 64)) == b"v2"
     assert not redis_client.exists(store.layout.tombstone_key("c" * 64))
     assert calls("script|load") == 1
+
+
+def test_a_batch_copy_is_sent_whole_after_redis_forgot_the_script(redis_client):
+    """The batch request is written by hand (store._copy_batch_standalone): keys, values and
+    expiries must reach the script as SessionStore's other calls send them, NOSCRIPT included."""
+    store = SessionStore(redis_client, KeyLayout(prefix="app:sess:", generation=2))
+    redis_client.script_flush()
+    future = int(time.time()) + 100
+    items = [("a" * 64, b"\x80\x04never\r\n.", 0), ("b" * 64, b"", future)]
+    finish = store.start_copy_many_if_absent(items)
+    assert finish() == [CopyResult.WRITTEN, CopyResult.WRITTEN]
+    assert store.get("a" * 64) == b"\x80\x04never\r\n."
+    assert redis_client.ttl(store.layout.session_key("a" * 64)) == -1
+    assert store.get("b" * 64) == b"" and store.expiry_of(store.layout.session_key("b" * 64)) == future
+    assert store.copy_many_if_absent(items) == [CopyResult.EXISTS, CopyResult.EXISTS]
