@@ -125,6 +125,16 @@ counts:
   description: Session files, live, expired, corrupt and foreign files.
   returned: always
   type: dict
+errors:
+  description:
+    - Corrupt and hostile session files (the first 20), each by path and the reason the restricted
+      unpickler refused it; all are counted in RV(counts.corrupt), and a warning names them.
+    - M(sessionshift.migration.session_migrate) copies a structurally whole file unread (the exact format),
+      so this is where a hostile pickle is named; every reader of the copy refuses it, as the app refuses the file.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /var/lib/app/sessions/0a1b..., reason: "hostile or foreign pickle: refused to load global 'posix.system'"}]
 """
 
 import os
@@ -150,7 +160,7 @@ def main():
                            sample_size=params["sample_size"], style="module")
     if module.check_mode and not os.path.exists(params["session_dir"]):
         # A dry run of a whole rollout on a fresh host: the app's role creates it first.
-        module.exit_json(changed=False, profile=None, recorded=None, counts={},
+        module.exit_json(changed=False, profile=None, recorded=None, counts={}, errors=[],
                          msg=f"session directory {params['session_dir']} does not exist yet: nothing to analyze")
     with module.failing(ValueError, OSError):  # ProfileError: both values and the fix
         before = profiles.load(params["state_dir"])
@@ -165,11 +175,15 @@ def main():
     if result["refused"]:
         module.fail_json(msg=result["refused"], changed=False, profile=found, recorded=result["recorded"],
                          counts=counts)
+    if result["corrupt"]:
+        named = "; ".join(f"{os.path.basename(error['path'])}: {error['reason']}" for error in result["errors"][:5])
+        module.warn(f"{result['corrupt']} corrupt or hostile session file(s), which the app reads as no session "
+                    f"(listed in errors): {named}")
     if found["mixed"]:
         module.warn(f"the session directory holds more than one {', '.join(found['mixed'])}: not guessed; "
                     "tools that need it must be told (hash_method / header_style)")
     path = profiles.profile_path(params["state_dir"])
-    module.finish(changed, profile=found, recorded=result["recorded"], counts=counts,
+    module.finish(changed, profile=found, recorded=result["recorded"], counts=counts, errors=result["errors"],
                   msg=profile_summary(found).strip(),
                   diff={"before": _lines(previous), "after": _lines(settings),
                         "before_header": f"{path} (before)", "after_header": f"{path} (after)"})

@@ -59,3 +59,20 @@ def test_a_missing_directory_fails_clearly_except_in_a_dry_run(tmp_path, capsys)
     assert result["failed"] and "does not exist" in result["msg"]
     dry = run(capsys, check_mode=True, **params)  # a fresh host: the app's role creates it first
     assert not dry.get("failed") and dry["profile"] is None and "does not exist yet" in dry["msg"]
+
+
+def test_hostile_files_are_named_with_their_reason(tmp_path, capsys):
+    """What migrate copies unread, the analyze that phases 1 and 2 run names (and warns about)."""
+    from sessionshift import formats
+    from tests.support import hostile
+
+    session_dir = tmp_path / "sessions"
+    session_dir.mkdir()
+    old_cachelib_corpus(str(session_dir), 2)
+    bomb = formats.session_file_name("bomb", hash_name="md5")
+    (session_dir / bomb).write_bytes(hostile.shared_expansion())
+    result = run(capsys, session_dir=str(session_dir), state_dir=str(tmp_path / "state"))
+    assert result["counts"]["corrupt"] == 1
+    assert [error["path"] for error in result["errors"]] == [str(session_dir / bomb)]
+    assert "max_encoded_bytes" in result["errors"][0]["reason"]
+    assert bomb in json.dumps(result["warnings"])  # ansible-core 2.19 sends structured warnings
