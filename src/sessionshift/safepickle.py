@@ -318,8 +318,14 @@ class _Reader:
 # How _memo_indices_small steps over each opcode's argument, by opcode byte:
 # kind 0: a fixed-size argument of _SIZE bytes; 1: a counted one (a _SIZE-byte
 # little-endian length, then that many bytes); 2: one line; 3: two lines;
-# 4: LONG_BINPUT; 5: PUT; 6: STOP.
+# 4: LONG_BINPUT; 5: PUT; 6: STOP, or a byte that is no opcode at all.
 _KIND, _SIZE = bytearray(256), bytearray(256)
+# Every opcode of protocols 0-5 (pickletools.opcodes). Any other byte stops both unpicklers
+# ("invalid load key") before they act on anything after it, so the scan stops there as at
+# STOP: a struct header misread as a pickled int otherwise had the whole payload scanned.
+_OPCODES = b"().012BCFGIJKLMNPQRSTUVX]abcdeghijlopqrstu}" + bytes(range(0x80, 0x99))
+for _op in set(range(256)).difference(_OPCODES):
+    _KIND[_op] = 6
 for _ops, _kind, _size in (
         (b"JG\x95", 0, 4), (b"K", 0, 1), (b"M", 0, 2), (b"hq\x80\x82", 0, 1), (b"j\x84", 0, 4),
         (b"\x83", 0, 2), (b"\x8cCU\x8a", 1, 1), (b"XBT\x8b", 1, 4), (b"\x8d\x8e\x96", 1, 8),
@@ -340,7 +346,8 @@ def _memo_indices_small(data: bytes, at: int = 0, frame_end: int | None = None) 
     the pure-Python unpickler, whose memo is a dict, decodes instead; so does
     one with an opcode that straddles a FRAME's end (a 293-byte one made the C
     unpickler read another index there and allocate 2 GB). Steps over the
-    opcodes, never into strings. *at* and *frame_end* resume a scan at an opcode boundary.
+    opcodes, never into strings, up to STOP or a byte that is no opcode. *at* and
+    *frame_end* resume a scan at an opcode boundary.
     """
     kinds, sizes, end = _KIND, _SIZE, len(data)
     frame_end = end if frame_end is None else frame_end

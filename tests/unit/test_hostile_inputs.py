@@ -178,6 +178,22 @@ def test_a_huge_memo_index_does_not_allocate_the_memo():
         assert peak < 50 * 1024 * 1024
 
 
+def test_a_byte_that_is_no_opcode_ends_the_memo_scan_where_the_unpicklers_stop():
+    """A struct header misread as a pickled int runs into its payload: the scan stops at the first
+    byte no unpickler accepts (both refuse it there), so what follows is neither scanned nor run."""
+    data = b"K\x01\x00" + b"(dp171000000\n."  # after the invalid byte: PUT naming index 171 million
+    assert safepickle._memo_indices_small(data)
+    assert not safepickle._memo_indices_small(b"K\x01" + b"(dp171000000\n.")
+    tracemalloc.start()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="invalid load key"):
+            safepickle.loads(data)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
+
+
 def test_a_large_session_with_value_types_decodes_on_the_counting_path():
     session = {"when": datetime.datetime(2026, 1, 2, 3, 4, 5), "u": uuid.UUID(int=7),
                "n": decimal.Decimal("1.5"), "pad": "x" * 100_000, "e": b""}
