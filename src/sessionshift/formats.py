@@ -33,10 +33,8 @@ import pickletools
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal
-
-import msgspec
 
 from . import exact, safepickle
 from .atomicfile import write_atomic
@@ -668,14 +666,18 @@ class MsgpackValues(ValueFormat):
 
     name = "msgpack"
     exact = False
-    _encoder = msgspec.msgpack.Encoder()
-    _decoder = msgspec.msgpack.Decoder()
 
     def _dumps(self, data: dict) -> bytes:
-        return self._encoder.encode(data)
+        # msgspec is imported where it is used: the exact default never needs it, and
+        # importing it cost every command's start 15 ms.
+        import msgspec
+
+        return msgspec.msgpack.encode(data)
 
     def _loads(self, raw: bytes) -> Any:
-        return _budgeted(self._decoder, raw)
+        import msgspec
+
+        return _budgeted(msgspec.msgpack.decode, raw)
 
 
 class StockValues(ValueFormat):
@@ -686,7 +688,6 @@ class StockValues(ValueFormat):
     and a JSON object or a pickle is never a whole msgpack map, nor msgpack or a pickle JSON."""
 
     exact = False
-    _json_decoder = msgspec.json.Decoder()
 
     def __init__(self, writer: ValueFormat):
         super().__init__(writer.protocol)
@@ -697,21 +698,23 @@ class StockValues(ValueFormat):
         return self.writer.dumps(data)
 
     def _loads(self, raw: bytes) -> Any:
-        for decoder in (MsgpackValues._decoder, self._json_decoder):
+        import msgspec
+
+        for decode in (msgspec.msgpack.decode, msgspec.json.decode):
             try:
-                return _budgeted(decoder, raw)
+                return _budgeted(decode, raw)
             except msgspec.DecodeError:
                 continue
         return safepickle.loads(raw)
 
 
-def _budgeted(decoder: msgspec.msgpack.Decoder | msgspec.json.Decoder, raw: bytes) -> Any:
-    """*raw* decoded by a msgspec *decoder*, held to the decoding budget like a pickle."""
+def _budgeted(decode: Callable[[bytes], Any], raw: bytes) -> Any:
+    """*raw* decoded by a msgspec *decode*, held to the decoding budget like a pickle."""
     budget = safepickle.current_budget()
     if len(raw) > budget.max_session_bytes:
         raise safepickle.BudgetExceeded(f"{len(raw):,} bytes long", budget.max_session_bytes,
                                         "max_session_bytes")
-    value = decoder.decode(raw)
+    value = decode(raw)
     safepickle.check_value(value, budget)
     return value
 

@@ -152,8 +152,9 @@ class ProfileBuilder:
     """Fed every session of a scan; :meth:`finish` makes the profile."""
 
     def __init__(self, session_dir: str, *, prefix: str, serializer: formats.SerializerName,
-                 check_msgpack: bool = True):
+                 check_msgpack: bool = True, census: bool = True):
         self.session_dir = session_dir
+        self.census = census  # the value types present (analyze's report; settings need none)
         self.prefix = prefix
         self.serializer = serializer
         self.check_msgpack = check_msgpack
@@ -177,7 +178,8 @@ class ProfileBuilder:
             self.headers[session.header_style] += 1
             if session.protocol is not None:
                 self.protocols[str(session.protocol)] += 1
-        self.types.update(set(exact.iter_types(session.data)))
+        if self.census:
+            self.types.update(set(exact.iter_types(session.data)))
         if self.check_msgpack:
             self._check_msgpack(session)
 
@@ -238,9 +240,11 @@ def check_serializer_choice(profile: SourceProfile) -> None:
 
 def detect(session_dir: str, *, prefix: str = formats.DEFAULT_PREFIX,
            serializer: formats.SerializerName = DEFAULT_SERIALIZER, limit: int | None = None,
-           check_msgpack: bool = False) -> SourceProfile:
-    """Profile *session_dir* from its files (the first *limit* sessions, or all of them)."""
-    builder = ProfileBuilder(session_dir, prefix=prefix, serializer=serializer, check_msgpack=check_msgpack)
+           check_msgpack: bool = False, census: bool = True) -> SourceProfile:
+    """Profile *session_dir* from its files (the first *limit* sessions, or all of them);
+    without *census*, no value types (walking each session cost most of a quick look)."""
+    builder = ProfileBuilder(session_dir, prefix=prefix, serializer=serializer, check_msgpack=check_msgpack,
+                             census=census)
     complete = True
     for entry in formats.scan_directory(session_dir, prefix=prefix):
         if isinstance(entry, FileSession):
@@ -306,7 +310,7 @@ def resolve(state_dir: str | None, session_dir: str | None, given: Mapping[str, 
     where = profile_path(state_dir) if recorded else None
     found = recorded
     if found is None and session_dir and os.path.isdir(session_dir):
-        found = detect(session_dir, limit=QUICK_LOOK_FILES)
+        found = detect(session_dir, limit=QUICK_LOOK_FILES, census=False)
         where = f"a look at the first {found.sessions} files of {session_dir} (no profile recorded)"
     values, sources = settle(found, given, where=where, style=style, needs=needs,
                              recorded=recorded is not None)
