@@ -51,7 +51,7 @@ COUNT_NAMES = ("checked", "consistent", "missing", "different", "type_changed", 
                "tombstoned", "vanished", "healed", "unverified", "foreign", "skipped", "stale")
 EXAMPLE_KINDS = ("missing", "different", "type_changed", "corrupt", "stale", "orphaned")
 DIFFERENCES = ("missing", "different", "type_changed")  # re-checked; counted only if they persist
-RECHECK_ROUNDS = 3  # looks at a difference whose file keeps changing under it, before it counts
+RECHECK_ROUNDS = 3  # looks at a difference that keeps changing under it, before it counts
 STALE_MARGIN = 2  # seconds: the host's and Redis's clocks may disagree this much
 
 
@@ -96,6 +96,10 @@ class _Session:
     identity: tuple | None = None  # the file's (inode, mtime, ctime, size) when it was read
 
 
+def _file_seen(session: _Session) -> tuple | bytes:
+    return session.identity if session.identity is not None else session.source
+
+
 def _identity(info: os.stat_result | None) -> tuple | None:
     """What a save changes in a file: cachelib replaces it by a rename, so a new inode and times."""
     if info is None:
@@ -112,6 +116,13 @@ class _Pending:
     path: str
     outcome: str  # one of DIFFERENCES
     seen: float
+    # What that look saw: the file (its identity, or a seed file's payload) and Redis's value.
+    file_seen: tuple | bytes | None = None
+    redis_seen: bytes | None = None
+
+    def moved(self, session: _Session, raw: bytes | None) -> bool:
+        """Whether the file or the Redis value is no longer what the look that flagged it saw."""
+        return _file_seen(session) != self.file_seen or raw != self.redis_seen
 
 
 class _Comparer:
@@ -277,7 +288,8 @@ class _Scan(_Comparer):
         for session, (raw, tombstoned) in zip(batch, reply(), strict=True):
             outcome, _comparison = self.compare(session, raw, tombstoned)
             if outcome in DIFFERENCES:
-                self.pending.append(_Pending(session.kind, session.name, session.path, outcome, seen))
+                self.pending.append(_Pending(session.kind, session.name, session.path, outcome, seen,
+                                             _file_seen(session), raw))
                 continue  # counted after the re-check
             self.counts[outcome] += 1
 
@@ -305,10 +317,11 @@ class _Validation(_Comparer):
     def recheck(self) -> None:
         """Look at every difference again once it is ``recheck_delay`` old; count what persists.
 
-        The app saves a session's two copies one after the other, so a re-check that reads
-        the file, then Redis, can meet a save in flight: when the file changed while it was
-        compared, that comparison saw two saves and is made again (up to ``RECHECK_ROUNDS``
-        times). A difference that holds still, or keeps moving to the last round, counts.
+        The app saves a session's two copies one after the other (the file, then Redis), so
+        a look can meet a save in flight: it reads the new file and the old Redis value, or
+        the file changes while it compares. A difference counts only when two looks in a
+        row saw the same file and the same Redis value; one still moving is looked at again
+        (up to ``RECHECK_ROUNDS`` times), and the last look counts what it sees.
         """
         pending, self.pending = sorted(self.pending, key=lambda item: item.seen), []
         for round_number in range(1, RECHECK_ROUNDS + 1):
@@ -324,7 +337,7 @@ class _Validation(_Comparer):
             wait = chunk[-1].seen + self.config.recheck_delay - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            sessions, now = [], time.time()
+            sessions, looked, now = [], [], time.time()
             for item in chunk:
                 found = self.read(item.kind, item.name, item.path, now)
                 if isinstance(found, str):
@@ -333,14 +346,19 @@ class _Validation(_Comparer):
                     self.counts["healed"] += found in ("vanished", "expired")
                     continue
                 sessions.append(found)
+                looked.append(item)
             if not sessions:
                 continue
             differing = []
-            for session, (raw, tombstoned) in zip(sessions, self.fetch(sessions), strict=True):
+            for item, session, (raw, tombstoned) in zip(looked, sessions, self.fetch(sessions), strict=True):
                 outcome, comparison = self.compare(session, raw, tombstoned)
-                if outcome in DIFFERENCES and not last and self._saved_since(session, now):
+                # A save writes the file, then Redis: a look can fall between the two, or a
+                # save can land while it compares. Only a difference that two looks in a row
+                # saw unchanged counts (or whatever the last round sees).
+                if outcome in DIFFERENCES and not last and (item.moved(session, raw)
+                                                            or self._saved_since(session, now)):
                     moving.append(_Pending(session.kind, session.name, session.path, outcome,
-                                           time.monotonic()))
+                                           time.monotonic(), _file_seen(session), raw))
                     continue
                 if comparison is not None:
                     self.note_type_changes(session.name, comparison)
