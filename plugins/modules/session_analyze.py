@@ -122,9 +122,28 @@ recorded:
   returned: always
   type: str
 counts:
-  description: Session files, live, expired, corrupt and foreign files.
+  description: Session files, live, expired, corrupt and foreign files; empty when the directory is absent.
   returned: always
   type: dict
+  contains:
+    files:
+      description: Session files read (cachelib's own bookkeeping and foreign entries not included).
+      type: int
+    sessions:
+      description: Files that held a session (neither corrupt nor gone while read).
+      type: int
+    live:
+      description: Sessions whose expiry has not passed, or that never expire.
+      type: int
+    expired:
+      description: Sessions whose expiry has passed.
+      type: int
+    corrupt:
+      description: Session files the restricted unpickler refused (corrupt, truncated or hostile).
+      type: int
+    foreign:
+      description: Entries whose names are not session files'.
+      type: int
 errors:
   description:
     - Corrupt and hostile session files (the first 20), each by path and the reason the restricted
