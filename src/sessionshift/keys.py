@@ -37,6 +37,7 @@ KeyKind = Literal["hashed", "tombstone", "stock"]
 
 _HASHED_TAG = "h:{"
 _TOMBSTONE_TAG = "t:{"
+TAG_END = "}"  # closes the hash tag: a hashed or tombstone key is its head, the file name, this
 _GENERATION_KEY = re.compile(r"g(\d+):[ht]:\{")
 
 
@@ -70,11 +71,20 @@ class KeyLayout:
     def file_name(self, sid: str) -> str:
         return session_file_name(sid, self.prefix, self.hash_name)
 
+    @property
+    def session_head(self) -> str:
+        """A session key before its file name (for callers that write keys by the thousand)."""
+        return f"{self.prefix}{self._space}{_HASHED_TAG}"
+
+    @property
+    def tombstone_head(self) -> str:
+        return f"{self.prefix}{self._space}{_TOMBSTONE_TAG}"
+
     def session_key(self, file_name: str) -> str:
-        return f"{self.prefix}{self._space}{_HASHED_TAG}{file_name}}}"
+        return f"{self.session_head}{file_name}{TAG_END}"
 
     def tombstone_key(self, file_name: str) -> str:
-        return f"{self.prefix}{self._space}{_TOMBSTONE_TAG}{file_name}}}"
+        return f"{self.tombstone_head}{file_name}{TAG_END}"
 
     def stock_key(self, sid: str) -> str:
         """Stock Flask-Session's Redis key for *sid*."""
@@ -117,7 +127,7 @@ class KeyLayout:
         space = self._space
         for tag, kind in ((_HASHED_TAG, "hashed"), (_TOMBSTONE_TAG, "tombstone")):
             tag = space + tag
-            if rest.startswith(tag) and rest.endswith("}"):
+            if rest.startswith(tag) and rest.endswith(TAG_END):
                 file_name = rest[len(tag):-1]
                 if detect_hash(file_name):
                     return ParsedKey(kind, file_name)

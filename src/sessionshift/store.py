@@ -28,7 +28,7 @@ import redis.cluster
 from redis.exceptions import RedisError
 
 from .errors import SessionshiftError
-from .keys import KeyLayout
+from .keys import TAG_END, KeyLayout
 from .redisconn import RedisClient, packed_started, pipeline_with_script
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
@@ -312,11 +312,11 @@ class SessionStore:
         results: list[CopyResult] = [CopyResult.EXPIRED] * len(items)
         live: list[int] = []
         # The request in the Redis protocol, written here: a generic packer costs more per
-        # argument than reading a session file. KEYS = session, tombstone pairs, from the
-        # layout's own prefixes; ARGV = value, EXAT pairs.
-        session_head = self.layout.session_key("")[:-1].encode()
-        tombstone_head = self.layout.tombstone_key("")[:-1].encode()
-        session_size, tombstone_size = len(session_head) + 1, len(tombstone_head) + 1
+        # argument than reading a session file. KEYS = session, tombstone pairs, each the
+        # layout's head, the file name and the tag's end; ARGV = value, EXAT pairs.
+        session_head, tombstone_head = self.layout.session_head.encode(), self.layout.tombstone_head.encode()
+        end = TAG_END.encode()
+        session_size, tombstone_size = len(session_head) + len(end), len(tombstone_head) + len(end)
         keys: list[bytes] = []
         args: list[bytes] = []
         for index, (file_name, value, expiry) in enumerate(items):
@@ -325,8 +325,9 @@ class SessionStore:
             live.append(index)
             name = file_name.encode()
             size = len(name)
-            keys.append(b"$%d\r\n%s%s}\r\n$%d\r\n%s%s}\r\n" % (
-                session_size + size, session_head, name, tombstone_size + size, tombstone_head, name))
+            keys.append(b"$%d\r\n%s%s%s\r\n$%d\r\n%s%s%s\r\n" % (
+                session_size + size, session_head, name, end,
+                tombstone_size + size, tombstone_head, name, end))
             at = b"%d" % expiry
             args.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(value), value, len(at), at))
         if not live:
