@@ -53,6 +53,7 @@ from .redisconn import (
     RedisUnavailable,
     connect,
     explain,
+    prepare_for_workers,
 )
 from .shares import SHARES, SessionSource, groups, iter_entries
 from .store import CopyResult, SessionStore
@@ -400,6 +401,8 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
             checkpoint.drop_inherited_lock()  # in a forked worker
         return _Pass(config, SessionStore(connect(settings), config.layout), settings, report, before_write)
 
+    if workers > 1:
+        prepare_for_workers(settings)
     try:
         run_groups(work, workers, start_pass, on_progress=on_progress,
                    on_group=lambda shares, outcome: on_pass(shares, *outcome), name="migrate")

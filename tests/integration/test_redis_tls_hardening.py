@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.parse
 
 import pytest
@@ -11,7 +12,7 @@ from ansible.module_utils.testing import patch_module_args
 from devstack.redis_server import RedisServer
 from devstack.tlsca import make_ca
 from sessionshift import cli, gates
-from sessionshift.redisconn import RedisUnavailable, connect
+from sessionshift.redisconn import RedisUnavailable, connect, tls_context
 from tests.conftest import load_module
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,20 @@ def test_a_missing_ca_file_is_named(redis_server):
     with pytest.raises(RedisUnavailable) as info:
         connect(redis_server.settings(ca_file="/nonexistent/ca.pem")).close()
     assert "ca_file /nonexistent/ca.pem does not exist" in str(info.value)
+
+
+def test_connections_share_one_tls_context_and_read_a_rotated_ca_again(redis_server, other_ca, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(open(other_ca, "rb").read())  # not the CA that signed the server's certificate
+    settings = redis_server.settings(ca_file=str(bundle))
+    context = tls_context(settings)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert tls_context(settings) is context  # made once: forked workers inherit it
+    with pytest.raises(RedisUnavailable, match="TLS certificate not trusted"):
+        connect(settings).close()
+    bundle.write_bytes(open(redis_server.settings().ca_file, "rb").read())  # the bundle is rotated
+    client = connect(settings)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
