@@ -249,6 +249,17 @@ def split_cachelib_file(raw: bytes, path: str = "<bytes>") -> tuple[int, int] | 
     return expiry, offset
 
 
+def cachelib_file_shape(raw: bytes, path: str = "<bytes>") -> tuple[HeaderStyle, int] | None:
+    """(header style, pickle protocol) of a cachelib file, from its structure as
+    :func:`split_cachelib_file` tells it (None when only a decode can tell; its errors)."""
+    found = split_cachelib_file(raw, path)
+    if found is None:
+        return None
+    # split took the pickled-int reading only when no struct payload follows the first 4 bytes.
+    pickled = raw[:1] in _PICKLED_INT_OPCODES and not _payload_start(raw, _STRUCT_HEADER.size)
+    return ("pickle" if pickled else "struct"), raw[found[1] + 1]  # the payload's PROTO argument
+
+
 def _reads_as_pickled_int(raw: bytes) -> bool:
     """Whether the pickled-int reading of *raw*'s header succeeds, as :func:`parse_cachelib_file` tries it."""
     try:

@@ -170,18 +170,23 @@ class ProfileBuilder:
         self._msgpack = value_format("msgpack")
 
     def add(self, session: FileSession) -> None:
-        self.sessions += 1
         if session.sid is not None:
+            self.sessions += 1
             self.seed_files += 1  # the seed's JSON files: no header, hash or protocol of their own
         else:
-            self.hashes[session.hash_name] += 1
-            self.headers[session.header_style] += 1
-            if session.protocol is not None:
-                self.protocols[str(session.protocol)] += 1
+            self.add_shape(session.hash_name, session.header_style, session.protocol)
         if self.census:
             self.types.update(set(exact.iter_types(session.data)))
         if self.check_msgpack:
             self._check_msgpack(session)
+
+    def add_shape(self, hash_name: str, header_style: str, protocol: int | None) -> None:
+        """A cachelib session known by its name and structure alone (no census, no msgpack check)."""
+        self.sessions += 1
+        self.hashes[hash_name] += 1
+        self.headers[header_style] += 1
+        if protocol is not None:
+            self.protocols[str(protocol)] += 1
 
     def _check_msgpack(self, session: FileSession) -> None:
         """Would msgpack give the app this session back exactly? If not, what would change."""
@@ -241,8 +246,8 @@ def check_serializer_choice(profile: SourceProfile) -> None:
 def detect(session_dir: str, *, prefix: str = formats.DEFAULT_PREFIX,
            serializer: formats.SerializerName = DEFAULT_SERIALIZER, limit: int | None = None,
            check_msgpack: bool = False, census: bool = True) -> SourceProfile:
-    """Profile *session_dir* from its files (the first *limit* sessions, or all of them);
-    without *census*, no value types (walking each session cost most of a quick look)."""
+    """Profile *session_dir* from its files (the first *limit* sessions, or all of them), each
+    decoded; without *census*, no value types. (:func:`quick_look` decodes none it need not.)"""
     builder = ProfileBuilder(session_dir, prefix=prefix, serializer=serializer, check_msgpack=check_msgpack,
                              census=census)
     complete = True
@@ -253,6 +258,31 @@ def detect(session_dir: str, *, prefix: str = formats.DEFAULT_PREFIX,
                 complete = False
                 break
     return builder.finish(complete=complete)
+
+
+def quick_look(session_dir: str, *, prefix: str = formats.DEFAULT_PREFIX,
+               limit: int = QUICK_LOOK_FILES) -> SourceProfile:
+    """The settings' part of :func:`detect` over the first *limit* sessions, told from each
+    file's name and structure where they settle it (:func:`formats.cachelib_file_shape`),
+    decoding only the others: what stands in for a recorded profile at every tool's start."""
+    builder = ProfileBuilder(session_dir, prefix=prefix, serializer=DEFAULT_SERIALIZER,
+                             check_msgpack=False, census=False)
+    for kind, path in formats.iter_session_paths(session_dir):
+        if builder.sessions >= limit:
+            return builder.finish(complete=False)
+        if kind not in ("session", "seed"):
+            continue
+        try:
+            if kind == "session":
+                raw, _info = formats.read_regular_file(path)
+                shape = formats.cachelib_file_shape(raw, path)
+                if shape is not None:
+                    builder.add_shape(formats.detect_hash(os.path.basename(path)), *shape)
+                    continue
+            builder.add(formats.read_session_file(path, prefix=prefix))
+        except (formats.SessionFileError, FileNotFoundError):
+            continue  # skipped, as detect skips what it cannot read
+    return builder.finish(complete=True)
 
 
 def profile_path(state_dir: str) -> str:
@@ -310,7 +340,7 @@ def resolve(state_dir: str | None, session_dir: str | None, given: Mapping[str, 
     where = profile_path(state_dir) if recorded else None
     found = recorded
     if found is None and session_dir and os.path.isdir(session_dir):
-        found = detect(session_dir, limit=QUICK_LOOK_FILES, census=False)
+        found = quick_look(session_dir)
         where = f"a look at the first {found.sessions} files of {session_dir} (no profile recorded)"
     values, sources = settle(found, given, where=where, style=style, needs=needs,
                              recorded=recorded is not None)

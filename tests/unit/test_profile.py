@@ -189,3 +189,29 @@ def test_without_a_recorded_profile_tools_look_at_the_files(tmp_path):
     # A Python 3.7 source: protocol 5 would make files it cannot read.
     with pytest.raises(ProfileConflict, match=r"pickle_protocol=5 contradicts.*pickle_protocol 4"):
         profile.resolve(None, str(session_dir), {"pickle_protocol": 5}, style="module")
+
+
+def _struct_file_read_as_pickled_int_first(directory: str) -> None:
+    """A 4-byte header whose first byte is BININT2's opcode ('M'): both readings must be weighed."""
+    from sessionshift import formats
+
+    expiry = 0x7A000000 | ord("M")
+    formats.write_session_file(directory, hashlib.sha256(b"session:m").hexdigest(), {"user": 1}, expiry)
+
+
+@pytest.mark.parametrize("builds", [
+    [lambda d: flask_session_08_corpus(d, 3)],
+    [lambda d: cachelib_md5_corpus(d, 3)],
+    [lambda d: old_cachelib_corpus(d, 3), lambda d: old_cachelib_corpus(d, 1, protocol=2)],
+    [_struct_file_read_as_pickled_int_first, lambda d: cachelib_md5_corpus(d, 2, {"u": (1,)})],
+    [lambda d: old_cachelib_corpus(d, 2), lambda d: cachelib_md5_corpus(d, 2)],  # mixed
+], ids=["flask-session-0.8", "cachelib-md5", "cachelib-0.6-style", "struct-M-first", "mixed"])
+def test_the_quick_look_reads_structure_and_agrees_with_a_decoding_look(tmp_path, builds):
+    for build in builds:
+        build(str(tmp_path))
+    with open(tmp_path / ("0" * 64), "wb") as handle:
+        handle.write(b"\x00\x00\x00\x00\x80\x05truncated")  # skipped by both
+    quick, decoded = profile.quick_look(str(tmp_path)), profile.detect(str(tmp_path), census=False)
+    assert quick.settings() == decoded.settings() and quick.mixed == decoded.mixed
+    assert (quick.hashes, quick.header_styles, quick.protocols, quick.sessions) == (
+        decoded.hashes, decoded.header_styles, decoded.protocols, decoded.sessions)
