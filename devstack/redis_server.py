@@ -50,10 +50,11 @@ ENGINE_PROFILES: dict[str, tuple[str, ...]] = {
 # The default user, switched off, but with every permission. Redis before redis/redis#14545
 # (7.0.15 here) re-checks EXEC's ACL as the default user while it loads an append-only file,
 # and a bare "user default off" has no permissions: every MULTI/EXEC block in the AOF is then
-# dropped without a word. The effects of each session script with two writes (a logout: DEL
-# and the tombstone SET) are written as MULTI/EXEC, so a restarted Redis came back without
-# the logouts it had acknowledged. Off, nobody can authenticate as it, so its permissions
-# serve only that load. roles/local_redis writes the same line (tests check they agree).
+# dropped without a word. The effects of a script with two writes are written as MULTI/EXEC
+# (each logout was one, DEL and a tombstone SET, before the tombstone moved into the session
+# key), so a restarted Redis came back without the logouts it had acknowledged. Off, nobody
+# can authenticate as it, so its permissions serve only that load. roles/local_redis writes
+# the same line (tests check they agree).
 DEFAULT_USER = "user default off ~* &* +@all"
 
 

@@ -11,7 +11,7 @@ module: session_backup
 short_description: Back up every session key in Redis to one file, or restore it without overwriting
 description:
   - O(state=present) makes sure a backup exists at O(dest). It holds every session key under O(key_prefix)
-    (hashed sessions, tombstones, stock Flask-Session keys) with its absolute expiry in epoch milliseconds
+    (hashed sessions, tombstones - a session key holding a logout's marker - and stock Flask-Session keys) with its absolute expiry in epoch milliseconds
     (read with C(TIME) and C(PTTL), which Redis 6.2 has), in one gzip file of JSON lines (base64 values)
     whose first line is a manifest (format version, C(created_at), source endpoint without credentials,
     counts per kind, SHA-256 of the payload). The file is written atomically with mode V(0600). An existing

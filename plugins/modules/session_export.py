@@ -23,7 +23,7 @@ description:
   - A file whose session already matches Redis (type for type) is not rewritten, so a second run
     reports C(changed=false). Under live writes each written key is read again and rewritten if the app
     changed it meanwhile (at most O(max_rounds) times).
-  - Removes the stale file of a session whose user logged out (a tombstone key exists).
+  - Removes the stale file of a session whose user logged out (its key holds the logout tombstone).
   - Values that cannot be decoded with O(serializer) are reported by key name (never their contents) and
     skipped. Pickle values are decoded with a restricted unpickler, never plain pickle.
   - Records the run in O(state_dir)C(/export.json) (C(finished_at), C(keys_exported), counts, phase at the

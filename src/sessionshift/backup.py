@@ -16,11 +16,17 @@ uncompressed JSON lines), so ``zcat backup.gz | head -1`` shows what a backup
 holds and a restore can prove the payload intact before it writes anything.
 ``source`` is the endpoint (``rediss://host:port``), never a credential.
 
+A tombstone (a session key that holds ``keys.TOMBSTONE``, a logout's mark)
+is an entry of kind ``tombstone`` under its session key. Backups made before
+tombstones lived in the session key name a ``t:{<file>}`` key for them; they
+are read as the same tombstone in the session key.
+
 Restore never overwrites: sessions go through the store's copy-if-absent
-script (a key written since the backup wins, a tombstone keeps a logged-out
-session out), stock keys and tombstones use ``SET NX`` with their absolute
-expiry (``PXAT``), and entries whose expiry has passed are skipped. Running it
-twice writes nothing the second time.
+(``SET NX``: a key written since the backup wins, a tombstone keeps a
+logged-out session out), stock keys and tombstones use ``SET NX`` with their
+absolute expiry (``PXAT``), so a restored tombstone keeps a logged-out session
+out too, and entries whose expiry has passed are skipped. Running it twice
+writes nothing the second time.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from . import options, state
 from .atomicfile import write_atomic
 from .errors import SessionshiftError
 from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
-from .keys import KeyLayout
+from .keys import TOMBSTONE, KeyLayout, is_tombstone
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
 from .store import CopyResult, SessionStore, stock_keys_current
@@ -97,11 +103,18 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
                               "(force=true / --force)") from None
     if dry_run:
         counts = dict.fromkeys(KINDS, 0)
-        for _node, keys in scan_batches(client, layout.all_pattern, batch_size):
-            for key in keys:
-                parsed = layout.parse(key)
-                if parsed is not None:
-                    counts[parsed.kind] += 1
+        for node, keys in scan_batches(client, layout.all_pattern, batch_size):
+            parsed = [(key, kind.kind) for key in keys if (kind := layout.parse(key)) is not None]
+            hashed = [key for key, kind in parsed if kind == "hashed"]
+            counts["stock"] += len(parsed) - len(hashed)
+            # A tombstone is told by its value's first bytes, not the whole value.
+            with node.pipeline(transaction=False) as pipe:
+                for key in hashed:
+                    pipe.getrange(key, 0, len(TOMBSTONE) - 1)
+                heads = pipe.execute() if hashed else []
+            tombstones = sum(1 for head in heads if is_tombstone(head))
+            counts["tombstone"] += tombstones
+            counts["hashed"] += len(hashed) - tombstones
         return BackupResult(dest, _manifest(layout, source, counts, ""), created=False)
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
@@ -156,6 +169,8 @@ def _backup_lines(client: RedisClient, layout: KeyLayout, batch_size: int,
         for (key, kind), (value, expiry) in zip(parsed, fetched, strict=True):
             if not isinstance(value, bytes) or expiry == -2:
                 continue  # gone since SCAN, or not a string: not a session
+            if kind == "hashed" and is_tombstone(value):
+                kind = "tombstone"
             entry = {"k": key, "t": kind, "v": base64.b64encode(value).decode("ascii"), "x": expiry}
             yield json.dumps(entry, separators=(",", ":")).encode() + b"\n", kind
         seen += len(keys)
@@ -202,9 +217,9 @@ def verify_backup(path: str) -> dict[str, Any]:
             layout = _layout(path, manifest)
             for number, line in enumerate(stream, start=2):
                 digest.update(line)
-                key, kind, _value, _expiry = _parse_entry(path, number, line)
+                key, kind, _value, _expiry = _parse_entry(path, number, line, layout)
                 parsed = layout.parse(key)
-                if parsed is None or parsed.kind != kind:
+                if parsed is None or parsed.kind != ("hashed" if kind == "tombstone" else kind):
                     raise BackupError(path, f"line {number}: not a {kind} key of prefix {layout.prefix!r}")
                 lines += 1
     except FileNotFoundError:
@@ -228,8 +243,9 @@ def _layout(path: str, manifest: dict[str, Any]) -> KeyLayout:
     return KeyLayout(prefix=prefix, hash_name=hash_name, generation=generation)
 
 
-def _parse_entry(path: str, number: int, line: bytes) -> tuple[str, str, bytes, int]:
-    """(key, kind, value, pexpiretime) of one payload line."""
+def _parse_entry(path: str, number: int, line: bytes, layout: KeyLayout) -> tuple[str, str, bytes, int]:
+    """(key, kind, value, pexpiretime) of one payload line; a tombstone as its session key and
+    :data:`~sessionshift.keys.TOMBSTONE`, whatever release wrote the backup."""
     try:
         entry = json.loads(line)
         key, kind, expiry = entry["k"], entry["t"], int(entry["x"])
@@ -238,15 +254,21 @@ def _parse_entry(path: str, number: int, line: bytes) -> tuple[str, str, bytes, 
         raise BackupError(path, f"line {number}: bad entry ({type(exc).__name__})") from None
     if kind not in KINDS or not isinstance(key, str):
         raise BackupError(path, f"line {number}: not a session entry")
+    if kind == "tombstone":
+        legacy = layout.legacy_tombstone_file(key)
+        if legacy is not None:
+            key, value = layout.session_key(legacy), TOMBSTONE
+        elif not is_tombstone(value):
+            raise BackupError(path, f"line {number}: a tombstone entry whose value is not the tombstone")
     return key, kind, value, expiry
 
 
-def _entries(path: str) -> Iterator[tuple[str, str, bytes, int]]:
+def _entries(path: str, layout: KeyLayout) -> Iterator[tuple[str, str, bytes, int]]:
     """The entries of a backup that verify_backup has accepted."""
     with gzip.open(path, "rb") as stream:
         stream.readline()
         for number, line in enumerate(stream, start=2):
-            yield _parse_entry(path, number, line)
+            yield _parse_entry(path, number, line, layout)
 
 
 # --------------------------------------------------------------------------- restore
@@ -288,7 +310,7 @@ def restore_backup(client: RedisClient, src: str, *, batch_size: int = DEFAULT_B
         # the marker comes back first, or the restored stock keys would never be read.
         store.mark_stock_moved()
     started, done = time.monotonic(), 0
-    entries = _entries(src)
+    entries = _entries(src, store.layout)
     while True:
         batch = list(itertools.islice(entries, batch_size))
         if not batch:
@@ -392,7 +414,7 @@ def files_from_backup(src: str, session_dir: str, *, state_dir: str | None = Non
         newer = {name for name, (_op, when) in since.last.items()
                  if _changed_since(os.path.join(session_dir, name), when)}
     backed_up: set[str] = set()
-    for key, kind, value, pexpiretime in _entries(src):
+    for key, kind, value, pexpiretime in _entries(src, layout):
         parsed = layout.parse(key)
         path = os.path.join(session_dir, parsed.file_name)
         result.scanned += 1

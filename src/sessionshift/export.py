@@ -14,7 +14,9 @@ Rules this module keeps:
 
 * one SCAN over ``<prefix>*`` per primary (cluster: every primary), keys
   filtered by :meth:`KeyLayout.parse`: hashed keys and stock Flask-Session
-  keys are exported, tombstones remove the logged-out session's stale file;
+  keys are exported; a hashed key that holds the logout tombstone
+  (``keys.TOMBSTONE``) removes the logged-out session's stale file and is
+  never written out;
 * files are written as the app's ORIGINAL library reads them: the header
   style and pickle protocol of the source profile (never protocol 5 for a
   source that used 4: Python 3.7 cannot read it). A value in the exact
@@ -51,7 +53,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from . import defaults, exact, formats, options, state
 from .formats import HeaderStyle, SerializerName, SessionFileError, SessionValueError
-from .keys import KeyLayout
+from .keys import KeyLayout, is_tombstone
 from .phasefile import read_phase
 from .profile import resolve
 from .progress import Progress, ProgressCallback
@@ -164,7 +166,7 @@ def fetch_with_expiry(node: redis.Redis, keys: list[str], *, millis: bool = Fals
 class ExportResult:
     session_dir: str
     dry_run: bool = False
-    scanned: int = 0  # session and tombstone keys seen
+    scanned: int = 0  # session keys seen (tombstones among them)
     written: int = 0  # files created or replaced (would be, in a dry run)
     unchanged: int = 0  # files that already matched Redis
     removed: int = 0  # stale files of logged-out sessions (tombstoned, or stock key deleted)
@@ -291,10 +293,9 @@ class _Job:
 
     key: str
     file_name: str
-    # A missing key means "logged out" for a job found through its tombstone
-    # and for a stock key (phase 5 deletes leave no tombstone). A hashed key
-    # may also vanish because phase 5 moved it to its stock key: then its
-    # file stays unless a tombstone says otherwise.
+    # A missing key means "logged out" for a stock key (phase 5 deletes leave
+    # no tombstone). A hashed key may also vanish because phase 5 moved it to
+    # its stock key: then its file stays; a logout leaves the tombstone in it.
     missing_means_logout: bool = False
     stock: bool = False  # a stock Flask-Session key: its value is in Flask-Session's format
 
@@ -336,7 +337,7 @@ class Exporter:
         # is older than the host's last return to file and may belong to a logged-out user.
         self.stock_current = stock_keys_current(self.client, self.layout)
         self._started, self._seen = time.monotonic(), 0
-        # One SCAN over the whole prefix finds hashed, stock and tombstone keys
+        # One SCAN over the whole prefix finds hashed and stock keys
         # at once; a second SCAN for the hashed pattern would read them twice.
         batches = scan_batches(self.client, self.layout.all_pattern, self.batch_size)
         if workers > 1:
@@ -382,15 +383,10 @@ class Exporter:
             parsed = self.layout.parse(raw_key)
             if parsed is None:
                 continue
-            if parsed.kind == "tombstone":
-                # Read the session itself: if it is back (a new login with the
-                # same sid) it is exported, otherwise the stale file goes.
-                jobs.append(_Job(self.layout.session_key(parsed.file_name), parsed.file_name, True))
-            else:
-                stock = parsed.kind == "stock"
-                if stock and not self.stock_current:
-                    continue
-                jobs.append(_Job(raw_key.decode(), parsed.file_name, stock, stock))
+            stock = parsed.kind == "stock"
+            if stock and not self.stock_current:
+                continue
+            jobs.append(_Job(raw_key.decode(), parsed.file_name, stock, stock))
         return jobs
 
     def _export(self, node: redis.Redis, jobs: list[_Job]) -> None:
@@ -412,20 +408,19 @@ class Exporter:
     def _write_round(self, node: redis.Redis, jobs: list[_Job]) -> list[tuple[_Job, bytes | None, int]]:
         """Bring each job's file in line with Redis; the (job, value, expiry) written."""
         written = []
-        missing = []
         now = time.time()
         fetched = fetch_with_expiry(node, [job.key for job in jobs], scripted=self.scripted)
         for job, (value, expiry) in zip(jobs, fetched, strict=True):
             if value is None or expiry == -2:
-                missing.append(job)
+                self._missing(job)
+            elif is_tombstone(value) and not job.stock:
+                self._logged_out(job)  # the tombstone: its file goes, none is written
             elif isinstance(value, ResponseError):
                 self._undecodable(job)
             elif expiry and expiry <= now:
                 self.result.expired += 1
             elif self._write(job, value, expiry):
                 written.append((job, value, expiry))
-        if missing:
-            self._handle_missing(node, missing)
         return written
 
     def _write(self, job: _Job, value: bytes, expiry: int) -> bool:
@@ -461,20 +456,20 @@ class Exporter:
         self.result.undecodable += 1
         _note(self.result.undecodable_files, job.file_name)  # not the key: it may hold the sid
 
-    def _handle_missing(self, node: redis.Redis, jobs: list[_Job]) -> None:
-        """Keys gone since SCAN (or since their file was written): a logged-out session's file goes."""
-        pipe = node.pipeline(transaction=False)
-        for job in jobs:
-            pipe.exists(self.layout.tombstone_key(job.file_name))
-        for job, tombstoned in zip(jobs, pipe.execute(), strict=True):
-            if not (tombstoned or job.missing_means_logout):
-                self.result.vanished += 1  # expired or deleted: nothing to write
-                continue
-            path = os.path.join(self.session_dir, job.file_name)
-            present = os.path.lexists(path) if self.dry_run else _remove(path)
-            if present:
-                self.result.removed += 1
-                _note(self.result.removed_files, job.file_name)
+    def _missing(self, job: _Job) -> None:
+        """A key gone since SCAN (or since its file was written): only a stock key's absence is a
+        logout (a logout leaves the tombstone in a hashed key; phase 5 moves hashed keys away)."""
+        if job.missing_means_logout:
+            self._logged_out(job)
+        else:
+            self.result.vanished += 1  # expired or moved: nothing to write
+
+    def _logged_out(self, job: _Job) -> None:
+        path = os.path.join(self.session_dir, job.file_name)
+        present = os.path.lexists(path) if self.dry_run else _remove(path)
+        if present:
+            self.result.removed += 1
+            _note(self.result.removed_files, job.file_name)
 
     def _changed_since(self, node: redis.Redis, written: list[tuple[_Job, bytes | None, int]]) -> list[_Job]:
         current = fetch_with_expiry(node, [job.key for job, _value, _expiry in written],

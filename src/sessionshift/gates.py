@@ -11,7 +11,7 @@ refuses below it with the reason. 100 % of nothing is not a pass:
   reads; at least ``min_compared`` sessions compared, at least
   ``min_comparable_percent`` of the live files comparable (not corrupt or
   unreadable to the tool), no stale copy (Redis older than its file) and no
-  orphaned copy (no live file, no tombstone), and every host of the fleet on
+  orphaned copy (no live file, no tombstone in its key), and every host of the fleet on
   one generation;
 * ``redis_only``: at least ``min_requests`` requests seen in the window;
 * ``redis``: a recorded start of phase 4.
@@ -172,7 +172,7 @@ def validation_passed(migration: dict | None, validation: dict | None,
         # Not counted (a session directory per host): say so, rather than show a bare null.
         result.facts["orphaned_not_counted"] = validation.get("orphaned_not_counted") or "not counted"
     if orphaned:
-        result.refuse(f"{orphaned} Redis cop(ies) have no live file and no tombstone (orphaned): a "
+        result.refuse(f"{orphaned} Redis cop(ies) have no live file and hold no tombstone (orphaned): a "
                       "logged-out or expired session would come back in phase 3")
     if consistency < threshold:
         result.refuse(f"validation consistency {consistency:.3f}% is below the threshold {threshold}%; "
@@ -306,10 +306,12 @@ def aof_reload_hazard(client) -> str | None:
 
     Redis before redis/redis#14545 re-checks each MULTI/EXEC it reads back from the
     append-only file against the *default* user's permissions, and silently drops the block
-    when they are missing. Every session script that writes two keys (a logout: DEL and the
-    tombstone SET) is written to the AOF as MULTI/EXEC, so with ``user default off`` (no
-    permissions) a restart brings back sessions whose logout Redis had acknowledged. The
-    cure keeps the default user off, so nobody can log in as it. Not checked (None) where
+    when they are missing. A script that writes twice is written to the AOF as MULTI/EXEC
+    (sessionshift's own writes are single native commands since the logout tombstone lives in
+    the session key, but a release before that wrote each logout as DEL plus a tombstone SET,
+    and any other client's transaction is such a block), so with ``user default off`` (no
+    permissions) a restart can drop writes Redis had acknowledged. The cure keeps the default
+    user off, so nobody can log in as it. Not checked (None) where
     the AOF is off (ElastiCache has none) or ACL GETUSER is not allowed to the tool.
     """
     from redis.exceptions import RedisError

@@ -448,6 +448,49 @@ def packed_started(client: redis.Redis, payload: bytes, *, script=None) -> Calla
     return reply
 
 
+def lines_started(client: redis.Redis, payload: bytes, count: int) -> Callable[[], bytes]:
+    """*count* pipelined commands (*payload*, in the Redis protocol) whose replies are each one
+    line (status, nil, integer or error: e.g. ``SET`` without ``GET``), sent now; the returned
+    call reads the replies raw, unparsed, and gives their bytes.
+
+    As :func:`packed_started`, but the replies skip redis-py's parser: a reply object per
+    command cost the client more than packing the command. The connection comes from the
+    pool with nothing unread (redis-py checks), so the socket's next bytes are these replies.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([payload])
+    except BaseException:
+        connection.disconnect()
+        pool.release(connection)
+        raise
+
+    def reply() -> bytes:
+        try:
+            sock, chunks, lines, cr_last = connection._sock, [], 0, False
+            while lines < count:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RedisConnError(f"Connection closed by server, {count - lines} replies due")
+                chunks.append(chunk)
+                lines += chunk.count(b"\r\n") + (cr_last and chunk[:1] == b"\n")
+                cr_last = chunk[-1:] == b"\r"
+            if lines > count:
+                raise RedisConnError(f"{lines} reply lines where {count} were due: out of step")
+            return b"".join(chunks)
+        except BaseException as exc:
+            connection.disconnect()  # never hand a half-read connection back to the pool
+            if isinstance(exc, socket.timeout):
+                raise RedisTimeoutError(f"Timeout reading from {client_endpoint(client)}") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnError(f"Error reading from {client_endpoint(client)}: {exc}") from exc
+            raise
+        finally:
+            pool.release(connection)
+    return reply
+
+
 def pipeline_with_script(client: redis.Redis, script, fill: Callable[[Any], None]) -> list:
     """The replies of one pipeline that *fill* builds, its script calls sent as ``EVALSHA``.
 

@@ -5,12 +5,15 @@ promotions of file sessions), the backfill, the export and the restore. The
 race rules (docs/architecture.md, "The race rules live in one file") live in
 these few functions:
 
-* the app's own write always wins and clears a tombstone (``app_write``);
-* a logout deletes the session and leaves a short-lived tombstone
-  (``app_delete``);
+* the app's own write always wins, over a tombstone too (``app_write``, a plain
+  ``SET``);
+* a logout replaces the session with a short-lived tombstone, the marker
+  ``keys.TOMBSTONE`` in the session key itself (``app_delete``, ``SET ... EX``);
 * a copy made by a tool or by a read promotion never overwrites an existing key
-  and never revives a tombstoned session (``copy_if_absent``, one Lua script
-  with the session key and its tombstone in one hash slot);
+  and so never revives a tombstoned session (``copy_if_absent``: a native
+  ``SET NX``, which the marker refuses as it refuses a session; no script, one
+  key, any slot). Whether a refused copy met a session or a tombstone is read
+  afterwards, only for the refused ones, and only to count it;
 * ``wait_replicas`` makes an app write wait for that many replicas (Redis
   ``WAIT``, sent on the write's own connection), and a write no replica
   confirmed in time fails (:class:`ReplicationShortfall`): a failover right
@@ -25,11 +28,11 @@ import time
 from collections.abc import Callable
 
 import redis.cluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .errors import SessionshiftError
-from .keys import TAG_END, KeyLayout
-from .redisconn import RedisClient, packed_started, pipeline_with_script
+from .keys import TAG_END, TOMBSTONE, KeyLayout, is_tombstone
+from .redisconn import RedisClient, lines_started
 
 DEFAULT_TOMBSTONE_TTL = 3600  # longer than any backfill or export pass takes
 NO_REPLICA_RECHECK = 1.0  # seconds a primary with no replica is believed to have none
@@ -73,77 +76,10 @@ class CopyResult(enum.Enum):
     EXPIRED = "expired"  # expiry in the past: nothing written
 
 
-# The app's writes as scripts, so that each is atomic AND can share one pipeline
-# (one connection) with the WAIT after it: WAIT counts the writes of its own
-# connection, and inside MULTI it does not wait at all.
-# KEYS[1] = session key, KEYS[2] = its tombstone (none for a stock Flask-Session key);
-# ARGV[1] = value, ARGV[2] = EXAT (0 = none)
-_APP_WRITE = """
-if ARGV[2] == '0' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-end
-if KEYS[2] then redis.call('DEL', KEYS[2]) end
-return 1
-"""
-# KEYS as in _APP_WRITE; ARGV[1] = the tombstone's TTL
-_APP_DELETE = """
-redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
-return 1
-"""
-
-# KEYS[1] = session key, KEYS[2] = tombstone key; ARGV[1] = value, ARGV[2] = EXAT (0 = none)
-_COPY_IF_ABSENT = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'tombstoned' end
-local done
-if ARGV[2] == '0' then
-  done = redis.call('SET', KEYS[1], ARGV[1], 'NX')
-else
-  done = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EXAT', ARGV[2])
-end
-if done then return 'written' end
-return 'exists'
-"""
-
-# The same rule for a whole batch in one call (standalone Redis only: in a
-# cluster the keys of one call must share a slot). KEYS = session, tombstone
-# pairs; ARGV = value, EXAT pairs. One script call per batch instead of one per
-# session saves most of the client's packing and the server's per-call cost.
-# The reply is one string, a letter per session (w written, e exists, t
-# tombstoned): parsing a 500-element array reply cost the client as much as
-# the rest of the batch's Redis work (measured with bench/profile.py).
-_COPY_MANY_IF_ABSENT = """
-local n = #KEYS / 2
--- MGET the tombstones, 1000 at a time (unpack's limit is about 8000): a command
--- per key would cost Redis more than the SET itself.
-local logged_out = {}
-for first = 1, n, 1000 do
-  local tombstones = {}
-  for i = first, math.min(first + 999, n) do tombstones[#tombstones + 1] = KEYS[2 * i] end
-  local found = redis.call('MGET', unpack(tombstones))
-  for j = 1, #found do logged_out[first + j - 1] = found[j] end
-end
-local outcomes = {}
-for i = 1, n do
-  if logged_out[i] then
-    outcomes[i] = 't'
-  else
-    local key, value, exat = KEYS[2 * i - 1], ARGV[2 * i - 1], ARGV[2 * i]
-    local done
-    if exat == '0' then
-      done = redis.call('SET', key, value, 'NX')
-    else
-      done = redis.call('SET', key, value, 'NX', 'EXAT', exat)
-    end
-    if done then outcomes[i] = 'w' else outcomes[i] = 'e' end
-  end
-end
-return table.concat(outcomes)
-"""
-_BATCH_CODES = {"w": "written", "e": "exists", "t": "tombstoned"}
-_BATCH_RESULTS = {code: CopyResult(value) for code, value in _BATCH_CODES.items()}
+# The replies of a batch of SET NX: each is +OK (written) or a nil (not written: the key
+# holds a session or a tombstone), $-1 in RESP2 and _ in RESP3.
+_WRITTEN_LINE = b"+OK"
+_NOT_WRITTEN_LINES = (b"$-1", b"_")
 
 
 def stock_keys_current(client: RedisClient, layout: KeyLayout) -> bool:
@@ -168,17 +104,15 @@ class SessionStore:
     wait_timeout_ms: int = 100
 
     def __post_init__(self) -> None:
-        self._app_write_script = self.client.register_script(_APP_WRITE)
-        self._app_delete_script = self.client.register_script(_APP_DELETE)
         self._no_replica_until = 0.0
         self._stock_moved = False
-        self._copy_script = self.client.register_script(_COPY_IF_ABSENT)
-        self._copy_many_script = self.client.register_script(_COPY_MANY_IF_ABSENT)
         self._expiry_script = self.client.register_script(EXPIRY_SCRIPT)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, file_name: str) -> bytes | None:
-        return self.client.get(self.layout.session_key(file_name))
+        """The session's value; None when there is none, or the user logged out (a tombstone)."""
+        value = self.client.get(self.layout.session_key(file_name))
+        return None if is_tombstone(value) else value
 
     def expiry_of(self, key: str) -> int:
         """The expiry of *key* in epoch seconds (as EXPIRETIME), 0 for no expiry, -2 if missing."""
@@ -187,39 +121,32 @@ class SessionStore:
 
     # -- the app's writes ----------------------------------------------------------------
     def app_write(self, file_name: str, value: bytes, expiry: int) -> None:
-        """The app saved the session: its value wins over everything, tombstone cleared."""
-        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
-        self._run_and_wait(self._app_write_script, keys, [value, expiry])
+        """The app saved the session: its value wins over everything, a tombstone too."""
+        self._set_and_wait(self.layout.session_key(file_name), value, exat=expiry or None)
 
     def app_delete(self, file_name: str) -> None:
-        """The user logged out: delete the session and leave a tombstone for the tools."""
-        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
-        self._run_and_wait(self._app_delete_script, keys, [self.tombstone_ttl])
+        """The user logged out: the session key holds the tombstone until *tombstone_ttl* ends."""
+        self._set_and_wait(self.layout.session_key(file_name), TOMBSTONE, ex=self.tombstone_ttl)
 
-    def _run_and_wait(self, script, keys: list[str], args: list) -> None:
-        """One of the app's write scripts, then (with ``wait_replicas``) WAIT on the same connection."""
+    def _set_and_wait(self, key: str, value: bytes, **expiry) -> None:
+        """One native SET, then (with ``wait_replicas``) WAIT on the same connection: WAIT counts
+        the writes of its own connection (and inside MULTI it does not wait at all)."""
         waiting = self._should_wait()
+        if not waiting:
+            self.client.set(key, value, **expiry)
+            return
         if isinstance(self.client, redis.cluster.RedisCluster):
             # Routed by slot (MOVED is followed). redis-py cannot pin a cluster connection,
             # so WAIT goes through the node's pool, which hands a single-threaded worker
             # the connection it just released.
-            script(keys=keys, args=args)
-            confirmed = self._node_client(keys[0]).wait(self.wait_replicas, self.wait_timeout_ms) \
-                if waiting else None
+            self.client.set(key, value, **expiry)
+            confirmed = self._node_client(key).wait(self.wait_replicas, self.wait_timeout_ms)
         else:
-            confirmed = self._evalsha_then_wait(script, keys, args, waiting)
-        if waiting:
-            self._check_confirmed(confirmed, keys[0])
-
-    def _evalsha_then_wait(self, script, keys: list[str], args: list, waiting: bool):
-        """EVALSHA (and WAIT) in one round trip, on one connection; WAIT's answer, if asked."""
-        def fill(pipe) -> None:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if waiting:
+            with self.client.pipeline(transaction=False) as pipe:  # one connection, one round trip
+                pipe.set(key, value, **expiry)
                 pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-
-        replies = pipeline_with_script(self.client, script, fill)
-        return replies[-1] if waiting else None
+                confirmed = pipe.execute()[-1]
+        self._check_confirmed(confirmed, key)
 
     def _should_wait(self) -> bool:
         if not self.wait_replicas:
@@ -261,43 +188,57 @@ class SessionStore:
                        now: float | None = None) -> CopyResult:
         if expiry and expiry <= (time.time() if now is None else now):
             return CopyResult.EXPIRED
-        keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
-        outcome = self._copy_script(keys=keys, args=[value, expiry])
-        return CopyResult(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        key = self.layout.session_key(file_name)
+        if self.client.set(key, value, nx=True, exat=expiry or None):
+            return CopyResult.WRITTEN
+        return self._refused([key])[0]
+
+    def _refused(self, keys: list[str]) -> list[CopyResult]:
+        """Why a SET NX left each key alone: a tombstone (logged out) or a session. Counting
+        only: the SET NX itself was the atomic decision. A key gone since counts as a session
+        (it was one, or the copy would have been written)."""
+        size = len(TOMBSTONE)
+        with self.client.pipeline(transaction=False) as pipe:  # split per node in a cluster
+            for key in keys:
+                pipe.getrange(key, 0, size - 1)
+            heads = pipe.execute()
+        return [CopyResult.TOMBSTONED if is_tombstone(head) else CopyResult.EXISTS for head in heads]
 
     def copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
                             now: float | None = None) -> list[CopyResult]:
-        """``copy_if_absent`` for a batch, pipelined (one round trip per batch)."""
+        """``copy_if_absent`` for a batch, pipelined (one round trip per batch, and one more for
+        the copies refused, to tell a tombstone from a session)."""
         now = time.time() if now is None else now
         if not isinstance(self.client, redis.cluster.RedisCluster):
             return self._copy_batch_standalone(items, now)()
-        results: list[CopyResult | None] = [None] * len(items)
-        # redis-py's cluster pipeline refuses scripts, so a cluster batch is split
-        # per primary and each part pipelined on that node's own connection.
-        batches: dict[str, tuple[object, list[int]]] = {}
-        for index, (file_name, _value, expiry) in enumerate(items):
-            if expiry and expiry <= now:
-                results[index] = CopyResult.EXPIRED
-                continue
-            node = self._node_client(self.layout.session_key(file_name))
-            batches.setdefault(id(node), (node, []))[1].append(index)
-        for node, indexes in batches.values():
-            pipe = node.pipeline(transaction=False)
-            for index in indexes:
+        results: list[CopyResult] = [CopyResult.EXPIRED] * len(items)
+        live = [index for index, (_name, _value, expiry) in enumerate(items) if not expiry or expiry > now]
+        # Each command has one key: the cluster pipeline sends each to its slot's primary.
+        with self.client.pipeline(transaction=False) as pipe:
+            for index in live:
                 file_name, value, expiry = items[index]
-                keys = [self.layout.session_key(file_name), self.layout.tombstone_key(file_name)]
-                self._copy_script(keys=keys, args=[value, expiry], client=pipe)
-            for index, outcome in zip(indexes, pipe.execute(), strict=True):
-                results[index] = CopyResult(_text(outcome))
+                pipe.set(self.layout.session_key(file_name), value, nx=True, exat=expiry or None)
+            done = pipe.execute()
+        refused = [index for index, written in zip(live, done, strict=True) if not written]
+        for index in live:
+            results[index] = CopyResult.WRITTEN
+        self._classify(items, refused, results)
         return results
+
+    def _classify(self, items: list[tuple[str, bytes, int]], refused: list[int],
+                  results: list[CopyResult]) -> None:
+        if refused:
+            outcomes = self._refused([self.layout.session_key(items[index][0]) for index in refused])
+            for index, outcome in zip(refused, outcomes, strict=True):
+                results[index] = outcome
 
     def start_copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
                                   now: float | None = None) -> Callable[[], list[CopyResult]]:
         """``copy_many_if_absent`` begun now; the returned call gives its outcomes.
 
-        On a standalone Redis the batch's one script call is sent at once and its
-        reply read by the returned call, so the caller can read the next batch's
-        files while Redis runs it (the backfill). A cluster's batch is copied at once.
+        On a standalone Redis the batch's commands are sent at once and their replies
+        read by the returned call, so the caller can read the next batch's files while
+        Redis runs them (the backfill). A cluster's batch is copied at once.
         """
         now = time.time() if now is None else now
         if isinstance(self.client, redis.cluster.RedisCluster):
@@ -307,44 +248,52 @@ class SessionStore:
 
     def _copy_batch_standalone(self, items: list[tuple[str, bytes, int]],
                                now: float) -> Callable[[], list[CopyResult]]:
-        """The whole batch in one script call (see ``_COPY_MANY_IF_ABSENT``), sent; the returned
-        call reads the outcomes."""
+        """The batch as pipelined ``SET key value NX [EXAT t]`` commands, sent; the returned call
+        reads the outcomes."""
         results: list[CopyResult] = [CopyResult.EXPIRED] * len(items)
         live: list[int] = []
-        # The request in the Redis protocol, written here: a generic packer costs more per
-        # argument than reading a session file. KEYS = session, tombstone pairs, each the
-        # layout's head, the file name and the tag's end; ARGV = value, EXAT pairs.
-        session_head, tombstone_head = self.layout.session_head.encode(), self.layout.tombstone_head.encode()
+        # The requests in the Redis protocol, written here: a generic packer costs more per
+        # argument than reading a session file. Each key is the layout's head, the file name
+        # and the tag's end.
+        head = self.layout.session_head.encode()
         end = TAG_END.encode()
-        session_size, tombstone_size = len(session_head) + len(end), len(tombstone_head) + len(end)
-        keys: list[bytes] = []
-        args: list[bytes] = []
+        key_size = len(head) + len(end)
+        commands: list[bytes] = []
         for index, (file_name, value, expiry) in enumerate(items):
             if expiry and expiry <= now:
                 continue
             live.append(index)
             name = file_name.encode()
-            size = len(name)
-            keys.append(b"$%d\r\n%s%s%s\r\n$%d\r\n%s%s%s\r\n" % (
-                session_size + size, session_head, name, end,
-                tombstone_size + size, tombstone_head, name, end))
-            at = b"%d" % expiry
-            args.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(value), value, len(at), at))
+            if expiry:
+                at = b"%d" % expiry
+                commands.append(b"*6\r\n$3\r\nSET\r\n$%d\r\n%s%s%s\r\n$%d\r\n%s\r\n$2\r\nNX\r\n"
+                                b"$4\r\nEXAT\r\n$%d\r\n%s\r\n" % (
+                                    key_size + len(name), head, name, end, len(value), value, len(at), at))
+            else:
+                commands.append(b"*4\r\n$3\r\nSET\r\n$%d\r\n%s%s%s\r\n$%d\r\n%s\r\n$2\r\nNX\r\n" % (
+                    key_size + len(name), head, name, end, len(value), value))
         if not live:
             return lambda: results
-        count = b"%d" % (2 * len(live))
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
-            3 + 4 * len(live), self._copy_many_script.sha.encode(), len(count), count)
-        reply = packed_started(self.client, b"".join((head, *keys, *args)), script=self._copy_many_script)
+        reply = lines_started(self.client, b"".join(commands), len(live))
 
         def outcomes() -> list[CopyResult]:
-            for index, code in zip(live, _text(reply()), strict=True):
-                results[index] = _BATCH_RESULTS[code]
+            replies = reply()
+            for index in live:
+                results[index] = CopyResult.WRITTEN
+            if replies != b"+OK\r\n" * len(live):  # the backfill's usual case: every copy written
+                lines = replies.split(b"\r\n")
+                refused = []
+                for index, line in zip(live, lines, strict=False):
+                    if line in _NOT_WRITTEN_LINES:
+                        refused.append(index)
+                    elif line != _WRITTEN_LINE:
+                        raise ResponseError(f"SET NX of a batch answered {line[:200]!r}")
+                self._classify(items, refused, results)
             return results
         return outcomes
 
     def copy_keys_if_absent(self, items: list[tuple[str, bytes, int]]) -> list[CopyResult]:
-        """Keys that are not sessions (tombstones, stock keys) put back by the restore, pipelined:
+        """Keys put back by the restore as they were (tombstones, stock keys), pipelined:
         ``(key, value, absolute expiry in ms or 0)``, never over an existing key."""
         pipe = self.client.pipeline(transaction=False)
         for key, value, expiry_ms in items:
@@ -355,19 +304,19 @@ class SessionStore:
         return [CopyResult.WRITTEN if done else CopyResult.EXISTS for done in pipe.execute()]
 
     def would_copy(self, items: list[tuple[str, bool]]) -> list[CopyResult]:
-        """What copying each ``(key, is a session key)`` would do, from EXISTS alone (writes
-        nothing; check mode and dry runs). A session key's tombstone is asked first, as the
-        copy script does; expiries are the caller's to check."""
-        pipe = self.client.pipeline(transaction=False)
-        for key, session in items:
-            pipe.exists(key)
-            pipe.exists(self.layout.tombstone_key(self.layout.parse(key).file_name) if session else key)
-        replies = pipe.execute()
-        results = []
-        for index, (_key, session) in enumerate(items):
-            exists, tombstoned = replies[2 * index], replies[2 * index + 1]
-            results.append(CopyResult.TOMBSTONED if session and tombstoned else
-                           CopyResult.EXISTS if exists else CopyResult.WRITTEN)
+        """What copying each ``(key, is a session key)`` would do, from EXISTS (writes nothing;
+        check mode and dry runs); an existing session key is then told tombstone or session,
+        as a copy's refusal is. Expiries are the caller's to check."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, _session in items:
+                pipe.exists(key)
+            found = pipe.execute()
+        results = [CopyResult.EXISTS if exists else CopyResult.WRITTEN for exists in found]
+        existing = [index for index, (_key, session) in enumerate(items) if session and found[index]]
+        if existing:
+            for index, outcome in zip(existing, self._refused([items[index][0] for index in existing]),
+                                      strict=True):
+                results[index] = outcome
         return results
 
     # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
@@ -392,8 +341,7 @@ class SessionStore:
         """Save under stock Flask-Session's key ``prefix + sid`` (phase 5, move option)."""
         if not self._stock_moved:  # the marker first: no reader may see this key without it
             self.mark_stock_moved()
-        key = self.layout.stock_key(sid)
-        self._run_and_wait(self._app_write_script, [key], [value, expiry])  # no tombstone in phase 5
+        self._set_and_wait(self.layout.stock_key(sid), value, exat=expiry or None)
 
     def delete_stock(self, sid: str) -> None:
         self.client.delete(self.layout.stock_key(sid))
@@ -409,6 +357,3 @@ class SessionStore:
             return node.redis_connection or self.client.get_redis_connection(node)
         return self.client
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

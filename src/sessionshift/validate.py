@@ -42,6 +42,7 @@ import redis
 from . import defaults, exact, options, state
 from .export import scan_batches
 from .formats import SessionFileError, SessionValueError, decode_payload, read_entry_payload, value_format
+from .keys import TOMBSTONE, is_tombstone
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient, command_started
 from .shares import SHARES, SessionSource, groups, iter_entries
@@ -164,7 +165,7 @@ class _Comparer:
         return _Session(kind, file_name, path, value, source, expiry, data, _identity(info))
 
     def fetch(self, sessions: list[_Session]) -> list[tuple[bytes | None, bool]]:
-        """(Redis value, tombstoned) for each session: one MGET, then tombstones of the absent only."""
+        """(Redis value, tombstoned) for each session: one MGET (a tombstone is the key's value)."""
         return self.start_fetch(sessions)()
 
     def start_fetch(self, sessions: list[_Session]) -> Callable[[], list[tuple[bytes | None, bool]]]:
@@ -182,17 +183,11 @@ class _Comparer:
             values = pipe.execute()
         return lambda: self._with_tombstones(sessions, values)
 
-    def _with_tombstones(self, sessions: list[_Session], values: list[bytes | None],
+    @staticmethod
+    def _with_tombstones(sessions: list[_Session], values: list[bytes | None],
                          ) -> list[tuple[bytes | None, bool]]:
-        absent = [index for index, value in enumerate(values) if value is None]
-        tombstoned = set()
-        if absent:
-            layout = self.config.layout
-            with self.client.pipeline(transaction=False) as pipe:
-                for index in absent:
-                    pipe.exists(layout.tombstone_key(sessions[index].name))
-                tombstoned = {index for index, found in zip(absent, pipe.execute(), strict=True) if found}
-        return [(value, index in tombstoned) for index, value in enumerate(values)]
+        """A tombstone is the session key's value after a logout: no session, logged out."""
+        return [(None, True) if is_tombstone(value) else (value, False) for value in values]
 
     def compare(self, session: _Session, raw: bytes | None, tombstoned: bool,
                 ) -> tuple[str, exact.Comparison | None]:
@@ -418,10 +413,16 @@ class _Validation(_Comparer):
             time.sleep(self.config.recheck_delay)  # a logout removes the file before the key
         orphaned = 0
         for file_name, key in candidates:
-            if not os.path.exists(os.path.join(directory, file_name)) and self.client.exists(key):
+            if not os.path.exists(os.path.join(directory, file_name)) and self._holds_session(key):
                 orphaned += 1
                 self.example("orphaned", file_name)
         return orphaned
+
+
+    def _holds_session(self, key: bytes) -> bool:
+        """Whether *key* holds a session: not gone, and no tombstone (a logout, not an orphan)."""
+        head = self.client.getrange(key, 0, len(TOMBSTONE) - 1)
+        return bool(head) and not is_tombstone(head)
 
 
 # Why there is no per-host count: a key names its session's file, not the host that wrote it

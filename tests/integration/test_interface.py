@@ -24,6 +24,7 @@ from sessionshift.journal import Journal
 from sessionshift.keys import KeyLayout
 from sessionshift.phases import Phase, Transition
 from sessionshift.store import CopyResult, SessionStore
+from tests.support.tombstone import holds_tombstone
 
 pytestmark = pytest.mark.integration
 
@@ -297,6 +298,10 @@ def test_phase_5_moves_sessions_to_stock_keys_and_back_on_rollback(env):
     client.get("/logout", headers=JSON)
     assert env.redis.get(env.layout.stock_key(sid)) is None
     assert env.store.get(env.layout.file_name(sid)) is None
+    assert holds_tombstone(env.redis, env.layout.session_key(env.layout.file_name(sid)))
+    client.set_cookie("session", sid)  # the logged-out sid again: the tombstone is never moved
+    assert view(client).json["logged_in"] is False
+    assert env.redis.get(env.layout.stock_key(sid)) is None
 
 
 def test_phase_5_serves_a_stock_key_that_stock_flask_session_wrote_as_json(env):

@@ -24,6 +24,7 @@ from sessionshift.phases import Phase
 from sessionshift.redisconn import RedisUnavailable, connect
 from sessionshift.store import SessionStore
 from tests.support import hostile
+from tests.support.tombstone import holds_tombstone
 
 pytestmark = pytest.mark.integration
 
@@ -153,11 +154,11 @@ def test_a_logout_during_the_copy_is_not_revived(redis_client, redis_server, con
     def user_logs_out(batch):
         if not logged_out:
             name = batch[3][0]
-            store.app_delete(name)  # deletes the key, leaves the tombstone
+            store.app_delete(name)  # the session key now holds the tombstone
             logged_out.append(name)
 
     result = migrate(redis_server.settings(), config, before_write=user_logs_out)
-    assert redis_client.exists(LAYOUT.session_key(logged_out[0])) == 0
+    assert holds_tombstone(redis_client, LAYOUT.session_key(logged_out[0]))
     assert result.counts["tombstoned"] == 1 and result.written == 119
 
 
@@ -307,5 +308,5 @@ def test_cluster_backfill(cluster_client, redis_cluster, config):
     result = migrate(redis_cluster.settings(), config)
     assert result.written == 498 and result.counts["exists"] == 1 and result.counts["tombstoned"] == 1
     assert cluster_client.get(LAYOUT.session_key(names[0])) == b"newer"
-    assert cluster_client.get(LAYOUT.session_key(names[1])) is None
+    assert holds_tombstone(cluster_client, LAYOUT.session_key(names[1]))
     assert_copied(cluster_client, corpus, except_names=set(names[:2]))

@@ -44,7 +44,7 @@ from examples.translate_app.app import create_app
 from sessionshift import formats, gates, phasefile
 from sessionshift.export import export_sessions
 from sessionshift.journal import replay_host
-from sessionshift.keys import KeyLayout
+from sessionshift.keys import KeyLayout, is_tombstone
 from sessionshift.migrate import MigrateConfig, migrate
 from sessionshift.phases import Phase, Transition
 from sessionshift.redisconn import connect
@@ -394,8 +394,8 @@ class FleetMachine(RuleBasedStateMachine):
                 continue
             layout = self.fleet.host_layout(user.home)
             raw = self.fleet.client.get(layout.session_key(layout.file_name(user.sid)))
-            if raw is None:
-                continue  # absent: phase 3 falls back to the file (and copies it)
+            if raw is None or is_tombstone(raw):
+                continue  # absent (a tombstone: the user's last logout): phase 3 falls back to the file
             data = formats.decode_value(raw)
             seen = (data.get("writes"), data.get("last_write"))
             if seen != user.expected and seen not in user.maybe:
@@ -404,7 +404,8 @@ class FleetMachine(RuleBasedStateMachine):
         for sid, _home in self.dead:
             for host in hosts:
                 layout = self.fleet.host_layout(host)
-                if self.fleet.client.exists(layout.session_key(layout.file_name(sid))):
+                raw = self.fleet.client.get(layout.session_key(layout.file_name(sid)))
+                if raw is not None and not is_tombstone(raw):  # the tombstone is the logout itself
                     self.fail("the phase-3 gate passed with a logged-out session's copy in Redis")
 
     @precondition(lambda self: max(self.fleet.phases()) > Phase.FILE)

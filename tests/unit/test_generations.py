@@ -15,15 +15,14 @@ def test_a_generation_lives_in_the_key_name_and_keeps_the_hash_tag():
     zero, three = KeyLayout(), KeyLayout(generation=3)
     assert zero.session_key(NAME) == f"session:h:{{{NAME}}}"  # generation 0: the names of before
     assert three.session_key(NAME) == f"session:g3:h:{{{NAME}}}"
-    assert three.tombstone_key(NAME) == f"session:g3:t:{{{NAME}}}"
-    for key in (three.session_key(NAME), three.tombstone_key(NAME)):
-        assert key[key.index("{") + 1:key.index("}")] == NAME  # one cluster slot per session
+    key = three.session_key(NAME)
+    assert key[key.index("{") + 1:key.index("}")] == NAME  # one cluster slot per session
     assert three.parse(three.session_key(NAME)).kind == "hashed"
     assert three.parse(zero.session_key(NAME)) is None  # another generation's copy is not ours
     assert zero.parse(three.session_key(NAME)) is None
-    assert KeyLayout(generation=4).parse(three.tombstone_key(NAME)) is None
     assert zero.generation_of(three.session_key(NAME)) == 3
-    assert zero.generation_of(zero.tombstone_key(NAME)) == 0
+    assert zero.generation_of(f"session:t:{{{NAME}}}") == 0  # a legacy tombstone key: purged too
+    assert zero.generation_of(f"session:g3:t:{{{NAME}}}") == 3
     assert zero.generation_of("session:abc") is None
     assert three.session_pattern == "session:g3:h:{*}"
     with pytest.raises(ValueError):

@@ -5,25 +5,33 @@ from __future__ import annotations
 import pytest
 
 from sessionshift import formats
-from sessionshift.keys import KeyLayout
+from sessionshift.keys import TOMBSTONE, KeyLayout, is_tombstone
 from sessionshift.phases import SPECS, Phase, TransitionRefused, check_transition
 
 
-def test_hashed_key_and_tombstone_share_a_cluster_slot():
-    from redis.crc import key_slot
-
+def test_hashed_key_names_the_file():
     layout = KeyLayout()
     name = layout.file_name("some-sid")
     assert name == formats.session_file_name("some-sid")
     assert layout.session_key(name) == f"session:h:{{{name}}}"
-    assert key_slot(layout.session_key(name).encode()) == key_slot(layout.tombstone_key(name).encode())
+
+
+def test_the_tombstone_is_no_session_value_of_any_format():
+    """A logout's marker must never be taken for a session, nor a session for it."""
+    assert is_tombstone(TOMBSTONE) and not is_tombstone(None) and not is_tombstone(b"")
+    for serializer in ("pickle", "msgpack"):
+        value = formats.value_format(serializer).dumps({"user": "x", "_flashes": []})
+        assert not is_tombstone(value) and value[:1] != TOMBSTONE[:1]
+    with pytest.raises(formats.SessionValueError):
+        formats.value_format("pickle").loads(TOMBSTONE)
 
 
 def test_parse_round_trips_every_kind():
     layout = KeyLayout(prefix="app:", hash_name="md5")
     name = layout.file_name("sid9")
     assert layout.parse(layout.session_key(name)).kind == "hashed"
-    assert layout.parse(layout.tombstone_key(name).encode()).kind == "tombstone"
+    assert layout.parse(f"app:t:{{{name}}}".encode()) is None  # a legacy tombstone key: no session
+    assert layout.legacy_tombstone_file(f"app:t:{{{name}}}") == name
     stock = layout.parse(layout.stock_key("sid9"))
     assert (stock.kind, stock.sid, stock.file_name) == ("stock", "sid9", name)
     assert layout.parse("other:thing") is None
