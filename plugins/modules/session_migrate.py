@@ -119,7 +119,9 @@ copied_unread:
   returned: always
   type: bool
 resumed:
-  description: Whether an interrupted run's finished shares were skipped.
+  description:
+    - Whether an unfinished earlier run with the same settings was found.
+    - Its finished shares were skipped; of the others, files whose sessions Redis already held were not read again.
   returned: always
   type: bool
 shares_skipped:

@@ -22,11 +22,16 @@ so reported when refused. Hostile pickles are named by ``analyze``, which
 decodes every file. No file is ever deleted.
 
 Reading and decoding files is the bottleneck, so ``workers`` processes (forked)
-each take groups of shares from a queue, with their own Redis connection. A run
-records the shares it has finished in ``<state_dir>/migrate.json`` (atomic
-writes); a run killed at any point (even SIGKILL) and started again skips those
-shares and redoes the rest, which is safe because every write is
-copy-if-absent: nothing already in Redis changes.
+each take a group of shares, with their own Redis connection; each group is one
+scan of the directory (a scan costs about 0.5 us per entry, most of it the
+kernel's, whatever share the entry is in), so there are as many groups as
+workers (two for one worker). A run records the shares it has finished in
+``<state_dir>/migrate.json`` (atomic writes); a run killed at any point (even
+SIGKILL) and started again skips those shares and redoes the rest, which is
+safe because every write is copy-if-absent: nothing already in Redis changes.
+What the killed run copied of the rest is not copied again: the rerun asks
+Redis, a batch of names at a time, which sessions it already holds (or has
+seen logged out) and reads only the files of the others.
 
 Memory is bounded by the batch size: the directory is streamed, never listed.
 """
@@ -60,7 +65,7 @@ from .store import CopyResult, SessionStore
 from .workers import resolve_workers, run_groups
 
 DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
-PASSES_PER_WORKER = 2  # directory scans per worker: more = finer checkpoints, more scanning
+MIN_GROUPS = 2  # directory scans per run at least: a lone worker still checkpoints half-way
 CHECKPOINT_VERSION = 1
 
 # Outcome counters, in the order reports list them.
@@ -102,7 +107,7 @@ class MigrateResult:
     errors: list[dict[str, str]]  # {"path", "reason"} of corrupt files, capped (see the module docstring)
     shares_done: list[int]  # every share finished, including those of a resumed run
     shares_skipped: list[int]  # done by an earlier, interrupted run
-    resumed: bool
+    resumed: bool  # an unfinished earlier run was found: its shares skipped, its other copies not redone
     dry_run: bool
     workers: int
     batch_size: int
@@ -136,7 +141,8 @@ def summary(result: MigrateResult) -> str:
             f"{counts['expired']:,} expired, {counts['corrupt']:,} corrupt, "
             f"{counts['foreign']:,} foreign files)")
     if result.resumed:
-        text += f"; resumed, {len(result.shares_skipped)} of {SHARES} shares were already done"
+        text += (f"; resumed, {len(result.shares_skipped)} of {SHARES} shares were already done "
+                 "(the rest: files whose sessions Redis already held were not read again)")
     for error in result.errors[:10]:
         text += f"\n  corrupt: {error['path']}: {error['reason']}"
     if result.copied_unread:
@@ -153,12 +159,13 @@ class _Pass:
 
     def __init__(self, config: MigrateConfig, store: SessionStore, settings: RedisSettings,
                  report: Callable[[collections.Counter], None] | None = None,
-                 before_write: BeforeWrite | None = None):
+                 before_write: BeforeWrite | None = None, probe: bool = False):
         self.config = config
         self.store = store
         self.settings = settings
         self.report = report
         self.before_write = before_write
+        self.probe = probe  # an interrupted run's shares: ask Redis before reading (_not_in_redis)
         # The batch whose copy was sent and whose outcome is read when the next batch is full:
         # Redis runs one batch's script while this process reads the next batch's files.
         self._sent: tuple[list[tuple[str, bytes, int]], Callable[[], list[CopyResult]] | None] | None = None
@@ -172,7 +179,10 @@ class _Pass:
         fmt, batch_size = value_format(config.serializer, config.pickle_protocol), config.batch_size
         prefix, lifetime = config.layout.prefix, config.default_lifetime
         now = time.time()
-        for kind, name, path in iter_entries(config.session_dir, shares):
+        entries = iter_entries(config.session_dir, shares)
+        if self.probe:
+            entries = self._not_in_redis(entries, counts)
+        for kind, name, path in entries:
             if kind == "cachelib":
                 counts["skipped"] += 1
                 continue
@@ -213,6 +223,33 @@ class _Pass:
         if self.report:
             self.report(counts - reported)
         return counts, errors
+
+    def _not_in_redis(self, entries, counts: collections.Counter):
+        """*entries* less the session files whose key Redis holds or whose logout it records,
+        counted as their copy would count them, unread: what a killed run copied of a share it
+        had not finished. Asked a batch at a time (:meth:`SessionStore.would_copy`, read-only)."""
+        pending: list[tuple[str, str, str]] = []
+        for entry in entries:
+            if entry[0] != "session":  # a seed file's key comes from its content
+                yield entry
+                continue
+            pending.append(entry)
+            if len(pending) >= self.config.batch_size:
+                yield from self._absent(pending, counts)
+                pending = []
+        if pending:
+            yield from self._absent(pending, counts)
+
+    def _absent(self, pending: list[tuple[str, str, str]], counts: collections.Counter):
+        layout = self.store.layout
+        found = self._with_retry(lambda: self.store.would_copy(
+            [(layout.session_key(name), True) for _kind, name, _path in pending]))
+        for entry, outcome in zip(pending, found, strict=True):
+            if outcome is CopyResult.WRITTEN:
+                yield entry
+            else:
+                counts["scanned"] += 1
+                counts[outcome.value] += 1
 
     def close(self) -> None:
         self._sent = None  # a batch still in flight is not counted: its shares are not done
@@ -291,6 +328,7 @@ class _Checkpoint:
         self.fingerprint = config.fingerprint(endpoint)
         self.record: dict[str, Any] = {}
         self._lock_fd: int | None = None
+        self.interrupted = False  # done_shares found an unfinished earlier run with these settings
 
     def lock(self) -> None:
         if not self.path:
@@ -329,6 +367,7 @@ class _Checkpoint:
         previous = state.read_json(self.path)
         if not previous or previous.get("complete") or previous.get("fingerprint") != self.fingerprint:
             return set()  # a finished or different run: this one scans everything again
+        self.interrupted = True
         return {int(share) for share in previous.get("shares_done", []) if 0 <= int(share) < SHARES}
 
     def save(self, **changes: Any) -> None:
@@ -393,13 +432,15 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
         done.update(shares)
         checkpoint.save(shares_done=sorted(done))
 
-    work = groups(pending, workers * PASSES_PER_WORKER)
+    work = groups(pending, max(workers, MIN_GROUPS))
     workers = min(workers, len(work)) or 1
+    probe = checkpoint.interrupted and bool(pending)
 
     def start_pass(report):
         if workers > 1:
             checkpoint.drop_inherited_lock()  # in a forked worker
-        return _Pass(config, SessionStore(connect(settings), config.layout), settings, report, before_write)
+        return _Pass(config, SessionStore(connect(settings), config.layout), settings, report, before_write,
+                     probe=probe)
 
     if workers > 1:
         prepare_for_workers(settings)
@@ -421,9 +462,10 @@ def _run(settings, config, workers, checkpoint, progress, before_write) -> Migra
     checkpoint.save(status="complete", complete=True, finished_at=state.utc_now(),
                     generation=config.layout.generation,
                     shares_done=sorted(done), counts=counts, errors=errors[:20],
-                    elapsed_seconds=round(elapsed, 3), resumed=bool(skipped))
+                    elapsed_seconds=round(elapsed, 3), resumed=checkpoint.interrupted)
     return MigrateResult(counts=counts, errors=errors, shares_done=sorted(done),
-                         shares_skipped=sorted(skipped), resumed=bool(skipped), dry_run=config.dry_run,
+                         shares_skipped=sorted(skipped), resumed=checkpoint.interrupted,
+                         dry_run=config.dry_run,
                          workers=workers, batch_size=config.batch_size, elapsed=elapsed,
                          checkpoint=checkpoint.path,
                          copied_unread=value_format(config.serializer, config.pickle_protocol).exact)

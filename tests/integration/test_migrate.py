@@ -296,6 +296,27 @@ def test_redis_that_stays_down_fails_clearly_and_the_rerun_resumes(own_server, c
     client.close()
 
 
+def test_a_rerun_reads_only_files_the_killed_run_had_not_copied(redis_client, redis_server, config):
+    corpus = make_corpus(config.session_dir, 300)
+    config.workers = 2
+    migrate(redis_server.settings(), config)
+    path = os.path.join(config.state_dir, state.MIGRATE_FILE)
+    record = state.read_json(path)  # as a run killed before its first group ended leaves it
+    state.write_json(path, {**record, "status": "running", "complete": False, "shares_done": []})
+    copied, lost = sorted(corpus)[:2]
+    with open(os.path.join(config.session_dir, copied), "wb") as handle:
+        handle.write(b"\x00\x00\x00\x00\x80\x05broken")  # only a read would see it is corrupt
+    redis_client.delete(LAYOUT.session_key(lost))  # never copied by the killed run
+
+    result = migrate(redis_server.settings(), config)
+    assert result.resumed and result.complete and result.shares_skipped == []
+    assert result.counts["written"] == 1 and result.counts["exists"] == 299
+    assert result.counts["corrupt"] == 0 and result.counts["scanned"] == 300  # the broken file: not read
+    assert_copied(redis_client, corpus)
+    fresh = migrate(redis_server.settings(), dataclasses.replace(config, restart=True))
+    assert not fresh.resumed and fresh.counts["corrupt"] == 1  # a run from scratch reads every file
+
+
 def test_cluster_backfill(cluster_client, redis_cluster, config):
     corpus = make_corpus(config.session_dir, 500)
     store = SessionStore(cluster_client, LAYOUT)
