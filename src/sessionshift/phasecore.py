@@ -305,7 +305,11 @@ class SessionCore:
             # Someone (the app on another worker, the backfill) got there first: theirs wins.
             with contextlib.suppress(RedisError):
                 raw = self._redis_get(spec, file_name)
-                if raw is not None and (newer := self._decode(spec, raw)) is not None:
+                if raw is None:
+                    # The key held a session a moment ago; whatever removed it since (a logout,
+                    # which leaves a tombstone, or its expiry) is newer than this file.
+                    return None, "none"
+                if (newer := self._decode(spec, raw)) is not None:
                     return newer, "redis"
         return data, source
 

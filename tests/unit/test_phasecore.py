@@ -138,6 +138,23 @@ def test_a_session_only_in_its_file_is_served_and_promoted_as_the_spec_says(make
     assert (core.file_name(SID) in redis["keys"]) == spec.promotes_file_reads
 
 
+@pytest.mark.parametrize("phase", [p for p in PHASES if SPECS[p].promotes_file_reads], ids=lambda p: p.label)
+def test_a_logout_after_a_refused_promotion_is_not_undone_by_the_file(make_core, redis, monkeypatch, phase):
+    core = make_core()
+    _put_file(core, {"n": 7})
+    copy = FakeStore.copy_if_absent
+
+    def raced(store, file_name, value, expiry):
+        store.app_write(file_name, core.format.dumps({"n": 8}), 0)  # another worker saved first
+        outcome = copy(store, file_name, value, expiry)
+        store.app_delete(file_name)  # then the user logged out, before this worker read it back
+        return outcome
+
+    monkeypatch.setattr(FakeStore, "copy_if_absent", raced)
+    assert core.load(phase, SID) == (None, "none")
+    assert core.file_name(SID) in redis["tombstones"]
+
+
 @pytest.mark.parametrize("phase", [p for p in PHASES if SPECS[p].writes_redis], ids=lambda p: p.label)
 @pytest.mark.parametrize("emergency", [False, True], ids=["plain", "emergency-fallback"])
 def test_a_redis_failure_on_save_is_journaled_saved_in_an_emergency_or_refused(make_core, redis, phase,
