@@ -380,8 +380,13 @@ def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
                                    f"budget is {limit:,}, {safepickle.ENV_PREFIX}MAX_SESSION_BYTES)")
         # Plain reads of the size fstat gave (plus one byte, to see growth): a
         # buffered file object costs more than the read of a small session. A read of
-        # a regular file that returns less than it asked for has met the end.
-        chunks, size = [], 0
+        # a regular file that returns less than it asked for has met the end: nearly
+        # always the first one, returned at once.
+        wanted = info.st_size + 1
+        chunk = os.read(fd, wanted)
+        if len(chunk) < wanted:
+            return chunk, info  # at most st_size bytes, which the budget was checked against
+        chunks, size = [chunk], len(chunk)
         while size <= limit:
             wanted = max(info.st_size - size, 0) + 1
             chunk = os.read(fd, wanted)
