@@ -282,7 +282,12 @@ class _Pass:
                 outcomes = None
         if outcomes is None:
             outcomes = self._with_retry(lambda: self.store.copy_many_if_absent(batch))
-        counts.update(outcome.value for outcome in outcomes)
+        # Nearly every outcome of a backfill is "written": counted in C (an enum's .value is a
+        # Python-level property, 0.14 us an outcome).
+        written = outcomes.count(CopyResult.WRITTEN)
+        counts["written"] += written
+        if written != len(outcomes):
+            counts.update(outcome.value for outcome in outcomes if outcome is not CopyResult.WRITTEN)
 
     def _probe(self, batch: list[tuple[str, bytes, int]]) -> list[str]:
         """What copy_many_if_absent would do, read-only (check mode / --dry-run)."""
