@@ -394,15 +394,13 @@ def _chain_text(exc: BaseException) -> str:
     return " | ".join(texts)
 
 
-def command_started(client: redis.Redis, args: list[bytes | str | int], *,
-                    script=None) -> Callable[[], Any]:
+def command_started(client: redis.Redis, args: list[bytes | str | int]) -> Callable[[], Any]:
     """One command on one Redis, sent now; the returned call reads its reply (once).
 
     The request is serialised here in one join: redis-py's generic packing
     costs microseconds per argument, as much as reading a session file, and a
     batch command is thousands of arguments. Errors are redis-py's own (the
-    connection's parser raises them). *script*: the command is its EVALSHA,
-    sent again after a SCRIPT LOAD if Redis answers NOSCRIPT.
+    connection's parser raises them).
 
     The connection is held from the send to the reply, so a caller can do other
     work (read the next batch's files) while Redis runs the command. A failure
@@ -413,10 +411,10 @@ def command_started(client: redis.Redis, args: list[bytes | str | int], *,
     for arg in args:
         encoded = arg if isinstance(arg, bytes) else arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
-    return packed_started(client, b"".join(parts), script=script)
+    return packed_started(client, b"".join(parts))
 
 
-def packed_started(client: redis.Redis, payload: bytes, *, script=None) -> Callable[[], Any]:
+def packed_started(client: redis.Redis, payload: bytes) -> Callable[[], Any]:
     """:func:`command_started` of a command already in the Redis protocol (*payload*)."""
     pool = client.connection_pool
     connection = pool.get_connection()
@@ -429,15 +427,7 @@ def packed_started(client: redis.Redis, payload: bytes, *, script=None) -> Calla
 
     def reply() -> Any:
         try:
-            try:
-                return connection.read_response()
-            except NoScriptError:
-                if script is None:
-                    raise
-                connection.send_command("SCRIPT", "LOAD", script.script)
-                connection.read_response()
-                connection.send_packed_command([payload])
-                return connection.read_response()
+            return connection.read_response()
         except ResponseError:
             raise  # a complete error reply: the connection is still in step
         except BaseException:
