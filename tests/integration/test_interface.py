@@ -183,6 +183,27 @@ def test_logout_during_a_backfill_stays_logged_out(env, phase):
     assert view(client).json["logged_in"] is False
 
 
+@pytest.mark.parametrize("phase", ["redis_read", "redis_only"])
+def test_a_logout_between_a_refused_promotion_and_its_read_back_stays_logged_out(env, monkeypatch, phase):
+    client = env.app().test_client()
+    login(client)  # in phase 1: the session is only in its file
+    name = env.file_name(client)
+    for step in ("dual_write", "redis_read", "redis_only")[:2 if phase == "redis_read" else 3]:
+        env.phase(step)
+    copy = SessionStore.copy_if_absent
+
+    def raced(store, file_name, value, expiry, now=None):
+        env.store.app_write(file_name, value, expiry)  # another worker saved it first
+        outcome = copy(store, file_name, value, expiry, now)
+        env.store.app_delete(file_name)  # then the user logged out there, before this worker read it back
+        return outcome
+
+    monkeypatch.setattr(SessionStore, "copy_if_absent", raced)
+    response = client.post("/translate", data={"input_text": "after the logout"}, headers=JSON)
+    assert response.status_code == 401 and response.json["logged_in"] is False
+    assert holds_tombstone(env.redis, env.layout.session_key(name))  # not written back over it
+
+
 def test_phase_4_write_retires_the_legacy_file_so_it_is_never_served_again(env):
     client = env.app().test_client()
     login(client)
