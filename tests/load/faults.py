@@ -44,7 +44,6 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from sessionshift import state
 from sessionshift.journal import Journal
 from sessionshift.redisconn import connect
 from sessionshift.seed import seed_sessions
@@ -61,6 +60,7 @@ from tests.load.runner import (
 
 QUIET = 8.0  # seconds of normal load before the fault
 RECOVERY = 15.0  # seconds of load after it (users re-read what they wrote)
+KILLED_MIGRATION_SESSIONS = 20000  # seeded idle sessions the killed migration copies
 
 
 @dataclasses.dataclass
@@ -158,12 +158,14 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
                "--batch-size", "200", "--json", "--quiet"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    checkpoint, deadline = os.path.join(app.state_dir, state.MIGRATE_FILE), time.monotonic() + 120
-    while first.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(ValueError):  # read while being replaced
-            if (state.read_json(checkpoint) or {}).get("shares_done"):
-                break  # kill it mid-way: some shares are checkpointed, the rest are not
-        time.sleep(0.01)
+    deadline = time.monotonic() + 120
+    # Kill it mid-way: a third of the seeded sessions copied. (Waiting for a checkpointed share
+    # would kill it near its end: each worker's shares are one scan and end together.)
+    with contextlib.closing(fleet.client()) as client:
+        while first.poll() is None and time.monotonic() < deadline:
+            if client.dbsize() >= KILLED_MIGRATION_SESSIONS // 3:
+                break
+            time.sleep(0.01)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(first.pid, signal.SIGKILL)  # the migration and its forked workers
     first.wait(10)
@@ -180,7 +182,7 @@ def migration_killed(fleet: Fleet, options: dict) -> dict:
                    f"wrote {migrated['counts'].get('written', '?')}")
     else:
         resumed = migrated.get("error", "?")
-    return {"fault": "migrate SIGKILLed once its first shares were checkpointed, run again",
+    return {"fault": "migrate SIGKILLed once a third of the sessions were copied, run again",
             "migrate_second_run": resumed,
             "validation": f"{resumed}; validation {validation.get('consistency_percent', '?')} % consistent "
                           f"({validation.get('comparable', '?')} comparable), exit {checked.returncode}",
@@ -259,7 +261,7 @@ def run_scenario(scenario: Scenario, *, users: int, options: dict, out_dir: str,
                                                       app_config=scenario.app_config,
                                                       replica=scenario.replica))
             if scenario.fault is migration_killed:
-                seed_sessions(fleet.apps[0].session_dir, 20000, rng_seed="faults")
+                seed_sessions(fleet.apps[0].session_dir, KILLED_MIGRATION_SESSIONS, rng_seed="faults")
             load = LocustRun.start(fleet.urls, users=users, spawn_rate=users, run_time=600, out_dir=out_dir,
                                    name=f"fault_{slug}", wait="0.2,1")
             try:
