@@ -308,7 +308,7 @@ def aof_reload_hazard(client) -> str | None:
     append-only file against the *default* user's permissions, and silently drops the block
     when they are missing. A script that writes twice is written to the AOF as MULTI/EXEC
     (sessionshift's own writes are single native commands since the logout tombstone lives in
-    the session key, but a release before that wrote each logout as DEL plus a tombstone SET,
+    the session key, but a build before that wrote each logout as DEL plus a tombstone SET,
     and any other client's transaction is such a block), so with ``user default off`` (no
     permissions) a restart can drop writes Redis had acknowledged. The cure keeps the default
     user off, so nobody can log in as it. Not checked (None) where

@@ -43,7 +43,8 @@ KeyKind = Literal["hashed", "tombstone", "stock"]
 
 _HASHED_TAG = "h:{"
 TAG_END = "}"  # closes the hash tag: a hashed key is its head, the file name, this
-_LEGACY_TOMBSTONE_TAG = "t:{"  # releases before 2026-11-30 kept tombstones in keys of their own
+# Builds before the tombstone moved into the session key kept it in a key of its own.
+_LEGACY_TOMBSTONE_TAG = "t:{"
 _GENERATION_KEY = re.compile(r"g(\d+):[ht]:\{")  # legacy tombstone keys too: a purge removes them
 
 # A logout's tombstone: the value of the session key of a logged-out session. It can never
@@ -144,8 +145,8 @@ class KeyLayout:
         return ParsedKey("stock", self.file_name(rest), sid=rest)
 
     def legacy_tombstone_file(self, key: str) -> str | None:
-        """The file name of a tombstone key as releases before 2026-11-30 named it
-        (``<prefix>[g<N>:]t:{<file>}``, read from their backups), else None."""
+        """The file name of a tombstone key as earlier builds named it (``<prefix>[g<N>:]t:{<file>}``,
+        read from their backups), else None."""
         head = f"{self.prefix}{self._space}{_LEGACY_TOMBSTONE_TAG}"
         if key.startswith(head) and key.endswith(TAG_END) and detect_hash(key[len(head):-1]):
             return key[len(head):-1]
