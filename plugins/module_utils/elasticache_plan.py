@@ -143,8 +143,10 @@ def _log_delivery_request(log_type, value) -> dict:
             "LogFormat": log_format, "Enabled": True}
 
 
-def describe(group: dict, member: dict | None, tags: list | None) -> dict:
+def describe(group: dict, member: dict | None, tags: dict | None) -> dict:
     """The described state, in the module's option names, from AWS's responses.
+
+    ``tags`` is the group's tags as a dict, None when AWS would not list them.
 
     ``member`` is one member cache cluster (describe_cache_clusters): only it knows the
     security groups, subnet group, parameter group, maintenance window and engine version.
@@ -179,7 +181,7 @@ def describe(group: dict, member: dict | None, tags: list | None) -> dict:
         "log_delivery": _log_delivery(group.get("LogDeliveryConfigurations") or []),
         "snapshot_retention_limit": group.get("SnapshotRetentionLimit"),
         "snapshot_window": group.get("SnapshotWindow"),
-        "tags": {tag["Key"]: tag["Value"] for tag in tags} if tags is not None else None,
+        "tags": dict(tags) if tags is not None else None,
         "engine_version": None, "cache_parameter_group": None, "security_group_ids": None,
         "maintenance_window": None, "cache_subnet_group": None, "notification_topic_arn": None,
     }
@@ -409,7 +411,10 @@ def _plan_user_groups(wanted, described, plan):
 
 def _plan_tags(wanted, described, plan):
     tags, current = wanted.get("tags"), described.get("tags")
-    if tags is None or current is None:
+    if tags is None:
+        return
+    if current is None:  # AWS would not list them: compare on the next run
+        plan.unverified.append("tags")
         return
     purge = wanted.get("purge_tags", True)
     to_set = {key: value for key, value in tags.items() if current.get(key) != value}

@@ -216,7 +216,19 @@ replication_group:
       C(member_clusters) and C(node_groups[0].primary_endpoint).
   returned: always
   type: dict
-  sample: {replication_group_id: sessions, status: available, member_clusters: [sessions-001, sessions-002]}
+  sample: {replication_group_id: sessions, status: available, member_clusters: [sessions-001, sessions-002],
+           tags: {app: sessionshift}}
+  contains:
+    tags:
+      description:
+        - The group's tags, a dict of tag key to value, the keys exactly as tagged (not converted to snake_case). After a change
+          they are read back from AWS; in check mode or without a change they are the ones the module compared.
+      returned: >-
+        when there is a group and AWS lists its tags: not for a group that was deleted between the describe and the
+        tag call, or whose state AWS refuses to list tags in (C(ReplicationGroupNotFoundFault),
+        C(InvalidReplicationGroupState))
+      type: dict
+      sample: {app: sessionshift}
 """
 
 import time
@@ -226,7 +238,6 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
-from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
@@ -237,6 +248,10 @@ from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache
     describe,
     plan_changes,
     validate,
+)
+from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_tags import (
+    group_result,
+    group_tags,
 )
 
 RETRY = AWSRetry.jittered_backoff(retries=10)
@@ -264,6 +279,7 @@ class Group:
         return groups["ReplicationGroups"][0]
 
     def described(self, group):
+        """(the described state for the plan, the group's tags or None when AWS will not list them)"""
         member = None
         if group.get("MemberClusters"):
             try:
@@ -272,8 +288,8 @@ class Group:
             except is_boto3_error_code("CacheClusterNotFound"):
                 self.module.warn(f"member cluster {group['MemberClusters'][0]} cannot be described: security "
                                  "groups, subnet/parameter group, maintenance window and engine version not compared")
-        tags = self.client.list_tags_for_resource(ResourceName=group["ARN"], aws_retry=True)["TagList"]
-        return describe(group, member, tags)
+        tags = group_tags(self.module, self.client, group)
+        return describe(group, member, tags), tags
 
     def wait(self, until, what):
         """Poll until the group is available (or gone), within wait_timeout."""
@@ -381,12 +397,13 @@ def main():
             module.fail_json(msg=f"invalid options for {desired['replication_group_id']}: {error}")
     client = module.client("elasticache", retry_decorator=RETRY)
     group = Group(module, client)
+    current_tags = None
     try:
         current = group.get()
         if module.params["state"] == "absent":
             plan = plan_delete(current, group.group_id, module.params["final_snapshot_identifier"])
         else:
-            described = group.described(current) if current else None
+            described, current_tags = group.described(current) if current else (None, None)
             plan = plan_changes(desired, described, allow_replacement=module.params["allow_replacement"],
                                 final_snapshot=module.params["final_snapshot_identifier"])
     except PlanError as error:
@@ -401,8 +418,13 @@ def main():
         check_references(module, client, desired)
     if plan.changed and not module.check_mode:
         execute(module, client, group, plan)
-    final = current if module.check_mode or not plan.changed else group.get()
-    module.exit_json(**result(module, plan, final))
+        final = group.get()
+        final_tags = group_tags(module, client, final) if final else None  # read back, never computed
+    else:  # the tags listed to plan are current; state: absent plans without them
+        final, final_tags = current, current_tags
+        if module.params["state"] == "absent" and final:
+            final_tags = group_tags(module, client, final)
+    module.exit_json(**result(module, plan, final, final_tags))
 
 
 def plan_delete(current, group_id, final_snapshot=None):
@@ -414,11 +436,11 @@ def plan_delete(current, group_id, final_snapshot=None):
                 changes={"state": {"before": "present", "after": "absent"}})
 
 
-def result(module, plan, group):
+def result(module, plan, group, tags):
     steps = [{"operation": step["operation"], "why": step["why"],
               "params": {k: v for k, v in step["params"].items() if k != "AuthToken"}} for step in plan.steps]
     output = dict(changed=plan.changed, action=plan.action, steps=steps, unverified=sorted(set(plan.unverified)),
-                  replication_group=camel_dict_to_snake_dict(group) if group else {})
+                  replication_group=group_result(group, tags) if group else {})
     if module._diff:
         output["diff"] = {"before": {name: change["before"] for name, change in plan.changes.items()},
                           "after": {name: change["after"] for name, change in plan.changes.items()}}

@@ -12,6 +12,9 @@ description:
     endpoints.
   - A named group that does not exist gives an empty RV(replication_groups), not a failure. A group being deleted is
     listed with RV(replication_groups[].status=deleting).
+  - Each group carries its tags (one C(ListTagsForResource) call per group). A group whose tags AWS will not list
+    (it went away after it was described, or its state forbids it) is listed without RV(replication_groups[].tags),
+    not a failure.
 options:
   replication_group_id:
     description: The replication group id. Omit it to list every group in the region.
@@ -121,6 +124,15 @@ replication_groups:
       description: Whether the group requires an AUTH token (the token itself is never described).
       returned: always
       type: bool
+    tags:
+      description:
+        - The group's tags, a dict of tag key to value; the keys exactly as tagged (not converted to snake_case). Empty when it has
+          none.
+      returned: >-
+        when AWS lists them: not for a group that was deleted between the describe and the tag call, or whose
+        state AWS refuses to list tags in (C(ReplicationGroupNotFoundFault), C(InvalidReplicationGroupState))
+      type: dict
+      sample: {app: sessionshift, CostCenter: platform}
 """
 
 try:
@@ -128,13 +140,18 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing SDK
 
-from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.sessionshift.migration.plugins.module_utils.elasticache_tags import (
+    group_result,
+    group_tags,
+)
+
+RETRY = AWSRetry.jittered_backoff(retries=10)
 
 
-@AWSRetry.jittered_backoff(retries=10)
+@RETRY
 def describe_replication_groups(client, **params):
     return client.get_paginator("describe_replication_groups").paginate(**params).build_full_result()[
         "ReplicationGroups"]
@@ -146,14 +163,15 @@ def main():
     ), supports_check_mode=True)
     group_id = module.params["replication_group_id"]
     params = {"ReplicationGroupId": group_id} if group_id else {}
-    client = module.client("elasticache")
+    client = module.client("elasticache", retry_decorator=RETRY)
     try:
         groups = describe_replication_groups(client, **params)
     except is_boto3_error_code("ReplicationGroupNotFoundFault"):
         groups = []
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:  # pylint: disable=duplicate-except
         module.fail_json_aws(error, msg=f"cannot describe replication group{' ' + group_id if group_id else 's'}")
-    module.exit_json(changed=False, replication_groups=[camel_dict_to_snake_dict(group) for group in groups])
+    module.exit_json(changed=False, replication_groups=[group_result(group, group_tags(module, client, group))
+                                                        for group in groups])
 
 
 if __name__ == "__main__":

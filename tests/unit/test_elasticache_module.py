@@ -18,6 +18,7 @@ from botocore.stub import ANY, Stubber
 from tests.conftest import load_module
 
 module = load_module("elasticache_replication_group")
+info_module = load_module("elasticache_replication_group_info")
 
 TOKEN = "Abcdefgh-12345678!#$%"
 KMS_ARN = "arn:aws:kms:ap-northeast-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -148,10 +149,10 @@ def aws(monkeypatch):
         stub.deactivate()
 
 
-def run(params, capsys, check_mode=False, diff=False):
+def run(params, capsys, check_mode=False, diff=False, main=module.main):
     params = dict(params, _ansible_check_mode=check_mode, _ansible_diff=diff)
     with patch_module_args(params), pytest.raises(SystemExit):
-        module.main()
+        main()
     output = capsys.readouterr().out
     assert TOKEN not in output
     return json.loads(output)
@@ -164,7 +165,11 @@ def expect_described(stub, response=None):
 def expect_full_describe(stub, response=None):
     expect_described(stub, response)
     stub.add_response("describe_cache_clusters", MEMBER, {"CacheClusterId": "sessions-001"})
-    stub.add_response("list_tags_for_resource", TAGS, {"ResourceName": ARN})
+    expect_tags(stub)
+
+
+def expect_tags(stub, response=TAGS):
+    stub.add_response("list_tags_for_resource", response, {"ResourceName": ARN})
 
 
 def test_create_checks_references_creates_and_waits(aws, capsys):
@@ -186,9 +191,11 @@ def test_create_checks_references_creates_and_waits(aws, capsys):
     expect_described(ec, group("creating"))
     expect_described(ec)
     expect_described(ec)
+    expect_tags(ec)  # the tags the new group has, read back
     result = run(args(), capsys)
     assert result["changed"] and result["action"] == "create"
     described = result["replication_group"]
+    assert described["tags"] == {"app": "sessionshift"}
     assert described["member_clusters"] == ["sessions-001", "sessions-002"]
     assert described["node_groups"][0]["primary_endpoint"]["address"].startswith("master.")
     assert described["node_groups"][0]["reader_endpoint"]["port"] == 6379
@@ -320,6 +327,7 @@ def test_tls_then_auth_are_applied_in_order_waiting_between_steps(aws, capsys):
         )
     expect_described(ec)  # wait after the last step
     expect_described(ec)  # the final state
+    expect_tags(ec)
     result = run(args(), capsys)
     assert result["changed"] and len(result["steps"]) == 3
 
@@ -352,6 +360,7 @@ def test_allowed_replacement_deletes_waits_until_gone_and_creates(aws, capsys):
     )
     expect_described(ec)
     expect_described(ec)
+    expect_tags(ec)
     result = run(args(port=6380, allow_replacement=True), capsys)
     assert result["changed"] and result["action"] == "replace"
     assert [step["operation"] for step in result["steps"]] == [
@@ -377,12 +386,18 @@ def test_delete_waits_until_the_group_is_gone(aws, capsys):
 
 
 def test_a_group_already_deleting_counts_as_absent(aws, capsys):
-    expect_described(aws["elasticache"], group("deleting"))
+    ec = aws["elasticache"]
+    expect_described(ec, group("deleting"))
+    ec.add_client_error(
+        "list_tags_for_resource", "InvalidReplicationGroupState", "sessions is deleting", http_status_code=400
+    )
     result = run(
         {"replication_group_id": "sessions", "state": "absent", "wait": False, "region": "ap-northeast-1"},
         capsys,
     )
-    assert result["changed"] is False
+    assert result["changed"] is False and "failed" not in result
+    # AWS will not list its tags: the group is returned without them, not with guessed ones.
+    assert result["replication_group"]["status"] == "deleting" and "tags" not in result["replication_group"]
 
 
 def test_a_timeout_says_the_group_exists(aws, capsys, monkeypatch):
@@ -465,6 +480,7 @@ def test_a_rotation_step_sends_the_token_with_its_strategy_and_waits(aws, capsys
     expect_described(ec, group("modifying"))  # the step runs: the next one must wait for it
     expect_described(ec)
     expect_described(ec)  # the final state
+    expect_tags(ec)
     rotation = args(auth_token=NEW_TOKEN, update_auth_token=True, auth_token_update_strategy=strategy)
     result = run(rotation, capsys)
     assert result["changed"] and result["action"] == "modify"
@@ -485,3 +501,65 @@ def test_without_update_auth_token_a_new_token_is_not_sent(aws, capsys):
     expect_full_describe(aws["elasticache"])
     result = run(args(auth_token=NEW_TOKEN), capsys)
     assert not result["changed"] and result["steps"] == []
+
+
+def test_after_a_tag_change_the_tags_are_read_back_from_aws(aws, capsys):
+    ec = aws["elasticache"]
+    expect_described(ec)
+    ec.add_response("describe_cache_clusters", MEMBER, {"CacheClusterId": "sessions-001"})
+    expect_tags(ec, {"TagList": [{"Key": "app", "Value": "old"}, {"Key": "Cost-Center", "Value": "web"}]})
+    expect_described(ec)  # the ARN to tag
+    ec.add_response("add_tags_to_resource", {"TagList": []},
+                    {"ResourceName": ARN, "Tags": [{"Key": "app", "Value": "sessionshift"}]})
+    expect_described(ec)  # the wait after the change
+    expect_described(ec)  # the final state
+    # What AWS answers now (here it also kept a tag another tool added meanwhile): returned as read.
+    after = [{"Key": "Cost-Center", "Value": "web"}, {"Key": "app", "Value": "sessionshift"},
+             {"Key": "Owner", "Value": "ops"}]
+    expect_tags(ec, {"TagList": after})
+    result = run(args(purge_tags=False), capsys)
+    assert result["changed"] and [step["operation"] for step in result["steps"]] == ["add_tags_to_resource"]
+    tags = result["replication_group"]["tags"]
+    assert tags == {"Cost-Center": "web", "app": "sessionshift", "Owner": "ops"}
+
+
+def test_no_change_returns_the_tags_it_compared_without_a_second_call(aws, capsys):
+    expect_full_describe(aws["elasticache"])  # one list_tags_for_resource; the fixture fails on another
+    result = run(args(), capsys)
+    assert not result["changed"] and result["replication_group"]["tags"] == {"app": "sessionshift"}
+
+
+def test_a_group_gone_before_its_tags_are_listed_is_not_a_failure(aws, capsys):
+    ec = aws["elasticache"]
+    expect_described(ec)
+    ec.add_response("describe_cache_clusters", MEMBER, {"CacheClusterId": "sessions-001"})
+    ec.add_client_error("list_tags_for_resource", *NOT_FOUND, http_status_code=404)
+    result = run(args(), capsys, check_mode=True)
+    assert "failed" not in result and result["action"] == "none"
+    assert "tags" in result["unverified"] and "tags" not in result["replication_group"]
+
+
+def test_info_lists_each_group_with_its_tags_and_skips_tags_aws_will_not_list(aws, capsys):
+    ec = aws["elasticache"]
+    deleting = group("deleting", ReplicationGroupId="old", ARN=ARN.replace(":sessions", ":old"))
+    ec.add_response("describe_replication_groups",
+                    {"ReplicationGroups": group()["ReplicationGroups"] + deleting["ReplicationGroups"]}, {})
+    expect_tags(ec, {"TagList": [{"Key": "app", "Value": "sessionshift"},
+                                 {"Key": "CostCenter", "Value": "7"}]})
+    ec.add_client_error("list_tags_for_resource", "InvalidReplicationGroupState", "old is deleting",
+                        http_status_code=400,
+                        expected_params={"ResourceName": deleting["ReplicationGroups"][0]["ARN"]})
+    result = run({"region": "ap-northeast-1"}, capsys, main=info_module.main)
+    assert "failed" not in result
+    listed, old = result["replication_groups"]
+    assert listed["tags"] == {"app": "sessionshift", "CostCenter": "7"}  # keys as tagged, not snake_cased
+    assert old["status"] == "deleting" and "tags" not in old
+
+
+def test_info_fails_on_other_tag_errors_naming_the_group(aws, capsys):
+    ec = aws["elasticache"]
+    expect_described(ec)
+    ec.add_client_error("list_tags_for_resource", "AccessDenied", "not allowed", http_status_code=403)
+    result = run({"replication_group_id": "sessions", "region": "ap-northeast-1"}, capsys,
+                 main=info_module.main)
+    assert result["failed"] and result["msg"].startswith("cannot list the tags of replication group sessions")

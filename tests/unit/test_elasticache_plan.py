@@ -134,7 +134,7 @@ def aws_member(**overrides):
     return member
 
 
-TAGS = [{"Key": "app", "Value": "sessionshift"}]
+TAGS = {"app": "sessionshift"}
 
 
 def described(group=None, member=None, tags=TAGS):
@@ -396,7 +396,7 @@ def test_replica_count_changes_use_the_replica_calls():
 
 def test_tags_are_added_and_purged():
     plan = plan_changes(
-        desired(tags={"app": "x", "team": "web"}), described(tags=[*TAGS, {"Key": "old", "Value": "1"}])
+        desired(tags={"app": "x", "team": "web"}), described(tags={**TAGS, "old": "1"})
     )
     operations = {step["operation"]: step["params"] for step in plan.steps}
     assert operations["add_tags_to_resource"]["Tags"] == [
@@ -404,8 +404,13 @@ def test_tags_are_added_and_purged():
         {"Key": "team", "Value": "web"},
     ]
     assert operations["remove_tags_from_resource"]["TagKeys"] == ["old"]
-    keep = plan_changes(desired(purge_tags=False), described(tags=[*TAGS, {"Key": "old", "Value": "1"}]))
+    keep = plan_changes(desired(purge_tags=False), described(tags={**TAGS, "old": "1"}))
     assert keep.action == "none"
+
+
+def test_tags_aws_would_not_list_are_reported_not_changed():
+    plan = plan_changes(desired(tags={"app": "x"}), described(tags=None))
+    assert plan.action == "none" and "tags" in plan.unverified
 
 
 def test_fields_aws_did_not_describe_are_reported_not_guessed():
