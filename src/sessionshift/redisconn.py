@@ -414,8 +414,9 @@ def command_started(client: redis.Redis, args: list[bytes | str | int]) -> Calla
     return packed_started(client, b"".join(parts))
 
 
-def packed_started(client: redis.Redis, payload: bytes) -> Callable[[], Any]:
-    """:func:`command_started` of a command already in the Redis protocol (*payload*)."""
+def _sent(client: redis.Redis, payload: bytes):
+    """(pool, connection): *payload* sent on a connection taken from the pool and held for its
+    replies. A failure to send disconnects it, gives it back and is raised."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
@@ -424,6 +425,12 @@ def packed_started(client: redis.Redis, payload: bytes) -> Callable[[], Any]:
         connection.disconnect()
         pool.release(connection)
         raise
+    return pool, connection
+
+
+def packed_started(client: redis.Redis, payload: bytes) -> Callable[[], Any]:
+    """:func:`command_started` of a command already in the Redis protocol (*payload*)."""
+    pool, connection = _sent(client, payload)
 
     def reply() -> Any:
         try:
@@ -447,14 +454,7 @@ def lines_started(client: redis.Redis, payload: bytes, count: int) -> Callable[[
     command cost the client more than packing the command. The connection comes from the
     pool with nothing unread (redis-py checks), so the socket's next bytes are these replies.
     """
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([payload])
-    except BaseException:
-        connection.disconnect()
-        pool.release(connection)
-        raise
+    pool, connection = _sent(client, payload)
 
     def reply() -> bytes:
         try:
