@@ -55,7 +55,7 @@ from .export import DEFAULT_BATCH, fetch_with_expiry, is_cluster, scan_batches
 from .keys import TOMBSTONE, KeyLayout, is_tombstone
 from .progress import Progress, ProgressCallback
 from .redisconn import RedisClient
-from .store import CopyResult, SessionStore, stock_keys_current
+from .store import CopyResult, SessionStore, holds_tombstone, stock_keys_current
 
 FORMAT_NAME = "sessionshift-backup"
 FORMAT_VERSION = 1
@@ -107,12 +107,7 @@ def create_backup(client: RedisClient, layout: KeyLayout, dest: str, *, source: 
             parsed = [(key, kind.kind) for key in keys if (kind := layout.parse(key)) is not None]
             hashed = [key for key, kind in parsed if kind == "hashed"]
             counts["stock"] += len(parsed) - len(hashed)
-            # A tombstone is told by its value's first bytes, not the whole value.
-            with node.pipeline(transaction=False) as pipe:
-                for key in hashed:
-                    pipe.getrange(key, 0, len(TOMBSTONE) - 1)
-                heads = pipe.execute() if hashed else []
-            tombstones = sum(1 for head in heads if is_tombstone(head))
+            tombstones = sum(holds_tombstone(node, hashed))
             counts["tombstone"] += tombstones
             counts["hashed"] += len(hashed) - tombstones
         return BackupResult(dest, _manifest(layout, source, counts, ""), created=False)

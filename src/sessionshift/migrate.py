@@ -167,7 +167,7 @@ class _Pass:
         self.before_write = before_write
         self.probe = probe  # an interrupted run's shares: ask Redis before reading (_not_in_redis)
         # The batch whose copy was sent and whose outcome is read when the next batch is full:
-        # Redis runs one batch's script while this process reads the next batch's files.
+        # Redis runs one batch's copies while this process reads the next batch's files.
         self._sent: tuple[list[tuple[str, bytes, int]], Callable[[], list[CopyResult]] | None] | None = None
 
     def run(self, shares: tuple[int, ...]) -> tuple[collections.Counter, list[dict[str, str]]]:

@@ -93,6 +93,17 @@ def stock_keys_current(client: RedisClient, layout: KeyLayout) -> bool:
     return layout.generation == 0 or bool(client.exists(layout.stock_moved_key))
 
 
+def holds_tombstone(client: RedisClient, keys: list[str]) -> list[bool]:
+    """Whether each session key holds the logout tombstone, from its first bytes (GETRANGE of
+    the marker's length), not its whole value: one pipeline (split per node in a cluster)."""
+    if not keys:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.getrange(key, 0, len(TOMBSTONE) - 1)
+        return [is_tombstone(head) for head in pipe.execute()]
+
+
 @dataclasses.dataclass
 class SessionStore:
     """Session reads and writes for one key layout on one Redis (standalone or cluster)."""
@@ -197,12 +208,14 @@ class SessionStore:
         """Why a SET NX left each key alone: a tombstone (logged out) or a session. Counting
         only: the SET NX itself was the atomic decision. A key gone since counts as a session
         (it was one, or the copy would have been written)."""
-        size = len(TOMBSTONE)
-        with self.client.pipeline(transaction=False) as pipe:  # split per node in a cluster
-            for key in keys:
-                pipe.getrange(key, 0, size - 1)
-            heads = pipe.execute()
-        return [CopyResult.TOMBSTONED if is_tombstone(head) else CopyResult.EXISTS for head in heads]
+        return [CopyResult.TOMBSTONED if tombstoned else CopyResult.EXISTS
+                for tombstoned in holds_tombstone(self.client, keys)]
+
+    def _mark_refused(self, refused: dict[int, str], results: list[CopyResult]) -> None:
+        """``results[index]`` for each refused copy's ``{index: key}``: tombstoned or exists."""
+        if refused:
+            for index, outcome in zip(refused, self._refused(list(refused.values())), strict=True):
+                results[index] = outcome
 
     def copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
                             now: float | None = None) -> list[CopyResult]:
@@ -219,18 +232,11 @@ class SessionStore:
                 file_name, value, expiry = items[index]
                 pipe.set(self.layout.session_key(file_name), value, nx=True, exat=expiry or None)
             done = pipe.execute()
-        refused = [index for index, written in zip(live, done, strict=True) if not written]
         for index in live:
             results[index] = CopyResult.WRITTEN
-        self._classify(items, refused, results)
+        self._mark_refused({index: self.layout.session_key(items[index][0])
+                            for index, written in zip(live, done, strict=True) if not written}, results)
         return results
-
-    def _classify(self, items: list[tuple[str, bytes, int]], refused: list[int],
-                  results: list[CopyResult]) -> None:
-        if refused:
-            outcomes = self._refused([self.layout.session_key(items[index][0]) for index in refused])
-            for index, outcome in zip(refused, outcomes, strict=True):
-                results[index] = outcome
 
     def start_copy_many_if_absent(self, items: list[tuple[str, bytes, int]],
                                   now: float | None = None) -> Callable[[], list[CopyResult]]:
@@ -282,13 +288,13 @@ class SessionStore:
                 results[index] = CopyResult.WRITTEN
             if replies != b"+OK\r\n" * len(live):  # the backfill's usual case: every copy written
                 lines = replies.split(b"\r\n")
-                refused = []
+                refused = {}
                 for index, line in zip(live, lines, strict=False):
                     if line in _NOT_WRITTEN_LINES:
-                        refused.append(index)
+                        refused[index] = self.layout.session_key(items[index][0])
                     elif line != _WRITTEN_LINE:
                         raise ResponseError(f"SET NX of a batch answered {line[:200]!r}")
-                self._classify(items, refused, results)
+                self._mark_refused(refused, results)
             return results
         return outcomes
 
@@ -312,11 +318,8 @@ class SessionStore:
                 pipe.exists(key)
             found = pipe.execute()
         results = [CopyResult.EXISTS if exists else CopyResult.WRITTEN for exists in found]
-        existing = [index for index, (_key, session) in enumerate(items) if session and found[index]]
-        if existing:
-            for index, outcome in zip(existing, self._refused([items[index][0] for index in existing]),
-                                      strict=True):
-                results[index] = outcome
+        existing = {index: key for index, (key, session) in enumerate(items) if session and found[index]}
+        self._mark_refused(existing, results)
         return results
 
     # -- stock Flask-Session keys (the phase-5 move option) ---------------------------------
